@@ -1,0 +1,139 @@
+"""Attention capture vs plain generation vs eager output_attentions, and ReAL speed.
+
+Each generation variant runs in its own subprocess so that its peak resident
+memory is its own. Prints times, peak memory and ratios measured in this run.
+Usage: python benchmarks/capture_overhead.py [--new-tokens 64] [--image-side 896] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+VARIANTS = ("plain", "eager", "capture")
+
+
+def bench_spec():
+    from inspectd.model.tiny import TinySpec
+
+    # About 25M parameters: text 512 x 8 layers, vision 256 x 4 blocks.
+    return TinySpec(
+        text_hidden=512, text_layers=8, text_heads=8, text_kv_heads=4, text_intermediate=1024,
+        vision_hidden=256, vision_depth=4, vision_heads=4, vision_intermediate=768, fullatt_blocks=(3,),
+        vocab_size=2048, max_pixels=1024 * 1024, seed=0,
+    )
+
+
+def run_variant(variant: str, new_tokens: int, side: int, repeats: int) -> dict:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from inspectd.bundle.manifest import PromptSpec
+    from inspectd.model.capture import AttentionRecorder, enable_capture, recording
+    from inspectd.model.prompting import anomaly_word_token_ids, capture_targets, chat_text
+    from inspectd.model.tiny import build_tiny_model
+
+    torch.manual_seed(0)
+    model, processor = build_tiny_model(bench_spec())
+    params = sum(p.numel() for p in model.parameters())
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8))
+    prompt = PromptSpec()
+    batch = processor(text=[chat_text(processor, prompt)], images=[image], return_tensors="pt")
+    image_tokens = int((batch["input_ids"] == model.config.image_token_id).sum())
+    text_ids, hits = anomaly_word_token_ids(processor.tokenizer, prompt, ("defects", "anomalies"))
+    targets, _ = capture_targets(batch["input_ids"], model.config.image_token_id, text_ids, hits)
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    if variant == "eager":
+        # What a user of output_attentions does: the whole model on eager attention.
+        model.set_attn_implementation("eager")
+        kwargs.update(output_attentions=True, return_dict_in_generate=True)
+    elif variant == "capture":
+        enable_capture(model)
+
+    def once():
+        if variant == "capture":
+            recorder = AttentionRecorder(targets, model.config.text_config.num_hidden_layers)
+            with recording(recorder):
+                model.generate(**batch, **kwargs)
+            recorder.stacked()
+        else:
+            out = model.generate(**batch, **kwargs)
+            del out
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            started = time.perf_counter()
+            once()
+            times.append(time.perf_counter() - started)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "variant": variant,
+        "params": params,
+        "image_tokens": image_tokens,
+        "seconds": statistics.median(times),
+        "peak_rss_mb": peak_kb / 1024,
+        "peak_growth_mb": (peak_kb - rss_before) / 1024,
+    }
+
+
+def bench_real(tokens: int = 300, grid: int = 15, repeats: int = 200) -> float:
+    import numpy as np
+
+    from inspectd.real.localize import TokenEvidence, localize
+    from inspectd.real.params import RealParams
+
+    rng = np.random.default_rng(0)
+    maps = rng.dirichlet(np.ones(grid * grid), size=tokens).reshape(tokens, grid, grid)
+    evidence = TokenEvidence(maps, rng.uniform(0, 0.2, tokens))
+    params = RealParams()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        localize(evidence, params, (grid * 28, grid * 28))
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--image-side", type=int, default=896, help="896 px -> 1024 merged image tokens")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        print(json.dumps(run_variant(args.variant, args.new_tokens, args.image_side, args.repeats)))
+        return 0
+    results = {}
+    for variant in VARIANTS:
+        done = subprocess.run(
+            [sys.executable, __file__, "--variant", variant, "--new-tokens", str(args.new_tokens),
+             "--image-side", str(args.image_side), "--repeats", str(args.repeats)],
+            capture_output=True, text=True, check=True,
+        )
+        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+    plain, eager, capture = (results[v] for v in VARIANTS)
+    print(f"model: {plain['params'] / 1e6:.1f}M parameters, {plain['image_tokens']} image tokens, "
+          f"{args.new_tokens} new tokens, median of {args.repeats}")
+    print(f"{'variant':<10}{'time s':>10}{'peak RSS MB':>14}{'growth MB':>12}")
+    for r in results.values():
+        print(f"{r['variant']:<10}{r['seconds']:>10.3f}{r['peak_rss_mb']:>14.0f}{r['peak_growth_mb']:>12.0f}")
+    print(f"capture / plain time:   {capture['seconds'] / plain['seconds']:.3f}x  (target <= 1.10)")
+    print(f"capture / plain memory: {capture['peak_rss_mb'] / plain['peak_rss_mb']:.3f}x  (target <= 1.15)")
+    print(f"eager / capture time:   {eager['seconds'] / capture['seconds']:.3f}x  (target >= 1.5)")
+    print(f"eager / plain memory:   {eager['peak_rss_mb'] / plain['peak_rss_mb']:.3f}x")
+    real_s = bench_real()
+    print(f"ReAL, 300 reasoning tokens on a 15x15 grid: {real_s * 1000:.2f} ms (target < 5 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

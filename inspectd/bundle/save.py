@@ -1,0 +1,44 @@
+"""Save a model and processor as a bundle (used by export and the tiny builder)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from transformers import PreTrainedModel
+
+from inspectd import __version__
+from inspectd.bundle.files import publish_bundle
+from inspectd.bundle.manifest import BundleManifest
+from inspectd.model.processor import ImageOnlyQwenProcessor
+
+
+def save_bundle(
+    model: PreTrainedModel,
+    processor: ImageOnlyQwenProcessor,
+    destination: Path,
+    manifest: BundleManifest,
+    model_card: str,
+) -> BundleManifest:
+    """Write model, processor, MODEL_CARD.md and a hashed manifest atomically.
+
+    Save a bitsandbytes-quantized model before any forward pass: on the CPU,
+    bitsandbytes repacks weights on first use and a later save reloads wrong
+    (PLATFORM.md).
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.staging-", dir=destination.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        processor.save_pretrained(staging)
+        (staging / "MODEL_CARD.md").write_text(model_card, encoding="utf-8")
+        stamped = manifest.model_copy(
+            update={"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "inspectd_version": __version__}
+        )
+        return publish_bundle(staging, destination, stamped)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,175 @@
+"""``inspectd`` command line: inspect images now; build the tiny test bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from inspectd import __version__
+from inspectd.errors import InspectdError
+
+log = logging.getLogger("inspectd")
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _quiet_libraries() -> None:
+    """No network, no progress bars: the daemon's logs are for operators."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _config_path(arg: str | None) -> Path:
+    from inspectd.config import default_config_path
+
+    if arg:
+        return Path(arg)
+    if os.environ.get("INSPECTD_CONFIG"):
+        return Path(os.environ["INSPECTD_CONFIG"])
+    return default_config_path()
+
+
+def _unique_stem(path: Path, taken: set[str]) -> str:
+    stem, n = path.stem, 1
+    while stem in taken:
+        n += 1
+        stem = f"{path.stem}-{n}"
+    taken.add(stem)
+    return stem
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from inspectd.bundle.load import load_bundle
+    from inspectd.config import load_settings
+    from inspectd.errors import ImageError
+    from inspectd.inspection.images import load_image
+    from inspectd.inspection.inspector import Inspector, InspectorOptions
+    from inspectd.inspection.render import map_image, mask_image, overlay_image
+
+    settings = load_settings(_config_path(args.config), require_paths=args.bundle is None)
+    bundle_dir = Path(args.bundle) if args.bundle else settings.model.bundle
+    bundle = load_bundle(bundle_dir, args.device or settings.model.device)
+    real = settings.real.apply(bundle.manifest.real)
+    options = InspectorOptions(
+        batch_size=settings.model.batch_size,
+        max_new_tokens=settings.model.max_new_tokens,
+        threshold=settings.threshold,
+        max_pixels=settings.images.max_pixels,
+        max_file_bytes=settings.images.max_file_bytes,
+    )
+    inspector = Inspector(bundle, real, options)
+    paths = [Path(p) for p in args.images]
+    results = inspector.inspect_files(paths)
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    report = []
+    for path, result in zip(paths, results):
+        entry = result.summary()
+        if out and result.anomaly_map is not None:
+            stem = _unique_stem(path, taken)
+            files = {
+                "map": out / f"{stem}_map.png",
+                "mask": out / f"{stem}_mask.png",
+                "overlay": out / f"{stem}_overlay.png",
+            }
+            map_image(result.anomaly_map).save(files["map"])
+            mask_image(result.mask).save(files["mask"])
+            try:
+                photo = load_image(path, options.max_pixels, options.max_file_bytes)
+                overlay_image(photo, result.anomaly_map, result.mask).save(files["overlay"])
+            except ImageError as exc:
+                log.warning("overlay not written: %s", exc)
+                files.pop("overlay")
+            entry["outputs"] = {k: str(v) for k, v in files.items()}
+        report.append(entry)
+    if args.json:
+        json.dump({"bundle": bundle.manifest.name, "bundle_sha256": bundle.digest, "results": report}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for entry in report:
+            _print_entry(entry)
+    failed = [e for e in report if e["verdict"] == "failed"]
+    for entry in failed:
+        print(f"error: {entry['source']}: {entry['error']}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _print_entry(entry: dict) -> None:
+    verdict = entry["verdict"].upper()
+    if entry["verdict"] == "failed":
+        print(f"{entry['source']}  FAILED  {entry['error']}")
+        return
+    score = "n/a" if entry["score"] is None else f"{entry['score']:.3f}"
+    timings = ", ".join(f"{k} {v:.0f} ms" for k, v in entry["timings_ms"].items())
+    print(f"{entry['source']}  {verdict}  score {score} (threshold {entry['threshold']:.2f})  [{timings}]")
+    if entry["reasoning"] is not None:
+        print(f"  reasoning: {entry['reasoning']}")
+    else:
+        print(f"  reply did not parse ({entry['parse_status']}): {entry['reply']!r}")
+    if entry["real_fallback"]:
+        print("  ReAL: no reasoning token passed both filters; map uses all reasoning tokens")
+    for kind, path in entry.get("outputs", {}).items():
+        print(f"  {kind}: {path}")
+
+
+def cmd_tiny_bundle(args: argparse.Namespace) -> int:
+    from inspectd.model.tiny import TinySpec, save_tiny_bundle
+
+    manifest = save_tiny_bundle(Path(args.destination), TinySpec(seed=args.seed), name=args.name)
+    print(f"wrote bundle {manifest.name!r} to {args.destination} ({len(manifest.files)} files)")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inspectd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"inspectd {__version__}")
+    parser.add_argument("--config", help="YAML settings (default: $INSPECTD_CONFIG or the shipped config)")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    inspect = sub.add_parser("inspect", help="inspect image files once and print verdicts")
+    inspect.add_argument("images", nargs="+", help="image files")
+    inspect.add_argument("--bundle", help="model bundle folder (overrides model.bundle)")
+    inspect.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides model.device)")
+    inspect.add_argument("--json", action="store_true", help="print one JSON document")
+    inspect.add_argument("--out", help="folder for <name>_map.png, <name>_mask.png and <name>_overlay.png")
+    inspect.set_defaults(handler=cmd_inspect)
+
+    tiny = sub.add_parser("tiny-bundle", help="build an untrained tiny Qwen2.5-VL bundle (tests, benchmarks)")
+    tiny.add_argument("destination")
+    tiny.add_argument("--name", default="tiny-random")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(handler=cmd_tiny_bundle)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, (args.log_level or "INFO").upper(), logging.INFO),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    _quiet_libraries()
+    try:
+        return args.handler(args)
+    except InspectdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

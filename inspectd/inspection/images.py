@@ -1,0 +1,61 @@
+"""Open camera images defensively: every failure names the file and the cause."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from inspectd.errors import ImageError
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float monochrome cameras: scale the full range to 8 bits.
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = np.zeros_like(values) if high <= low else (values - low) / (high - low) * 255.0
+        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
+def load_image(path: Path, max_pixels: int, max_bytes: int) -> Image.Image:
+    """Decode fully (so truncation shows now, not inside the model) as RGB."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageError(str(path), "file does not exist") from None
+    except OSError as exc:
+        raise ImageError(str(path), f"cannot read file ({exc.strerror or exc})") from exc
+    if not path.is_file():
+        raise ImageError(str(path), "not a regular file")
+    if size == 0:
+        raise ImageError(str(path), "file is empty (0 bytes)")
+    if size > max_bytes:
+        raise ImageError(str(path), f"file is {size} bytes, over the limit of {max_bytes} (images.max_file_bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageError(
+                        str(path),
+                        f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+                        "(images.max_pixels; refused as a possible decompression bomb)",
+                    )
+                if width < 1 or height < 1:
+                    raise ImageError(str(path), f"image has no pixels ({width}x{height})")
+                image.load()
+                return _to_rgb(image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(str(path), "not an image PIL can decode (unknown or corrupt format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(str(path), f"refused as a possible decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(str(path), f"image data is corrupt or truncated ({exc})") from None

@@ -1,0 +1,111 @@
+"""Images in, inspection results out: model, verdict and ReAL, per batch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PIL import Image
+
+from inspectd.bundle.load import LoadedBundle
+from inspectd.errors import ImageError
+from inspectd.inspection.images import load_image
+from inspectd.inspection.result import InspectionResult, Verdict
+from inspectd.model.reply import ParseStatus
+from inspectd.model.runtime import InspectionModel, ModelReply
+from inspectd.real.localize import localize
+from inspectd.real.params import RealParams
+
+
+@dataclass(frozen=True)
+class InspectorOptions:
+    batch_size: int = 4
+    max_new_tokens: int | None = None
+    threshold: float | None = None
+    max_pixels: int = 40_000_000
+    max_file_bytes: int = 200 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NamedImage:
+    source: str
+    image: Image.Image
+    load_s: float = 0.0
+
+
+class Inspector:
+    def __init__(self, bundle: LoadedBundle, real: RealParams, options: InspectorOptions) -> None:
+        self.options = options
+        self.real = real
+        self.threshold = options.threshold if options.threshold is not None else bundle.manifest.threshold
+        self.model = InspectionModel(bundle, real, options.max_new_tokens)
+
+    def inspect_files(self, paths: list[Path]) -> list[InspectionResult]:
+        """Inspect files in order; a bad file becomes a failed result, not an exception."""
+        results: dict[int, InspectionResult] = {}
+        loaded: list[tuple[int, NamedImage]] = []
+        for index, path in enumerate(paths):
+            started = time.perf_counter()
+            try:
+                image = load_image(path, self.options.max_pixels, self.options.max_file_bytes)
+            except ImageError as exc:
+                results[index] = self.failed(str(path), exc.reason)
+                continue
+            loaded.append((index, NamedImage(str(path), image, time.perf_counter() - started)))
+        for start in range(0, len(loaded), self.options.batch_size):
+            chunk = loaded[start : start + self.options.batch_size]
+            for (index, _), result in zip(chunk, self.inspect_images([item for _, item in chunk])):
+                results[index] = result
+        return [results[i] for i in range(len(paths))]
+
+    def failed(self, source: str, reason: str) -> InspectionResult:
+        return InspectionResult(source=source, verdict=Verdict.FAILED, threshold=self.threshold, error=reason)
+
+    def inspect_images(self, images: list[NamedImage]) -> list[InspectionResult]:
+        """One generate call for the batch, then verdict and ReAL per image."""
+        if not images:
+            return []
+        replies, timings = self.model.run([item.image for item in images])
+        share = 1.0 / len(images)
+        results = []
+        for item, reply in zip(images, replies):
+            started = time.perf_counter()
+            result = self._result(item, reply)
+            stage = {
+                "load": item.load_s,
+                "preprocess": timings.preprocess_s * share,
+                "generate": timings.generate_s * share,
+                "decode": timings.postprocess_s * share,
+                "real": time.perf_counter() - started,
+            }
+            results.append(replace(result, timings=stage))
+        return results
+
+    def _result(self, item: NamedImage, reply: ModelReply) -> InspectionResult:
+        size = item.image.size
+        common = dict(
+            source=item.source,
+            threshold=self.threshold,
+            reply=reply.text,
+            parse_status=reply.parsed.status.value,
+            image_size=size,
+            generated_tokens=reply.generated_tokens,
+        )
+        if reply.parsed.status is not ParseStatus.OK or reply.score is None:
+            return InspectionResult(verdict=Verdict.UNKNOWN, **common)
+        verdict = Verdict.ANOMALOUS if reply.score >= self.threshold else Verdict.NORMAL
+        if reply.evidence is None:
+            return InspectionResult(verdict=verdict, score=reply.score, reasoning=reply.parsed.reasoning, **common)
+        located = localize(reply.evidence, self.real, size)
+        return InspectionResult(
+            verdict=verdict,
+            score=reply.score,
+            reasoning=reply.parsed.reasoning,
+            anomaly_map=located.anomaly_map,
+            mask=located.mask,
+            real_fallback=located.scores.fallback,
+            reasoning_tokens=int(reply.evidence.maps.shape[0]),
+            tokens_used=located.tokens_used,
+            **common,
+        )

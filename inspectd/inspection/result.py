@@ -1,0 +1,55 @@
+"""The record of one inspection, as every later stage (store, alerts, CLI) sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+
+class Verdict(str, Enum):
+    ANOMALOUS = "anomalous"
+    NORMAL = "normal"
+    UNKNOWN = "unknown"  # the reply did not parse: recorded, never guessed
+    FAILED = "failed"  # the image could not be inspected at all
+
+
+@dataclass(frozen=True)
+class InspectionResult:
+    source: str
+    verdict: Verdict
+    threshold: float
+    score: float | None = None
+    reasoning: str | None = None
+    reply: str | None = None
+    parse_status: str | None = None
+    image_size: tuple[int, int] | None = None
+    anomaly_map: np.ndarray | None = field(default=None, repr=False)
+    mask: np.ndarray | None = field(default=None, repr=False)
+    real_fallback: bool | None = None
+    reasoning_tokens: int = 0
+    tokens_used: int = 0
+    generated_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def summary(self) -> dict:
+        """JSON-ready view without the arrays."""
+        return {
+            "source": self.source,
+            "verdict": self.verdict.value,
+            "score": self.score,
+            "threshold": self.threshold,
+            "reasoning": self.reasoning,
+            "reply": self.reply,
+            "parse_status": self.parse_status,
+            "image_size": list(self.image_size) if self.image_size else None,
+            "real_fallback": self.real_fallback,
+            "reasoning_tokens": self.reasoning_tokens,
+            "tokens_used": self.tokens_used,
+            "generated_tokens": self.generated_tokens,
+            "mask_fraction": float(self.mask.mean()) if self.mask is not None else None,
+            "timings_ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
+            "error": self.error,
+        }

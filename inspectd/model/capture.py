@@ -1,0 +1,121 @@
+"""Record only the attention ReAL needs, while generation runs on sdpa.
+
+``output_attentions=True`` forces eager attention and keeps every layer's full
+attention matrix (PLATFORM.md: about 2x time and memory). Instead, a custom
+attention function is registered with transformers: it runs the stock sdpa
+kernel for the layer's output and, on decode steps only (one query row),
+recomputes that row's softmax over all keys and keeps the weights at the
+requested key positions (the image tokens and the prompt's anomaly words),
+averaged over heads. The same name is registered with the mask interface,
+otherwise transformers builds no mask for an unknown implementation and
+left-padded rows silently attend to padding.
+
+Which recorder is active is held in a ContextVar, so a model is shared safely
+and code outside a ``recording`` block runs plain sdpa.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+CAPTURE_ATTENTION = "inspectd_capture"
+
+_ACTIVE: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar(
+    "inspectd_attention_recorder", default=None
+)
+
+
+@dataclass(frozen=True)
+class CaptureTargets:
+    """Key positions to record for each row of a (left-padded) batch.
+
+    ``positions`` is (batch, K) of indices into the padded sequence; ``valid``
+    marks which of them are real (rows have different numbers of image tokens).
+    """
+
+    positions: torch.Tensor
+    valid: torch.Tensor
+
+
+class AttentionRecorder:
+    """Collects, per decode step and text layer, head-averaged weights (batch, K)."""
+
+    def __init__(self, targets: CaptureTargets, num_layers: int) -> None:
+        self.targets = targets
+        self.num_layers = num_layers
+        self._steps: list[list[torch.Tensor | None]] = []
+
+    def observe(
+        self,
+        layer_idx: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        scaling: float | None,
+    ) -> None:
+        batch, heads, _, dim = query.shape
+        kv_heads = key.shape[1]
+        scale = scaling if scaling is not None else dim**-0.5
+        # Grouped-query attention without repeating keys: (B, Hkv, G, D) @ (B, Hkv, D, L).
+        grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim).float()
+        logits = torch.matmul(grouped, key.float().transpose(-1, -2)) * scale
+        logits = logits.reshape(batch, heads, key.shape[2])
+        if attention_mask is not None:
+            row = attention_mask[:, :, -1, : key.shape[2]]
+            if row.dtype == torch.bool:
+                logits = logits.masked_fill(~row, float("-inf"))
+            else:
+                logits = logits + row.float()
+        weights = torch.softmax(logits, dim=-1).mean(dim=1)
+        picked = torch.gather(weights, 1, self.targets.positions.to(weights.device))
+        picked = picked * self.targets.valid.to(weights.device)
+        if layer_idx == 0 or not self._steps:
+            self._steps.append([None] * self.num_layers)
+        self._steps[-1][layer_idx] = picked
+
+    def stacked(self) -> torch.Tensor:
+        """All decode steps as (steps, layers, batch, K) on the CPU, float32."""
+        if not self._steps:
+            batch, k = self.targets.positions.shape
+            return torch.zeros(0, self.num_layers, batch, k)
+        missing = [i for i, step in enumerate(self._steps) if any(layer is None for layer in step)]
+        if missing:
+            raise RuntimeError(f"attention capture missed layers at decode steps {missing[:5]}")
+        return torch.stack([torch.stack(step) for step in self._steps]).float().cpu()
+
+
+def capture_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    output = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    recorder = _ACTIVE.get()
+    if recorder is not None and query.shape[2] == 1:
+        recorder.observe(module.layer_idx, query, key, attention_mask, scaling)
+    return output
+
+
+def register_capture_attention() -> None:
+    """Make the capture implementation known to transformers (idempotent)."""
+    AttentionInterface.register(CAPTURE_ATTENTION, capture_attention_forward)
+    AttentionMaskInterface.register(CAPTURE_ATTENTION, sdpa_mask)
+
+
+def enable_capture(model: torch.nn.Module) -> None:
+    """Route the language model's attention through capture; vision keeps sdpa."""
+    register_capture_attention()
+    model.set_attn_implementation({"": CAPTURE_ATTENTION, "text_config": CAPTURE_ATTENTION, "vision_config": "sdpa"})
+
+
+@contextmanager
+def recording(recorder: AttentionRecorder) -> Iterator[AttentionRecorder]:
+    token = _ACTIVE.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _ACTIVE.reset(token)

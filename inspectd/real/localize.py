@@ -1,0 +1,125 @@
+"""ReAL: turn the reasoning tokens' attention into a pixel-level anomaly map.
+
+Steps follow METHOD.md: per-token maps on the merged patch grid, semantic
+relevance from the anomaly-word attention, spatial entropy over connected
+components, tau_1 by maximum curvature and tau_r by median, composite
+weighting, then smoothing, upsampling to the original image and min-max
+normalisation. Works on numpy arrays the runtime hands over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from inspectd.real.params import RealParams
+from inspectd.real.scores import elbow_threshold, median_threshold, spatial_entropies, unit_scale
+
+
+@dataclass(frozen=True)
+class TokenEvidence:
+    """What the capture gives ReAL for one image's reasoning tokens.
+
+    ``maps`` is (tokens, grid_h, grid_w): each reasoning token's attention
+    over the image tokens, already averaged over the chosen layers.
+    ``relevance`` is (tokens,): its attention summed over the anomaly words.
+    """
+
+    maps: np.ndarray
+    relevance: np.ndarray
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    entropy: np.ndarray
+    relevance: np.ndarray
+    weights: np.ndarray
+    kept: np.ndarray
+    tau_entropy: float
+    tau_relevance: float
+    fallback: bool
+
+
+@dataclass(frozen=True)
+class ReALResult:
+    """Anomaly map in [0, 1] and binary mask at the original image size."""
+
+    anomaly_map: np.ndarray
+    mask: np.ndarray
+    grid_map: np.ndarray
+    scores: TokenScores
+
+    @property
+    def tokens_used(self) -> int:
+        return int(self.scores.kept.sum())
+
+
+def score_tokens(evidence: TokenEvidence, params: RealParams) -> TokenScores:
+    """Filter and weight the reasoning tokens (steps 2-5 of ReAL)."""
+    count = evidence.maps.shape[0]
+    if count == 0:
+        raise ValueError("ReAL needs at least one reasoning token")
+    entropy = spatial_entropies(evidence.maps.astype(np.float64), params.high_factor)
+    relevance = evidence.relevance.astype(np.float64)
+    tau_entropy = elbow_threshold(entropy)
+    tau_relevance = median_threshold(relevance)
+    kept = np.ones(count, dtype=bool)
+    if params.use_entropy_filter:
+        kept &= entropy <= tau_entropy
+    if params.use_relevance_filter:
+        kept &= relevance >= tau_relevance
+    fallback = not kept.any()
+    if fallback:
+        kept = np.ones(count, dtype=bool)
+    # Inverted entropy: most concentrated = 1; a token with no high region = 0.
+    finite = np.isfinite(entropy)
+    concentration = np.zeros(count)
+    if finite.any():
+        concentration[finite] = 1.0 - unit_scale(entropy[finite])
+    weights = params.alpha * unit_scale(relevance) + params.beta * concentration
+    return TokenScores(entropy, relevance, weights, kept, tau_entropy, tau_relevance, fallback)
+
+
+def weighted_map(maps: np.ndarray, scores: TokenScores) -> np.ndarray:
+    """Composite map: sum_r w_r A_r / sum_r w_r over the kept tokens."""
+    weights = np.where(scores.kept, scores.weights, 0.0)
+    if weights.sum() <= 0:
+        weights = scores.kept.astype(np.float64)
+    return np.tensordot(weights, maps, axes=1) / weights.sum()
+
+
+def to_image_map(grid_map: np.ndarray, image_size: tuple[int, int], sigma: float) -> np.ndarray:
+    """Smooth on the grid, upsample bilinearly to (width, height), scale to [0, 1].
+
+    The processor resizes the whole image without cropping, so the grid spans
+    the original image and plain upsampling undoes the resize.
+    """
+    smoothed = ndimage.gaussian_filter(grid_map, sigma=sigma, mode="nearest") if sigma > 0 else grid_map
+    width, height = image_size
+    upsampled = torch.nn.functional.interpolate(
+        torch.from_numpy(np.ascontiguousarray(smoothed, dtype=np.float32))[None, None],
+        size=(height, width),
+        mode="bilinear",
+        align_corners=False,
+    )[0, 0].numpy()
+    low, high = float(upsampled.min()), float(upsampled.max())
+    # A flat map (up to float rounding) singles out nothing: all zeros, not noise stretched to [0, 1].
+    if high - low <= 1e-6 * max(abs(high), abs(low), 1e-30):
+        return np.zeros((height, width), dtype=np.float32)
+    return ((upsampled - low) / (high - low)).astype(np.float32)
+
+
+def localize(evidence: TokenEvidence, params: RealParams, image_size: tuple[int, int]) -> ReALResult:
+    """Full ReAL for one image; ``image_size`` is the original (width, height)."""
+    scores = score_tokens(evidence, params)
+    grid_map = weighted_map(evidence.maps.astype(np.float64), scores)
+    anomaly_map = to_image_map(grid_map, image_size, params.smoothing_sigma)
+    return ReALResult(anomaly_map, anomaly_map >= params.mask_threshold, grid_map, scores)
+
+
+def all_token_map(evidence: TokenEvidence, params: RealParams, image_size: tuple[int, int]) -> np.ndarray:
+    """Ablation baseline (Tab. 7, first row): the plain mean over all reasoning tokens."""
+    return to_image_map(evidence.maps.mean(axis=0), image_size, params.smoothing_sigma)

@@ -1,0 +1,44 @@
+"""ReAL's tunable parameters, shared by the bundle manifest and the config."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_ANOMALY_WORDS = ("defect", "defects", "anomaly", "anomalies", "anomalous", "damage", "flaw", "flaws")
+
+
+class RealParams(BaseModel):
+    """Parameters of Reasoning-driven Anomaly Localization (METHOD.md).
+
+    Values marked "choice" in METHOD.md are inspectd's own defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layer_start: int = Field(2, ge=0, description="first text layer averaged (choice: skip the first two)")
+    layer_end: int | None = Field(None, ge=1, description="one past the last layer averaged; null = all layers")
+    anomaly_words: tuple[str, ...] = Field(DEFAULT_ANOMALY_WORDS, min_length=1)
+    high_factor: float = Field(2.0, gt=0, description="spatial entropy keeps relu(A - high_factor * mean(A))")
+    alpha: float = Field(0.5, ge=0, description="weight of semantic relevance in w_r (choice)")
+    beta: float = Field(0.5, ge=0, description="weight of inverted spatial entropy in w_r (choice)")
+    smoothing_sigma: float = Field(1.0, ge=0, description="Gaussian sigma on the merged patch grid, in cells (choice)")
+    mask_threshold: float = Field(0.5, ge=0, le=1, description="binary mask = map >= this (choice)")
+    use_entropy_filter: bool = Field(True, description="keep tokens with S_I <= tau_1")
+    use_relevance_filter: bool = Field(True, description="keep tokens with S_T >= tau_r")
+
+    @model_validator(mode="after")
+    def _check(self) -> RealParams:
+        if self.layer_end is not None and self.layer_end <= self.layer_start:
+            raise ValueError(f"layer_end ({self.layer_end}) must be greater than layer_start ({self.layer_start})")
+        if self.alpha + self.beta <= 0:
+            raise ValueError("alpha + beta must be positive")
+        return self
+
+    def layer_slice(self, num_layers: int) -> slice:
+        """Layers to average; refuses a range outside the model rather than guess."""
+        end = num_layers if self.layer_end is None else self.layer_end
+        if end > num_layers or self.layer_start >= end:
+            raise ValueError(
+                f"ReAL layer range [{self.layer_start}, {end}) does not fit a model with {num_layers} text layers"
+            )
+        return slice(self.layer_start, end)

@@ -1,0 +1,101 @@
+"""Supervised warm-up: teach a model the reply format and to describe defects.
+
+A cold-start step before CGRO (METHOD.md): loss on the reply tokens only,
+AdamW with warm-up and cosine decay, gradient clipping. Training code: the
+daemon never imports this module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from inspectd.bundle.manifest import PromptSpec
+from inspectd.model.prompting import chat_text
+
+
+@dataclass(frozen=True)
+class ReplyExample:
+    image: Image.Image
+    reply: str  # e.g. "<think>...</think><answer>yes</answer>"
+
+
+@dataclass(frozen=True)
+class WarmupSettings:
+    steps: int = 200
+    batch_size: int = 8
+    learning_rate: float = 5e-4
+    warmup_steps: int = 20
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    freeze_vision: bool = False
+
+
+def reply_batch(processor, prompt: PromptSpec, examples: Sequence[ReplyExample]) -> dict[str, torch.Tensor]:
+    """Prompt + reply + end-of-turn, with labels on the reply tokens only."""
+    tokenizer = processor.tokenizer
+    end = tokenizer.eos_token or "<|im_end|>"
+    chat = chat_text(processor, prompt)
+    texts = [chat + ex.reply + end for ex in examples]
+    batch = processor(
+        text=texts, images=[ex.image for ex in examples], return_tensors="pt", padding=True, padding_side="left"
+    )
+    labels = torch.full_like(batch["input_ids"], -100)
+    for row, example in enumerate(examples):
+        reply_ids = tokenizer.encode(example.reply + end, add_special_tokens=False)
+        n = len(reply_ids)
+        if batch["input_ids"][row, -n:].tolist() != reply_ids:
+            raise RuntimeError("reply tokenizes differently inside the chat; cannot place the labels")
+        labels[row, -n:] = batch["input_ids"][row, -n:]
+    batch["labels"] = labels
+    return dict(batch)
+
+
+def supervised_warmup(
+    model,
+    processor,
+    prompt: PromptSpec,
+    sample: Callable[[int], ReplyExample],
+    settings: WarmupSettings,
+    on_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Train in place; ``sample(i)`` returns the i-th example (deterministic data)."""
+    torch.manual_seed(settings.seed)
+    if settings.freeze_vision:
+        for parameter in model.model.visual.parameters():
+            parameter.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=settings.learning_rate, betas=(0.9, 0.98), weight_decay=settings.weight_decay
+    )
+
+    def schedule(step: int) -> float:
+        if step < settings.warmup_steps:
+            return (step + 1) / settings.warmup_steps
+        progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model.train()
+    losses = []
+    try:
+        for step in range(settings.steps):
+            examples = [sample(step * settings.batch_size + i) for i in range(settings.batch_size)]
+            batch = reply_batch(processor, prompt, examples)
+            loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            if on_step is not None:
+                on_step(step, losses[-1])
+    finally:
+        model.eval()
+    return losses

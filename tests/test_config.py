@@ -1,0 +1,72 @@
+"""Configuration mistakes are refused at start, naming file, key and value."""
+
+import pytest
+
+from inspectd.config import default_config_path, load_settings
+from inspectd.errors import ConfigError
+from inspectd.real.params import RealParams
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "inspectd.yaml"
+    path.write_text(text)
+    (tmp_path / "bundle").mkdir(exist_ok=True)
+    return path
+
+
+def test_shipped_default_config_is_valid():
+    settings = load_settings(default_config_path())
+    assert settings.model.bundle.is_dir()
+    assert settings.model.device == "auto"
+
+
+def test_relative_bundle_path_resolves_against_the_config_file(tmp_path):
+    settings = load_settings(_write(tmp_path, "model:\n  bundle: bundle\n"))
+    assert settings.model.bundle == tmp_path / "bundle"
+
+
+def test_unknown_key_is_refused_with_its_path(tmp_path):
+    path = _write(tmp_path, "model:\n  bundle: bundle\n  batchsize: 4\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert str(path) in message and "model.batchsize: unknown key" in message
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    path = _write(tmp_path, "model:\n  bundle: bundle\n  batch_size: many\n")
+    with pytest.raises(ConfigError, match=r"model\.batch_size: .*'many'"):
+        load_settings(path)
+    path = _write(tmp_path, "model:\n  bundle: bundle\n  device: gpu0\n")
+    with pytest.raises(ConfigError, match=r"model\.device: .*cuda:N"):
+        load_settings(path)
+
+
+def test_missing_bundle_folder_and_missing_section(tmp_path):
+    path = _write(tmp_path, "model:\n  bundle: nowhere\n")
+    with pytest.raises(ConfigError, match=r"model\.bundle: folder .*nowhere does not exist"):
+        load_settings(path)
+    path = _write(tmp_path, "images:\n  max_pixels: 10\n")
+    with pytest.raises(ConfigError, match="model: required key is missing"):
+        load_settings(path)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "absent.yaml")
+    path = _write(tmp_path, "model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(path)
+    path = _write(tmp_path, "- just a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_settings(path)
+
+
+def test_real_overrides_replace_only_what_is_set(tmp_path):
+    path = _write(tmp_path, "model:\n  bundle: bundle\nreal:\n  mask_threshold: 0.7\n  alpha: 1.0\n")
+    settings = load_settings(path)
+    merged = settings.real.apply(RealParams(layer_start=0))
+    assert merged.mask_threshold == 0.7 and merged.alpha == 1.0 and merged.layer_start == 0
+    path = _write(tmp_path, "model:\n  bundle: bundle\nreal:\n  mask_treshold: 0.7\n")
+    with pytest.raises(ConfigError, match=r"real\.mask_treshold: unknown key"):
+        load_settings(path)
