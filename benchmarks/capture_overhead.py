@@ -29,25 +29,29 @@ def bench_spec():
     )
 
 
-def run_variant(variant: str, new_tokens: int, side: int, repeats: int) -> dict:
+def _setup(side: int):
     import numpy as np
     import torch
     from PIL import Image
 
     from inspectd.bundle.manifest import PromptSpec
-    from inspectd.model.capture import AttentionRecorder, enable_capture, recording
     from inspectd.model.prompting import anomaly_word_token_ids, capture_targets, chat_text
     from inspectd.model.tiny import build_tiny_model
 
     torch.manual_seed(0)
     model, processor = build_tiny_model(bench_spec())
-    params = sum(p.numel() for p in model.parameters())
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8))
     prompt = PromptSpec()
     batch = processor(text=[chat_text(processor, prompt)], images=[image], return_tensors="pt")
-    image_tokens = int((batch["input_ids"] == model.config.image_token_id).sum())
     text_ids, hits = anomaly_word_token_ids(processor.tokenizer, prompt, ("defects", "anomalies"))
     targets, _ = capture_targets(batch["input_ids"], model.config.image_token_id, text_ids, hits)
+    return model, batch, targets
+
+
+def _runner(model, batch, targets, variant: str, new_tokens: int):
+    """Switch the model to ``variant`` and return a function running one generation."""
+    from inspectd.model.capture import AttentionRecorder, enable_capture, recording
+
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
     if variant == "eager":
         # What a user of output_attentions does: the whole model on eager attention.
@@ -55,6 +59,8 @@ def run_variant(variant: str, new_tokens: int, side: int, repeats: int) -> dict:
         kwargs.update(output_attentions=True, return_dict_in_generate=True)
     elif variant == "capture":
         enable_capture(model)
+    else:
+        model.set_attn_implementation("sdpa")
 
     def once():
         if variant == "capture":
@@ -63,25 +69,46 @@ def run_variant(variant: str, new_tokens: int, side: int, repeats: int) -> dict:
                 model.generate(**batch, **kwargs)
             recorder.stacked()
         else:
-            out = model.generate(**batch, **kwargs)
-            del out
+            model.generate(**batch, **kwargs)
 
+    return once
+
+
+def run_variant(variant: str, new_tokens: int, side: int, repeats: int) -> dict:
+    """One variant alone in this process: its peak resident memory is its own."""
+    import torch
+
+    model, batch, targets = _setup(side)
+    once = _runner(model, batch, targets, variant, new_tokens)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
     with torch.inference_mode():
         for _ in range(repeats):
-            started = time.perf_counter()
             once()
-            times.append(time.perf_counter() - started)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "variant": variant,
-        "params": params,
-        "image_tokens": image_tokens,
-        "seconds": statistics.median(times),
+        "params": sum(p.numel() for p in model.parameters()),
+        "image_tokens": int((batch["input_ids"] == model.config.image_token_id).sum()),
         "peak_rss_mb": peak_kb / 1024,
         "peak_growth_mb": (peak_kb - rss_before) / 1024,
     }
+
+
+def run_timing(new_tokens: int, side: int, repeats: int) -> dict:
+    """All variants interleaved in one process, so machine noise hits each alike."""
+    import torch
+
+    model, batch, targets = _setup(side)
+    times = {v: [] for v in VARIANTS}
+    with torch.inference_mode():
+        _runner(model, batch, targets, "plain", new_tokens)()  # warm-up
+        for _ in range(repeats):
+            for variant in VARIANTS:
+                once = _runner(model, batch, targets, variant, new_tokens)
+                started = time.perf_counter()
+                once()
+                times[variant].append(time.perf_counter() - started)
+    return {v: statistics.median(t) for v, t in times.items()}
 
 
 def bench_real(tokens: int = 300, grid: int = 15, repeats: int = 200) -> float:
@@ -107,30 +134,37 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--image-side", type=int, default=896, help="896 px -> 1024 merged image tokens")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=(*VARIANTS, "timing"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.variant == "timing":
+        print(json.dumps(run_timing(args.new_tokens, args.image_side, args.repeats)))
+        return 0
     if args.variant:
         print(json.dumps(run_variant(args.variant, args.new_tokens, args.image_side, args.repeats)))
         return 0
-    results = {}
-    for variant in VARIANTS:
+
+    def child(variant: str) -> dict:
         done = subprocess.run(
             [sys.executable, __file__, "--variant", variant, "--new-tokens", str(args.new_tokens),
              "--image-side", str(args.image_side), "--repeats", str(args.repeats)],
             capture_output=True, text=True, check=True,
         )
-        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
-    plain, eager, capture = (results[v] for v in VARIANTS)
-    print(f"model: {plain['params'] / 1e6:.1f}M parameters, {plain['image_tokens']} image tokens, "
-          f"{args.new_tokens} new tokens, median of {args.repeats}")
-    print(f"{'variant':<10}{'time s':>10}{'peak RSS MB':>14}{'growth MB':>12}")
-    for r in results.values():
-        print(f"{r['variant']:<10}{r['seconds']:>10.3f}{r['peak_rss_mb']:>14.0f}{r['peak_growth_mb']:>12.0f}")
-    print(f"capture / plain time:   {capture['seconds'] / plain['seconds']:.3f}x  (target <= 1.10)")
-    print(f"capture / plain memory: {capture['peak_rss_mb'] / plain['peak_rss_mb']:.3f}x  (target <= 1.15)")
-    print(f"eager / capture time:   {eager['seconds'] / capture['seconds']:.3f}x  (target >= 1.5)")
-    print(f"eager / plain memory:   {eager['peak_rss_mb'] / plain['peak_rss_mb']:.3f}x")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
     real_s = bench_real()
+    memory = {variant: child(variant) for variant in VARIANTS}
+    seconds = child("timing")
+    plain, eager, capture = (memory[v] for v in VARIANTS)
+    print(f"model: {plain['params'] / 1e6:.1f}M parameters, {plain['image_tokens']} image tokens, "
+          f"{args.new_tokens} new tokens; time = median of {args.repeats} interleaved runs")
+    print(f"{'variant':<10}{'time s':>10}{'peak RSS MB':>14}{'growth MB':>12}")
+    for variant in VARIANTS:
+        r = memory[variant]
+        print(f"{variant:<10}{seconds[variant]:>10.3f}{r['peak_rss_mb']:>14.0f}{r['peak_growth_mb']:>12.0f}")
+    print(f"capture / plain time:   {seconds['capture'] / seconds['plain']:.3f}x  (target <= 1.10)")
+    print(f"capture / plain memory: {capture['peak_rss_mb'] / plain['peak_rss_mb']:.3f}x  (target <= 1.15)")
+    print(f"eager / capture time:   {seconds['eager'] / seconds['capture']:.3f}x  (target >= 1.5)")
+    print(f"eager / plain memory:   {eager['peak_rss_mb'] / plain['peak_rss_mb']:.3f}x")
     print(f"ReAL, 300 reasoning tokens on a 15x15 grid: {real_s * 1000:.2f} ms (target < 5 ms)")
     return 0
 
