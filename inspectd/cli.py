@@ -1,4 +1,4 @@
-"""``inspectd`` command line: inspect images now; build the tiny test bundle."""
+"""``inspectd`` command line: the daemon, one-off inspection and the history."""
 
 from __future__ import annotations
 
@@ -19,6 +19,16 @@ EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 
 
+class JournalFormatter(logging.Formatter):
+    """journald reads a "<priority>" prefix as the syslog level of the line."""
+
+    _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self._PRIORITY.get(record.levelno, 6)
+        return f"<{priority}>{record.name}: {super().format(record)}"
+
+
 def _quiet_libraries() -> None:
     """No network, no progress bars: the daemon's logs are for operators."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +38,7 @@ def _quiet_libraries() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _config_path(arg: str | None) -> Path:
@@ -125,6 +136,16 @@ def _print_entry(entry: dict) -> None:
         print(f"  {kind}: {path}")
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from inspectd.config import load_settings
+    from inspectd.daemon.service import run_daemon
+
+    settings = load_settings(_config_path(args.config))
+    if args.log_level is None:
+        logging.getLogger().setLevel(settings.log_level)
+    return run_daemon(settings)
+
+
 def cmd_tiny_bundle(args: argparse.Namespace) -> int:
     from inspectd.model.tiny import TinySpec, save_tiny_bundle
 
@@ -148,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--out", help="folder for <name>_map.png, <name>_mask.png and <name>_overlay.png")
     inspect.set_defaults(handler=cmd_inspect)
 
+    run = sub.add_parser("run", help="run the daemon: watch folders, inspect, record, alert")
+    run.set_defaults(handler=cmd_run)
+
+    from inspectd.cli_history import add_commands
+
+    add_commands(sub)
+
     tiny = sub.add_parser("tiny-bundle", help="build an untrained tiny Qwen2.5-VL bundle (tests, benchmarks)")
     tiny.add_argument("destination")
     tiny.add_argument("--name", default="tiny-random")
@@ -158,11 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, (args.log_level or "INFO").upper(), logging.INFO),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JournalFormatter() if os.environ.get("JOURNAL_STREAM") else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, (args.log_level or "INFO").upper(), logging.INFO), handlers=[handler])
     _quiet_libraries()
     try:
         return args.handler(args)

@@ -9,10 +9,10 @@ folder of the YAML file, so a config and its bundle can move together.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inspectd.errors import ConfigError
 from inspectd.real.params import RealParams
@@ -60,6 +60,95 @@ class ImageSettings(_Section):
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1, description="refuse larger files")
 
 
+DEFAULT_IGNORE = (".*", "*~", "*.tmp", "*.temp", "*.part", "*.partial", "*.swp", "*.crdownload", "*.filepart")
+
+
+class WatchedFolder(_Section):
+    path: Path
+    camera: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+
+
+class WatchSettings(_Section):
+    folders: tuple[WatchedFolder, ...] = ()
+    observer: Literal["inotify", "polling"] = Field("inotify", description="polling for NFS/SMB shares")
+    poll_interval_s: float = Field(1.0, gt=0, le=60)
+    stable_s: float = Field(1.0, ge=0, le=600, description="size and mtime unchanged this long before reading")
+    ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE
+    reconcile_interval_s: float = Field(60.0, ge=1, description="rescan folders for files whose events were lost")
+
+
+class QueueSettings(_Section):
+    capacity: int = Field(256, ge=1, le=100_000, description="files waiting for the model")
+    max_wait_ms: int = Field(200, ge=0, le=60_000, description="wait this long to fill a batch")
+
+
+class ArchiveSettings(_Section):
+    mode: Literal["move", "keep"] = "move"
+    folder: Path = Path("archive")
+    failed_folder: Path = Path("failed")
+
+
+class StoreSettings(_Section):
+    url: str = Field("sqlite:///inspectd.db", description="SQLAlchemy URL; relative SQLite paths follow the config file")
+    save_maps: bool = True
+
+
+class WebhookChannel(_Section):
+    type: Literal["webhook"]
+    name: str
+    url: str = Field(pattern=r"^https?://")
+    secret_file: Path | None = Field(None, description="HMAC-SHA256 key; e.g. a systemd credential")
+    timeout_s: float = Field(5.0, gt=0, le=120)
+
+
+class LogChannel(_Section):
+    type: Literal["log"]
+    name: str
+    path: Path | None = Field(None, description="JSON lines file; null = the daemon log only")
+
+
+class CommandChannel(_Section):
+    type: Literal["command"]
+    name: str
+    argv: tuple[str, ...] = Field(min_length=1, description="run without a shell; alert JSON on stdin")
+    timeout_s: float = Field(10.0, gt=0, le=600)
+
+
+Channel = Annotated[WebhookChannel | LogChannel | CommandChannel, Field(discriminator="type")]
+
+
+class AlertRule(_Section):
+    name: str
+    verdicts: tuple[Literal["anomalous", "normal", "unknown", "failed"], ...] = ("anomalous",)
+    min_score: float | None = Field(None, ge=0, le=1)
+    cameras: tuple[str, ...] = Field((), description="empty = every camera")
+    channels: tuple[str, ...] = Field(min_length=1)
+    cooldown_s: float = Field(60.0, ge=0, description="per rule and camera")
+
+
+class RetrySettings(_Section):
+    base_s: float = Field(1.0, gt=0)
+    max_s: float = Field(300.0, gt=0)
+    max_attempts: int = Field(50, ge=1)
+
+
+class AlertSettings(_Section):
+    channels: tuple[Channel, ...] = ()
+    rules: tuple[AlertRule, ...] = ()
+    retry: RetrySettings = RetrySettings()
+
+    @model_validator(mode="after")
+    def _names(self) -> AlertSettings:
+        names = [c.name for c in self.channels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"channel names must be unique, got {names}")
+        for rule in self.rules:
+            unknown = [c for c in rule.channels if c not in names]
+            if unknown:
+                raise ValueError(f"rule {rule.name!r} names unknown channels {unknown}; defined: {names}")
+        return self
+
+
 class Settings(_Section):
     source: Path | None = Field(None, exclude=True)
     model: ModelSettings
@@ -67,6 +156,11 @@ class Settings(_Section):
     images: ImageSettings = ImageSettings()
     threshold: float | None = Field(None, ge=0, le=1, description="null = the bundle's calibrated threshold")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    watch: WatchSettings = WatchSettings()
+    queue: QueueSettings = QueueSettings()
+    archive: ArchiveSettings = ArchiveSettings()
+    store: StoreSettings = StoreSettings()
+    alerts: AlertSettings = AlertSettings()
 
 
 def _describe(errors: list[dict[str, Any]]) -> str:
@@ -99,11 +193,50 @@ def load_settings(path: Path, require_paths: bool = True) -> Settings:
     except ValidationError as exc:
         raise ConfigError(f"{path}: invalid configuration:\n{_describe(exc.errors())}") from exc
     base = path.resolve().parent
-    bundle = (settings.model.bundle if settings.model.bundle.is_absolute() else base / settings.model.bundle).resolve()
+    bundle = _resolve(base, settings.model.bundle)
     if require_paths and not bundle.is_dir():
         raise ConfigError(f"{path}: model.bundle: folder {bundle} does not exist")
+    try:
+        resolved = _resolve_paths(settings, base, bundle)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return resolved.model_copy(update={"source": path})
+
+
+def _resolve(base: Path, value: Path) -> Path:
+    return (value if value.is_absolute() else base / value).resolve()
+
+
+def _resolve_paths(settings: Settings, base: Path, bundle: Path) -> Settings:
+    folders = tuple(f.model_copy(update={"path": _resolve(base, f.path)}) for f in settings.watch.folders)
+    cameras = [f.camera for f in folders]
+    if len(set(f.path for f in folders)) != len(folders):
+        raise ValueError("watch.folders: the same folder is listed twice")
+    archive = settings.archive.model_copy(
+        update={
+            "folder": _resolve(base, settings.archive.folder),
+            "failed_folder": _resolve(base, settings.archive.failed_folder),
+        }
+    )
+    url = settings.store.url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        url = "sqlite:///" + str(_resolve(base, Path(url[len("sqlite:///"):])))
+    channels = tuple(
+        c.model_copy(update={k: _resolve(base, getattr(c, k)) for k in ("secret_file", "path") if getattr(c, k, None)})
+        for c in settings.alerts.channels
+    )
+    for rule in settings.alerts.rules:
+        unknown = [c for c in rule.cameras if c not in cameras]
+        if unknown and cameras:
+            raise ValueError(f"alerts.rules: rule {rule.name!r} names cameras {unknown} not in watch.folders")
     return settings.model_copy(
-        update={"source": path, "model": settings.model.model_copy(update={"bundle": bundle})}
+        update={
+            "model": settings.model.model_copy(update={"bundle": bundle}),
+            "watch": settings.watch.model_copy(update={"folders": folders}),
+            "archive": archive,
+            "store": settings.store.model_copy(update={"url": url}),
+            "alerts": settings.alerts.model_copy(update={"channels": channels}),
+        }
     )
 
 

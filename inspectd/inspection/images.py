@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -21,8 +22,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: Path, max_pixels: int, max_bytes: int) -> Image.Image:
-    """Decode fully (so truncation shows now, not inside the model) as RGB."""
+def read_image_bytes(path: Path, max_bytes: int) -> bytes:
+    """Read a whole file once; size limits checked before reading."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -32,30 +33,42 @@ def load_image(path: Path, max_pixels: int, max_bytes: int) -> Image.Image:
         raise ImageError(str(path), f"cannot read file ({exc.strerror or exc})") from exc
     if not path.is_file():
         raise ImageError(str(path), "not a regular file")
-    if size == 0:
-        raise ImageError(str(path), "file is empty (0 bytes)")
     if size > max_bytes:
         raise ImageError(str(path), f"file is {size} bytes, over the limit of {max_bytes} (images.max_file_bytes)")
     try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(str(path), f"cannot read file ({exc.strerror or exc})") from exc
+
+
+def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Decode fully (so truncation shows now, not inside the model) as RGB."""
+    if not data:
+        raise ImageError(name, "file is empty (0 bytes)")
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageError(
-                        str(path),
+                        name,
                         f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
                         "(images.max_pixels; refused as a possible decompression bomb)",
                     )
                 if width < 1 or height < 1:
-                    raise ImageError(str(path), f"image has no pixels ({width}x{height})")
+                    raise ImageError(name, f"image has no pixels ({width}x{height})")
                 image.load()
                 return _to_rgb(image)
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(str(path), "not an image PIL can decode (unknown or corrupt format)") from None
+        raise ImageError(name, "not an image PIL can decode (unknown or corrupt format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(str(path), f"refused as a possible decompression bomb ({exc})") from None
+        raise ImageError(name, f"refused as a possible decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(str(path), f"image data is corrupt or truncated ({exc})") from None
+        raise ImageError(name, f"image data is corrupt or truncated ({exc})") from None
+
+
+def load_image(path: Path, max_pixels: int, max_bytes: int) -> Image.Image:
+    return decode_image(read_image_bytes(path, max_bytes), str(path), max_pixels)

@@ -1,0 +1,191 @@
+"""Engineers' commands on the store: history, show, stats, alerts."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from inspectd.errors import InspectdError
+
+_RELATIVE = re.compile(r"^(\d+)([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(value: str) -> datetime:
+    """ISO date/time (UTC unless it carries an offset) or a span back from now: 30m, 24h, 7d, 2w."""
+    match = _RELATIVE.match(value.strip())
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO time (2026-11-24T08:00) or a span (24h, 7d)") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    return str(value)
+
+
+def render(rows: list[dict], fmt: str, columns: list[str] | None = None, width: dict | None = None) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2, default=_cell) + "\n"
+    columns = columns or (list(rows[0]) if rows else [])
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in columns])
+        return buffer.getvalue()
+    if not rows:
+        return "(no rows)\n"
+    width = width or {}
+    cells = [[_cell(row.get(c)).replace("\n", " ")[: width.get(c, 200)] for c in columns] for row in rows]
+    sizes = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(sizes[i]) for i, c in enumerate(columns))]
+    lines.append("  ".join("-" * s for s in sizes))
+    lines += ["  ".join(v.ljust(sizes[i]) for i, v in enumerate(r)) for r in cells]
+    return "\n".join(lines) + "\n"
+
+
+def _engine(args):
+    from inspectd.cli import _config_path
+    from inspectd.config import load_settings
+    from inspectd.store.database import current_revision, head_revision, open_engine
+
+    url = args.db
+    if url is None:
+        url = load_settings(_config_path(args.config), require_paths=False).store.url
+    engine = open_engine(url)
+    revision = current_revision(engine)
+    if revision != head_revision():
+        raise InspectdError(
+            f"store {engine.url.render_as_string(hide_password=True)} is at schema {revision or 'none'}, "
+            f"expected {head_revision()} (start the daemon once to migrate it)"
+        )
+    return engine
+
+
+def cmd_history(args) -> int:
+    from inspectd.store.queries import HISTORY_COLUMNS, HistoryFilter, history
+
+    rows = history(
+        _engine(args),
+        HistoryFilter(args.since, args.until, args.camera, args.verdict, args.min_score, args.limit),
+    )
+    sys.stdout.write(render(rows, args.format, list(HISTORY_COLUMNS), {"reasoning": 60, "source_path": 60}))
+    return 0
+
+
+def cmd_show(args) -> int:
+    from inspectd.inspection.images import load_image
+    from inspectd.inspection.render import overlay_image
+    from inspectd.store.queries import artifacts, inspection
+
+    engine = _engine(args)
+    record = inspection(engine, args.id)
+    if record is None:
+        raise InspectdError(f"no inspection with id {args.id}")
+    if args.json:
+        sys.stdout.write(json.dumps(record, indent=2, default=_cell) + "\n")
+    else:
+        for key, value in record.items():
+            if key == "alerts":
+                for alert in value:
+                    print(f"alert: {alert['rule']} -> {alert['channel']}: {alert['status']} "
+                          f"(attempts {alert['attempts']}){' ' + alert['last_error'] if alert['last_error'] else ''}")
+            else:
+                print(f"{key}: {_cell(value) if not isinstance(value, dict) else json.dumps(value)}")
+    wanted = {k: getattr(args, k) for k in ("map", "mask", "overlay") if getattr(args, k)}
+    if wanted:
+        pngs = artifacts(engine, args.id)
+        if pngs is None:
+            raise InspectdError(f"inspection {args.id} has no stored map (verdict {record['verdict']})")
+        if args.map:
+            Path(args.map).write_bytes(pngs[0])
+        if args.mask:
+            Path(args.mask).write_bytes(pngs[1])
+        if args.overlay:
+            import numpy as np
+            from PIL import Image
+
+            source = record["archived_path"] or record["source_path"]
+            photo = load_image(Path(source), 10**9, 10**12)
+            with Image.open(io.BytesIO(pngs[0])) as m, Image.open(io.BytesIO(pngs[1])) as k:
+                heat = np.asarray(m, dtype=np.float32) / 255.0
+                mask = np.asarray(k) > 127
+            overlay_image(photo, heat, mask).save(args.overlay)
+        for kind, path in wanted.items():
+            print(f"wrote {kind}: {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from inspectd.store.queries import daily_stats
+
+    rows = daily_stats(_engine(args), args.since, args.camera)
+    sys.stdout.write(render(rows, args.format))
+    return 0
+
+
+def cmd_alerts(args) -> int:
+    from inspectd.store.queries import alerts
+
+    status = ("pending", "failed", "delivered") if args.all else ("pending", "failed")
+    sys.stdout.write(render(alerts(_engine(args), status, args.limit), args.format, width={"last_error": 60}))
+    return 0
+
+
+def add_commands(sub) -> None:
+    def common(parser):
+        parser.add_argument("--db", help="SQLAlchemy URL of the store (default: store.url of the config)")
+
+    history = sub.add_parser("history", help="list inspections, newest first")
+    common(history)
+    history.add_argument("--since", type=parse_time, help="ISO time (UTC) or span back from now: 30m, 24h, 7d")
+    history.add_argument("--until", type=parse_time)
+    history.add_argument("--camera")
+    history.add_argument("--verdict", choices=("anomalous", "normal", "unknown", "failed"))
+    history.add_argument("--min-score", type=float)
+    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    history.set_defaults(handler=cmd_history)
+
+    show = sub.add_parser("show", help="everything about one inspection")
+    common(show)
+    show.add_argument("id", type=int)
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--map", help="write the anomaly map PNG here")
+    show.add_argument("--mask", help="write the mask PNG here")
+    show.add_argument("--overlay", help="write a heat overlay on the archived image here")
+    show.set_defaults(handler=cmd_show)
+
+    stats = sub.add_parser("stats", help="per day and camera: counts, anomaly rate, mean latency")
+    common(stats)
+    stats.add_argument("--since", type=parse_time)
+    stats.add_argument("--camera")
+    stats.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    stats.set_defaults(handler=cmd_stats)
+
+    alert = sub.add_parser("alerts", help="pending and failed alerts (--all: delivered too)")
+    common(alert)
+    alert.add_argument("--all", action="store_true")
+    alert.add_argument("--limit", type=int, default=100)
+    alert.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    alert.set_defaults(handler=cmd_alerts)

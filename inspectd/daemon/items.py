@@ -1,0 +1,44 @@
+"""What travels between the daemon's stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ReadyFile:
+    """A file judged complete (closed, renamed in, or size-stable)."""
+
+    path: Path
+    camera: str
+    ready_at: float  # time.time() when it was judged complete
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """Paths between intake and the recorder, so a file is never queued twice."""
+
+    paths: set
+    lock: object
+
+    @classmethod
+    def create(cls) -> InFlight:
+        import threading
+
+        return cls(set(), threading.Lock())
+
+    def claim(self, path: Path) -> bool:
+        with self.lock:
+            if path in self.paths:
+                return False
+            self.paths.add(path)
+            return True
+
+    def release(self, path: Path) -> None:
+        with self.lock:
+            self.paths.discard(path)
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self.paths)

@@ -1,0 +1,170 @@
+"""``inspectd run``: wire watch -> queue -> model -> ReAL -> store -> alerts.
+
+Threads: the watchdog observer and the stability checker feed ``ready``; the
+intake moves files into the bounded work queue (claiming each path once);
+the model worker batches, infers and records; the relay sends alerts. The
+main thread handles signals, periodic rescans and systemd's watchdog.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+
+from inspectd.alerts.relay import AlertRelay
+from inspectd.bundle.load import load_bundle
+from inspectd.config import Settings, load_settings
+from inspectd.daemon.archive import Archiver
+from inspectd.daemon.items import InFlight, ReadyFile
+from inspectd.daemon.recorder import Recorder, register_bundle
+from inspectd.daemon.systemd import SystemdNotifier
+from inspectd.daemon.watch import FolderWatcher
+from inspectd.daemon.worker import ModelWorker
+from inspectd.errors import ConfigError
+from inspectd.inspection.inspector import Inspector, InspectorOptions
+from inspectd.store.database import migrate, open_engine
+
+log = logging.getLogger("inspectd.daemon")
+
+
+class _Intake:
+    """Moves ready files into the bounded queue without ever blocking the observer."""
+
+    def __init__(self, ready: queue.Queue, work: queue.Queue, in_flight: InFlight) -> None:
+        self.ready = ready
+        self.work = work
+        self.in_flight = in_flight
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="inspectd-intake", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item: ReadyFile = self.ready.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if not self.in_flight.claim(item.path):
+                continue
+            while not self._stop.is_set():
+                try:
+                    self.work.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            else:
+                self.in_flight.release(item.path)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, notifier: SystemdNotifier | None = None) -> None:
+        if not settings.watch.folders:
+            raise ConfigError(f"{settings.source}: watch.folders: at least one folder is needed to run the daemon")
+        self.settings = settings
+        self.notifier = notifier or SystemdNotifier()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+
+    def request_stop(self, *_args) -> None:
+        self._stop.set()
+
+    def request_reload(self, *_args) -> None:
+        self._reload.set()
+
+    def run(self) -> int:
+        settings = self.settings
+        self.notifier.status("loading model")
+        bundle = load_bundle(settings.model.bundle, settings.model.device)
+        real = settings.real.apply(bundle.manifest.real)
+        inspector = Inspector(
+            bundle,
+            real,
+            InspectorOptions(
+                batch_size=settings.model.batch_size,
+                max_new_tokens=settings.model.max_new_tokens,
+                threshold=settings.threshold,
+                max_pixels=settings.images.max_pixels,
+                max_file_bytes=settings.images.max_file_bytes,
+            ),
+        )
+        engine = open_engine(settings.store.url)
+        revision = migrate(engine)
+        log.info("store %s at schema %s", engine.url.render_as_string(hide_password=True), revision)
+        bundle_id = register_bundle(engine, bundle)
+        relay = AlertRelay(engine, settings.alerts)
+        recorder = Recorder(
+            engine, bundle_id, real, Archiver(settings.archive), settings.alerts, settings.store.save_maps, relay.wake
+        )
+        ready: queue.Queue = queue.Queue()
+        work: queue.Queue = queue.Queue(maxsize=settings.queue.capacity)
+        in_flight = InFlight.create()
+        worker = ModelWorker(inspector, recorder, work, in_flight, settings.model.batch_size, settings.queue.max_wait_ms)
+        intake = _Intake(ready, work, in_flight)
+        watcher = FolderWatcher(settings.watch, ready)
+        relay.start()
+        worker.start()
+        intake.start()
+        watcher.start()
+        cameras = ", ".join(f"{f.camera}={f.path}" for f in settings.watch.folders)
+        log.info("inspectd ready: bundle %s (%s) on %s; watching %s", bundle.manifest.name, bundle.digest[:12],
+                 bundle.device, cameras)
+        self.notifier.ready(f"watching {len(settings.watch.folders)} folder(s)")
+        parts = {"watcher": watcher, "intake": intake, "model worker": worker, "alert relay": relay}
+        next_rescan = time.monotonic() + settings.watch.reconcile_interval_s
+        tick = min(1.0, self.notifier.watchdog_interval_s or 1.0)
+        exit_code = 0
+        while not self._stop.wait(tick):
+            dead = [name for name, part in parts.items() if not part.alive()]
+            if dead:
+                log.error("thread(s) stopped unexpectedly: %s; exiting so systemd restarts inspectd", ", ".join(dead))
+                exit_code = 1
+                break
+            if self.notifier.watchdog_interval_s is not None:
+                self.notifier.watchdog()
+            if self._reload.is_set():
+                self._reload.clear()
+                self._reload_alerts(recorder, relay)
+            if time.monotonic() >= next_rescan:
+                watcher.rescan()
+                next_rescan = time.monotonic() + settings.watch.reconcile_interval_s
+            self.notifier.status(f"recorded {worker.recorded}, queued {work.qsize()}, in flight {len(in_flight)}")
+        log.info("stopping: no new files; finishing the batch in flight")
+        self.notifier.stopping()
+        watcher.stop()
+        intake.stop()
+        worker.stop()
+        relay.stop()
+        engine.dispose()
+        log.info("stopped after recording %d inspection(s)", worker.recorded)
+        return exit_code
+
+    def _reload_alerts(self, recorder: Recorder, relay: AlertRelay) -> None:
+        try:
+            fresh = load_settings(Path(self.settings.source))
+        except ConfigError as exc:
+            log.error("SIGHUP: configuration not reloaded, keeping the old alert rules: %s", exc)
+            return
+        recorder.reload_alerts(fresh.alerts)
+        relay.reload(fresh.alerts)
+        log.info("SIGHUP: reloaded %d alert rule(s) and %d channel(s)", len(fresh.alerts.rules), len(fresh.alerts.channels))
+
+
+def run_daemon(settings: Settings) -> int:
+    daemon = Daemon(settings)
+    signal.signal(signal.SIGTERM, daemon.request_stop)
+    signal.signal(signal.SIGINT, daemon.request_stop)
+    signal.signal(signal.SIGHUP, daemon.request_reload)
+    return daemon.run()

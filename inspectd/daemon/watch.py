@@ -1,0 +1,188 @@
+"""Find complete files in the drop folders: events, stability and rescans.
+
+inotify reports close-after-write and renames into the folder, which mark a
+file complete. The polling observer (network shares) only sees creations and
+changes, so such files must also keep the same size and mtime for
+``stable_s``. Files present at start or whose events were lost (inotify
+queue overflow is silent) are found by a periodic rescan; a file that an
+inotify watch saw being written is left alone by the rescan until it is
+closed. Subfolders are not watched.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from inspectd.config import WatchSettings
+from inspectd.daemon.items import ReadyFile
+
+log = logging.getLogger("inspectd.watch")
+
+_WRITE_GRACE_S = 300.0
+
+
+def ignored(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: FolderWatcher, folder: Path, camera: str) -> None:
+        self.watcher = watcher
+        self.folder = folder
+        self.camera = camera
+
+    def _ours(self, raw: str | bytes) -> Path | None:
+        path = Path(os.fsdecode(raw))
+        if path.parent != self.folder or ignored(path.name, self.watcher.settings.ignore_patterns):
+            return None
+        return path
+
+    def on_closed(self, event: FileClosedEvent) -> None:
+        if (path := self._ours(event.src_path)) is not None:
+            self.watcher.mark_complete(path, self.camera)
+
+    def on_moved(self, event: FileMovedEvent) -> None:
+        if event.is_directory:
+            return
+        if (path := self._ours(event.dest_path)) is not None:
+            if self.watcher.polling:
+                self.watcher.mark_candidate(path, self.camera)
+            else:
+                self.watcher.mark_complete(path, self.camera)
+
+    def on_created(self, event: FileCreatedEvent) -> None:
+        self._changed(event)
+
+    def on_modified(self, event: FileModifiedEvent) -> None:
+        self._changed(event)
+
+    def _changed(self, event) -> None:
+        if event.is_directory:
+            return
+        if (path := self._ours(event.src_path)) is not None:
+            if self.watcher.polling:
+                self.watcher.mark_candidate(path, self.camera)
+            else:
+                self.watcher.mark_writing(path)
+
+
+class FolderWatcher:
+    """Emits ``ReadyFile`` items on ``ready``; owns the observer and the rescans."""
+
+    def __init__(self, settings: WatchSettings, ready: queue.Queue) -> None:
+        self.settings = settings
+        self.ready = ready
+        self.polling = settings.observer == "polling"
+        self._lock = threading.Lock()
+        # path -> monotonic time of its last write event; a file whose close
+        # event was lost falls back to the stability check after _WRITE_GRACE_S.
+        self._writing: dict[Path, float] = {}
+        # candidate path -> (camera, (size, mtime_ns), since)
+        self._candidates: dict[Path, tuple[str, tuple[int, int], float]] = {}
+        self._observer = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._stability_loop, name="inspectd-stability", daemon=True)
+
+    def start(self) -> None:
+        observer = PollingObserver(timeout=self.settings.poll_interval_s) if self.polling else Observer()
+        for folder in self.settings.folders:
+            folder.path.mkdir(parents=True, exist_ok=True)
+            observer.schedule(_Handler(self, folder.path, folder.camera), str(folder.path), recursive=False)
+        observer.start()
+        self._observer = observer
+        self._thread.start()
+        self.rescan()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=10)
+        self._thread.join(timeout=10)
+
+    def alive(self) -> bool:
+        return self._observer is not None and self._observer.is_alive() and self._thread.is_alive()
+
+    def mark_writing(self, path: Path) -> None:
+        with self._lock:
+            self._writing[path] = time.monotonic()
+            self._candidates.pop(path, None)
+
+    def mark_complete(self, path: Path, camera: str) -> None:
+        with self._lock:
+            self._writing.pop(path, None)
+            self._candidates.pop(path, None)
+        if path.is_file():
+            self.ready.put(ReadyFile(path, camera, time.time()))
+
+    def mark_candidate(self, path: Path, camera: str) -> None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return
+        with self._lock:
+            last_write = self._writing.get(path)
+            if last_write is not None:
+                if time.monotonic() - last_write < max(_WRITE_GRACE_S, 10 * self.settings.stable_s):
+                    return
+                del self._writing[path]
+            previous = self._candidates.get(path)
+            signature = (stat.st_size, stat.st_mtime_ns)
+            if previous is None or previous[1] != signature:
+                self._candidates[path] = (camera, signature, time.monotonic())
+
+    def rescan(self) -> int:
+        """Offer every file in the folders; the intake skips recorded ones."""
+        found = 0
+        for folder in self.settings.folders:
+            try:
+                entries = list(os.scandir(folder.path))
+            except OSError as exc:
+                log.error("cannot list %s: %s", folder.path, exc)
+                continue
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False) and not ignored(entry.name, self.settings.ignore_patterns):
+                    self.mark_candidate(Path(entry.path), folder.camera)
+                    found += 1
+        return found
+
+    def _stability_loop(self) -> None:
+        while not self._stop.wait(min(0.1, self.settings.stable_s / 4 or 0.1)):
+            now = time.monotonic()
+            due = []
+            with self._lock:
+                items = list(self._candidates.items())
+            for path, (camera, signature, since) in items:
+                try:
+                    stat = path.stat()
+                except OSError:
+                    with self._lock:
+                        self._candidates.pop(path, None)
+                    continue
+                current = (stat.st_size, stat.st_mtime_ns)
+                with self._lock:
+                    if path not in self._candidates:
+                        continue
+                    if current != signature:
+                        self._candidates[path] = (camera, current, now)
+                    elif now - since >= self.settings.stable_s:
+                        del self._candidates[path]
+                        due.append((path, camera))
+            for path, camera in due:
+                self.ready.put(ReadyFile(path, camera, time.time()))

@@ -1,0 +1,164 @@
+"""The one thread that owns the model: batch, read, infer, hand to the recorder."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import replace
+
+import torch
+
+from inspectd.daemon.items import InFlight, ReadyFile
+from inspectd.daemon.recorder import Processed, Recorder
+from inspectd.errors import ImageError
+from inspectd.inspection.images import decode_image, read_image_bytes
+from inspectd.inspection.inspector import Inspector, NamedImage
+from inspectd.inspection.result import InspectionResult
+
+log = logging.getLogger("inspectd.worker")
+
+
+class ModelWorker:
+    def __init__(
+        self,
+        inspector: Inspector,
+        recorder: Recorder,
+        work: queue.Queue,
+        in_flight: InFlight,
+        batch_size: int,
+        max_wait_ms: int,
+    ) -> None:
+        self.inspector = inspector
+        self.recorder = recorder
+        self.work = work
+        self.in_flight = in_flight
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_ms / 1000
+        self.heartbeat = time.monotonic()
+        self.recorded = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="inspectd-model", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the batch in flight; files still queued stay in the folder for the next start."""
+        self._stop.set()
+        self._thread.join()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _gather(self) -> list[ReadyFile]:
+        try:
+            first = self.work.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self.work.get(timeout=max(0.0, remaining)) if remaining > 0 else self.work.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            batch = self._gather()
+            if not batch:
+                continue
+            try:
+                self.process(batch)
+            except Exception:
+                # A store outage must not kill the daemon; the files stay in the
+                # folder and the next rescan offers them again.
+                log.exception("batch of %d files could not be recorded; they will be retried", len(batch))
+            finally:
+                for ready in batch:
+                    self.in_flight.release(ready.path)
+
+    def process(self, batch: list[ReadyFile]) -> None:
+        started = time.time()
+        max_pixels = self.inspector.options.max_pixels
+        max_bytes = self.inspector.options.max_file_bytes
+        to_infer: list[tuple[ReadyFile, str, int, NamedImage]] = []
+        for ready in batch:
+            load_started = time.perf_counter()
+            try:
+                data = read_image_bytes(ready.path, max_bytes)
+            except ImageError as exc:
+                if not ready.path.exists():
+                    log.warning("%s vanished before it was read; nothing recorded", ready.path)
+                    continue
+                self._record_failure(ready, _sha_of_file(ready.path), exc.reason, started)
+                continue
+            sha256 = hashlib.sha256(data).hexdigest()
+            existing = self.recorder.lookup(sha256)
+            if existing is not None:
+                self.recorder.finish_recorded(ready, existing)
+                continue
+            try:
+                image = decode_image(data, str(ready.path), max_pixels)
+            except ImageError as exc:
+                self._record_failure(ready, sha256, exc.reason, started, len(data))
+                continue
+            named = NamedImage(str(ready.path), image, time.perf_counter() - load_started)
+            to_infer.append((ready, sha256, len(data), named))
+        if to_infer:
+            results = self._infer([entry[3] for entry in to_infer])
+            for (ready, sha256, size, _), result in zip(to_infer, results):
+                self._record(Processed(ready, sha256, size, result, started))
+
+    def _infer(self, images: list[NamedImage]) -> list[InspectionResult]:
+        """Run a batch; on CUDA out-of-memory split it, and isolate any image that breaks it."""
+        try:
+            return self.inspector.inspect_images(images)
+        except torch.cuda.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(images) == 1:
+                return [self.inspector.failed(images[0].source, "out of GPU memory even alone in a batch")]
+            half = len(images) // 2
+            log.warning("CUDA out of memory on a batch of %d; retrying as %d + %d", len(images), half, len(images) - half)
+            return self._infer(images[:half]) + self._infer(images[half:])
+        except Exception as exc:
+            if len(images) == 1:
+                log.exception("model failed on %s", images[0].source)
+                return [self.inspector.failed(images[0].source, f"model error: {type(exc).__name__}: {exc}")]
+            log.exception("model failed on a batch of %d; retrying one by one", len(images))
+            return [result for image in images for result in self._infer([image])]
+
+    def _record_failure(self, ready: ReadyFile, sha256: str | None, reason: str, started: float, size: int = 0) -> None:
+        if sha256 is None:
+            log.warning("%s could not be read (%s); nothing recorded", ready.path, reason)
+            return
+        existing = self.recorder.lookup(sha256)
+        if existing is not None:
+            self.recorder.finish_recorded(ready, existing)
+            return
+        if not size:
+            try:
+                size = ready.path.stat().st_size
+            except OSError:
+                size = 0
+        result = replace(self.inspector.failed(str(ready.path), reason), timings={})
+        self._record(Processed(ready, sha256, size, result, started))
+
+    def _record(self, item: Processed) -> None:
+        if self.recorder.record(item) is not None:
+            self.recorded += 1
+
+
+def _sha_of_file(path) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None

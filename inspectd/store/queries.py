@@ -1,0 +1,96 @@
+"""Read side of the store for engineers: history, one inspection, daily stats, alerts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session
+
+from inspectd.store.schema import AlertRow, ArtifactRow, BundleRow, InspectionRow
+
+HISTORY_COLUMNS = ("id", "created_at", "camera", "verdict", "score", "source_path", "reasoning", "latency_ms")
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    since: datetime | None = None
+    until: datetime | None = None
+    camera: str | None = None
+    verdict: str | None = None
+    min_score: float | None = None
+    limit: int = 50
+
+
+def history(engine: Engine, filters: HistoryFilter) -> list[dict]:
+    """Newest first; every filter uses an index (time, camera+time, verdict+time)."""
+    query = select(*(getattr(InspectionRow, c) for c in HISTORY_COLUMNS))
+    if filters.since is not None:
+        query = query.where(InspectionRow.created_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(InspectionRow.created_at < filters.until)
+    if filters.camera is not None:
+        query = query.where(InspectionRow.camera == filters.camera)
+    if filters.verdict is not None:
+        query = query.where(InspectionRow.verdict == filters.verdict)
+    if filters.min_score is not None:
+        query = query.where(InspectionRow.score >= filters.min_score)
+    query = query.order_by(InspectionRow.created_at.desc(), InspectionRow.id.desc()).limit(filters.limit)
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def inspection(engine: Engine, inspection_id: int) -> dict | None:
+    with Session(engine) as session:
+        row = session.get(InspectionRow, inspection_id)
+        if row is None:
+            return None
+        record = {c.name: getattr(row, c.name) for c in InspectionRow.__table__.columns}
+        bundle = session.get(BundleRow, row.bundle_id) if row.bundle_id else None
+        record["bundle"] = None if bundle is None else {"name": bundle.name, "sha256": bundle.sha256,
+                                                       "quantization": bundle.quantization}
+        record["has_maps"] = session.get(ArtifactRow, inspection_id) is not None
+        record["alerts"] = [
+            {"id": a.id, "rule": a.rule, "channel": a.channel, "status": a.status, "attempts": a.attempts,
+             "idempotency_key": a.idempotency_key, "last_error": a.last_error}
+            for a in session.scalars(select(AlertRow).where(AlertRow.inspection_id == inspection_id))
+        ]
+        return record
+
+
+def artifacts(engine: Engine, inspection_id: int) -> tuple[bytes, bytes] | None:
+    with Session(engine) as session:
+        row = session.get(ArtifactRow, inspection_id)
+        return None if row is None else (row.map_png, row.mask_png)
+
+
+def daily_stats(engine: Engine, since: datetime | None = None, camera: str | None = None) -> list[dict]:
+    sql = "SELECT * FROM inspection_daily_stats WHERE 1=1"
+    params: dict = {}
+    if since is not None:
+        sql += " AND day >= :since"
+        params["since"] = since.date().isoformat()
+    if camera is not None:
+        sql += " AND camera = :camera"
+        params["camera"] = camera
+    sql += " ORDER BY day DESC, camera"
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(text(sql), params)]
+
+
+def alerts(engine: Engine, status: tuple[str, ...] = ("pending", "failed"), limit: int = 100) -> list[dict]:
+    query = (
+        select(AlertRow.id, AlertRow.created_at, AlertRow.rule, AlertRow.channel, AlertRow.camera, AlertRow.status,
+               AlertRow.attempts, AlertRow.next_attempt_at, AlertRow.last_error, AlertRow.inspection_id)
+        .where(AlertRow.status.in_(status))
+        .order_by(AlertRow.id.desc())
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(InspectionRow)).scalar_one()

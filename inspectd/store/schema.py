@@ -1,0 +1,113 @@
+"""Tables of the inspection history (SQLAlchemy 2 ORM).
+
+The schema is created and changed only by the Alembic migrations in
+``migrations/``; these classes are how the code reads and writes it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BundleRow(Base):
+    """Every model bundle that produced an inspection."""
+
+    __tablename__ = "bundles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    base_model: Mapped[str] = mapped_column(String(400))
+    quantization: Mapped[str] = mapped_column(String(20))
+    path: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(DateTime())
+
+
+class InspectionRow(Base):
+    __tablename__ = "inspections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    camera: Mapped[str] = mapped_column(String(200))
+    source_path: Mapped[str] = mapped_column(Text)
+    archived_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    reasoning: Mapped[str | None] = mapped_column(Text, nullable=True)
+    raw_reply: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parse_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    bundle_id: Mapped[int | None] = mapped_column(ForeignKey("bundles.id"), nullable=True)
+    real_params: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    real_fallback: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_used: Mapped[int] = mapped_column(Integer, default=0)
+    image_width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    image_height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    queue_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    load_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    model_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    real_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (
+        Index("ix_inspections_created_at", "created_at"),
+        Index("ix_inspections_camera_created_at", "camera", "created_at"),
+        Index("ix_inspections_verdict_created_at", "verdict", "created_at"),
+    )
+
+
+class ArtifactRow(Base):
+    """Anomaly map and mask as PNG blobs, apart so history queries stay light."""
+
+    __tablename__ = "artifacts"
+
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"), primary_key=True)
+    map_png: Mapped[bytes] = mapped_column(LargeBinary)
+    mask_png: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AlertRow(Base):
+    """Outbox: written with its inspection, sent and marked by the relay."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
+    rule: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(200))
+    camera: Mapped[str] = mapped_column(String(200))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    payload: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime())
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+
+    __table_args__ = (
+        Index("ix_alerts_status_next_attempt", "status", "next_attempt_at"),
+        Index("ix_alerts_rule_camera_created", "rule", "camera", "created_at"),
+    )
