@@ -23,8 +23,12 @@ $(VENV)/.installed-$(EXTRAS): $(BIN)/python pyproject.toml
 
 setup: $(VENV)/.installed-$(EXTRAS)
 
+# The main job: the daemon on the shipped model and config, watching var/drop,
+# with a demo feed dropping fresh synthetic images into it. Ctrl-C stops both.
 run: setup
-	$(BIN)/inspectd inspect samples/*.png --out out/samples
+	@echo "inspectd: watching var/drop; query with: $(BIN)/inspectd history / show ID / stats"
+	@$(BIN)/inspectd demo-feed --delay 8 --count 8 --interval 3 & feeder=$$!; \
+	$(BIN)/inspectd run; status=$$?; kill $$feeder 2>/dev/null; exit $$status
 
 test: setup
 	$(BIN)/python -m pytest -q

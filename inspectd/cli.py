@@ -146,6 +146,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(settings)
 
 
+def cmd_demo_feed(args: argparse.Namespace) -> int:
+    from inspectd.config import load_settings
+    from inspectd.demo_feed import feed
+
+    if args.folder:
+        folder = Path(args.folder)
+    else:
+        settings = load_settings(_config_path(args.config), require_paths=False)
+        if not settings.watch.folders:
+            print("error: no --folder given and watch.folders is empty", file=sys.stderr)
+            return EXIT_USAGE
+        folder = settings.watch.folders[0].path
+    feed(folder, args.count, args.interval, start_delay_s=args.delay)
+    return EXIT_OK
+
+
 def cmd_tiny_bundle(args: argparse.Namespace) -> int:
     from inspectd.model.tiny import TinySpec, save_tiny_bundle
 
@@ -175,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     from inspectd.cli_history import add_commands
 
     add_commands(sub)
+
+    demo = sub.add_parser("demo-feed", help="drop fresh synthetic sample images into a watched folder")
+    demo.add_argument("--folder", help="default: the first of watch.folders")
+    demo.add_argument("--count", type=int, default=8)
+    demo.add_argument("--interval", type=float, default=2.0, help="seconds between files")
+    demo.add_argument("--delay", type=float, default=0.0, help="seconds to wait before the first file")
+    demo.set_defaults(handler=cmd_demo_feed)
 
     tiny = sub.add_parser("tiny-bundle", help="build an untrained tiny Qwen2.5-VL bundle (tests, benchmarks)")
     tiny.add_argument("destination")

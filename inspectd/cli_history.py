@@ -72,7 +72,7 @@ def _engine(args):
     url = args.db
     if url is None:
         url = load_settings(_config_path(args.config), require_paths=False).store.url
-    engine = open_engine(url)
+    engine = open_engine(url, create=False)
     revision = current_revision(engine)
     if revision != head_revision():
         raise InspectdError(

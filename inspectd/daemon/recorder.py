@@ -8,6 +8,7 @@ finishes the move.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -47,6 +48,11 @@ class Existing:
     id: int
     source_path: str
     archived_path: str | None
+
+
+def alert_key(sha256: str, rule: str, channel: str) -> str:
+    """Stable per (image bytes, rule, channel): a resend after a crash carries the same key."""
+    return hashlib.sha256(f"{sha256}|{rule}|{channel}".encode()).hexdigest()
 
 
 def register_bundle(engine: Engine, bundle: LoadedBundle) -> int:
@@ -193,7 +199,7 @@ class Recorder:
                     rule=draft.rule,
                     channel=draft.channel,
                     camera=row.camera,
-                    idempotency_key=f"{row.sha256[:32]}-{draft.rule}-{draft.channel}",
+                    idempotency_key=alert_key(row.sha256, draft.rule, draft.channel),
                     payload=payload,
                     status="pending",
                     attempts=0,

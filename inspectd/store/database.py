@@ -32,13 +32,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def open_engine(url: str) -> Engine:
+def open_engine(url: str, create: bool = True) -> Engine:
+    """``create=False`` (readers) refuses a SQLite file that does not exist yet."""
     try:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy raises ArgumentError with its own text
         raise StoreError(f"store.url {url!r} is not a database URL ({exc})") from exc
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
+            if not create and not Path(parsed.database).is_file():
+                raise StoreError(f"store file {parsed.database} does not exist (has the daemon run yet?)")
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
