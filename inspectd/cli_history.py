@@ -9,6 +9,7 @@ import json
 import re
 import sys
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 from inspectd.errors import InspectdError
@@ -35,6 +36,8 @@ def parse_time(value: str) -> datetime:
 def _cell(value) -> str:
     if value is None:
         return ""
+    if isinstance(value, Decimal):
+        value = float(value)
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, datetime):

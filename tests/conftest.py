@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,26 @@ def format_bundle(tmp_path_factory) -> Path:
 def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from tests.postgres_server import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as exc:
+        if os.environ.get("INSPECTD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required here but unavailable: {exc}")
+        pytest.skip(f"PostgreSQL store tests skipped: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """The same store tests against SQLite and a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'var' / 'store.db'}"
+    server = request.getfixturevalue("postgres_server")
+    return server.fresh_database(f"t_{abs(hash(request.node.nodeid)) % 10**9}")

@@ -45,8 +45,8 @@ def _result(source: str, verdict: Verdict, score: float | None, size=(40, 30)) -
 
 
 @pytest.fixture()
-def store(tmp_path):
-    engine = open_engine(f"sqlite:///{tmp_path / 'var' / 'store.db'}")
+def store(tmp_path, store_url):
+    engine = open_engine(store_url)
     migrate(engine)
     with engine.begin() as connection:
         connection.execute(text(
@@ -68,20 +68,22 @@ def store(tmp_path):
         noise_image(40, 30, seed=i).save(drop / name)
         ready = ReadyFile(drop / name, camera, time.time())
         ids.append(recorder.record(Processed(ready, f"{i:064x}", 123, _result(str(drop / name), verdict, score), time.time())))
-    return engine, tmp_path, ids
+    yield engine, tmp_path, ids, store_url
+    engine.dispose()
 
 
-def _cli(tmp_path, *args):
-    url = f"sqlite:///{tmp_path / 'var' / 'store.db'}"
+def _cli(url, *args):
     done = subprocess.run([sys.executable, "-m", "inspectd.cli", *args[:1], "--db", url, *args[1:]],
                           capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ})
     return done
 
 
-def test_migrations_are_idempotent_and_versioned(tmp_path):
-    engine = open_engine(f"sqlite:///{tmp_path / 'x.db'}")
+def test_migrations_are_idempotent_and_versioned(store_url):
+    engine = open_engine(store_url)
     assert current_revision(engine) is None
     assert migrate(engine) == head_revision() == migrate(engine)
+    if engine.dialect.name != "sqlite":
+        return
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 10000
@@ -89,7 +91,7 @@ def test_migrations_are_idempotent_and_versioned(tmp_path):
 
 
 def test_recorded_rows_archive_and_cooldown(store):
-    engine, tmp_path, ids = store
+    engine, tmp_path, ids, url = store
     assert all(ids)
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT verdict, archived_path FROM inspections ORDER BY id")).all()
@@ -105,51 +107,52 @@ def test_recorded_rows_archive_and_cooldown(store):
 
 
 def test_history_filters_and_formats(store):
-    _, tmp_path, ids = store
-    done = _cli(tmp_path, "history", "--format", "json")
+    _, tmp_path, ids, url = store
+    done = _cli(url, "history", "--format", "json")
     assert done.returncode == 0, done.stderr
     assert [r["id"] for r in json.loads(done.stdout)] == list(reversed(ids))
-    done = _cli(tmp_path, "history", "--camera", "cam1", "--verdict", "anomalous", "--format", "csv")
+    done = _cli(url, "history", "--camera", "cam1", "--verdict", "anomalous", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert [int(r["id"]) for r in rows] == [ids[4], ids[0]]
-    done = _cli(tmp_path, "history", "--min-score", "0.9", "--format", "json")
+    done = _cli(url, "history", "--min-score", "0.9", "--format", "json")
     assert {r["id"] for r in json.loads(done.stdout)} == {ids[0], ids[4]}
-    done = _cli(tmp_path, "history", "--since", "1h", "--limit", "2")
+    done = _cli(url, "history", "--since", "1h", "--limit", "2")
     assert done.returncode == 0 and done.stdout.count("\n") == 4  # header, rule, two rows
     future = (datetime.utcnow() + timedelta(days=1)).isoformat()
-    assert json.loads(_cli(tmp_path, "history", "--since", future, "--format", "json").stdout) == []
-    bad = _cli(tmp_path, "history", "--since", "yesterday")
+    assert json.loads(_cli(url, "history", "--since", future, "--format", "json").stdout) == []
+    bad = _cli(url, "history", "--since", "yesterday")
     assert bad.returncode == 2 and "not an ISO time" in bad.stderr
 
 
 def test_show_writes_pngs_and_stats_and_alerts(store):
-    _, tmp_path, ids = store
+    _, tmp_path, ids, url = store
     out = tmp_path / "out"
     out.mkdir()
-    done = _cli(tmp_path, "show", str(ids[0]), "--mask", str(out / "m.png"), "--overlay", str(out / "o.png"),
+    done = _cli(url, "show", str(ids[0]), "--mask", str(out / "m.png"), "--overlay", str(out / "o.png"),
                 "--map", str(out / "h.png"))
     assert done.returncode == 0, done.stderr
     assert "verdict: anomalous" in done.stdout and "alert: bad -> log: pending" in done.stdout
     with Image.open(out / "m.png") as mask, Image.open(out / "o.png") as overlay:
         assert mask.size == overlay.size == (40, 30)
         assert np.asarray(mask)[7, 25] == 255 and np.asarray(mask)[20, 5] == 0
-    failed = _cli(tmp_path, "show", str(ids[3]), "--mask", str(out / "x.png"))
+    failed = _cli(url, "show", str(ids[3]), "--mask", str(out / "x.png"))
     assert failed.returncode == 2 and "has no stored map" in failed.stderr
-    assert _cli(tmp_path, "show", "999").returncode == 2
-    stats = json.loads(_cli(tmp_path, "stats", "--format", "json").stdout)
+    assert _cli(url, "show", "999").returncode == 2
+    stats = json.loads(_cli(url, "stats", "--format", "json").stdout)
     by_camera = {r["camera"]: r for r in stats}
     assert by_camera["cam1"]["inspections"] == 3 and by_camera["cam1"]["anomaly_rate"] == pytest.approx(2 / 3)
     assert by_camera["cam2"]["failed"] == 1 and by_camera["cam2"]["anomaly_rate"] == 1.0
-    pending = json.loads(_cli(tmp_path, "alerts", "--format", "json").stdout)
+    pending = json.loads(_cli(url, "alerts", "--format", "json").stdout)
     assert {a["inspection_id"] for a in pending} == {ids[0], ids[2]}
 
 
 def test_reader_commands_refuse_a_missing_or_unmigrated_store(tmp_path):
     (tmp_path / "var").mkdir()
-    done = _cli(tmp_path, "history")
+    url = f"sqlite:///{tmp_path / 'var' / 'store.db'}"
+    done = _cli(url, "history")
     assert done.returncode == 2 and "does not exist" in done.stderr
     open_engine(f"sqlite:///{tmp_path / 'var' / 'store.db'}").connect().close()
-    done = _cli(tmp_path, "history")
+    done = _cli(url, "history")
     assert done.returncode == 2 and "schema none, expected" in done.stderr
 
 

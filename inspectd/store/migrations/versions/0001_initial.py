@@ -22,7 +22,7 @@ SELECT date(created_at) AS day,
        sum(CASE WHEN verdict = 'normal' THEN 1 ELSE 0 END) AS normal,
        sum(CASE WHEN verdict = 'unknown' THEN 1 ELSE 0 END) AS unknown,
        sum(CASE WHEN verdict = 'failed' THEN 1 ELSE 0 END) AS failed,
-       1.0 * sum(CASE WHEN verdict = 'anomalous' THEN 1 ELSE 0 END)
+       CAST(sum(CASE WHEN verdict = 'anomalous' THEN 1 ELSE 0 END) AS DOUBLE PRECISION)
            / nullif(sum(CASE WHEN verdict IN ('anomalous', 'normal') THEN 1 ELSE 0 END), 0) AS anomaly_rate,
        avg(latency_ms) AS mean_latency_ms,
        avg(model_ms) AS mean_model_ms
