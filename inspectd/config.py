@@ -79,7 +79,7 @@ class WatchSettings(_Section):
 
 class QueueSettings(_Section):
     capacity: int = Field(256, ge=1, le=100_000, description="files waiting for the model")
-    max_wait_ms: int = Field(200, ge=0, le=60_000, description="wait this long to fill a batch")
+    max_wait_ms: int = Field(0, ge=0, le=60_000, description="wait this long to fill a batch; 0 = take what is queued")
 
 
 class ArchiveSettings(_Section):

@@ -22,12 +22,22 @@ def _free_name(folder: Path, name: str) -> Path:
 
 
 def _move(source: Path, destination: Path) -> Path:
+    """Link into place, then unlink the original.
+
+    Not a rename: inotify reports a rename out of a watched folder as an
+    unmatched IN_MOVED_FROM, which watchdog holds for 0.5 s to pair it, and
+    every later event of that folder waits behind it. An unlink is reported
+    at once. Across file systems the file is copied, synced, then unlinked.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     target = _free_name(destination.parent, destination.name)
     try:
-        os.rename(source, target)
+        os.link(source, target)
     except OSError:
-        shutil.move(str(source), str(target))  # across file systems
+        shutil.copy2(source, target)
+        with open(target, "rb") as handle:
+            os.fsync(handle.fileno())
+    os.unlink(source)
     return target
 
 

@@ -129,6 +129,7 @@ class FolderWatcher:
             self._writing.pop(path, None)
             self._candidates.pop(path, None)
         if path.is_file():
+            log.debug("complete: %s", path.name)
             self.ready.put(ReadyFile(path, camera, time.time()))
 
     def mark_candidate(self, path: Path, camera: str) -> None:

@@ -86,6 +86,7 @@ class ModelWorker:
 
     def process(self, batch: list[ReadyFile]) -> None:
         started = time.time()
+        log.debug("batch of %d: %s", len(batch), ", ".join(r.path.name for r in batch))
         max_pixels = self.inspector.options.max_pixels
         max_bytes = self.inspector.options.max_file_bytes
         to_infer: list[tuple[ReadyFile, str, int, NamedImage]] = []
