@@ -146,6 +146,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(settings)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from inspectd.config import load_settings
+    from inspectd.doctor import Check, diagnose
+
+    path = _config_path(args.config)
+    try:
+        settings = load_settings(path, require_paths=False)
+    except InspectdError as exc:
+        print(f"FAIL  config: {exc}")
+        return EXIT_SOME_FAILED
+    checks: list[Check] = diagnose(settings)
+    for check in checks:
+        print(f"{check.status:<5} {check.name}: {check.detail}")
+    failed = sum(c.status == "FAIL" for c in checks)
+    warned = sum(c.status == "warn" for c in checks)
+    print(f"{len(checks)} checks: {failed} failed, {warned} warnings")
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
 def cmd_demo_feed(args: argparse.Namespace) -> int:
     from inspectd.config import load_settings
     from inspectd.demo_feed import feed
@@ -191,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     from inspectd.cli_history import add_commands
 
     add_commands(sub)
+
+    doctor = sub.add_parser("doctor", help="check config, bundle, device, folders, store and alert channels")
+    doctor.set_defaults(handler=cmd_doctor)
 
     demo = sub.add_parser("demo-feed", help="drop fresh synthetic sample images into a watched folder")
     demo.add_argument("--folder", help="default: the first of watch.folders")

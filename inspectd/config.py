@@ -114,7 +114,35 @@ class CommandChannel(_Section):
     timeout_s: float = Field(10.0, gt=0, le=600)
 
 
-Channel = Annotated[WebhookChannel | LogChannel | CommandChannel, Field(discriminator="type")]
+class EmailChannel(_Section):
+    type: Literal["email"]
+    name: str
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password_file: Path | None = Field(None, description="e.g. a systemd credential")
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    recipients: tuple[str, ...] = Field(min_length=1)
+    timeout_s: float = Field(10.0, gt=0, le=120)
+
+
+class MqttChannel(_Section):
+    type: Literal["mqtt"]
+    name: str
+    host: str
+    port: int = Field(1883, ge=1, le=65535)
+    topic: str = Field("inspectd/{camera}/alerts", description="{camera} and {rule} are filled in")
+    qos: Literal[0, 1, 2] = 1
+    tls: bool = False
+    username: str | None = None
+    password_file: Path | None = None
+    timeout_s: float = Field(10.0, gt=0, le=120)
+
+
+Channel = Annotated[
+    WebhookChannel | LogChannel | CommandChannel | EmailChannel | MqttChannel, Field(discriminator="type")
+]
 
 
 class AlertRule(_Section):
@@ -222,7 +250,8 @@ def _resolve_paths(settings: Settings, base: Path, bundle: Path) -> Settings:
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
         url = "sqlite:///" + str(_resolve(base, Path(url[len("sqlite:///"):])))
     channels = tuple(
-        c.model_copy(update={k: _resolve(base, getattr(c, k)) for k in ("secret_file", "path") if getattr(c, k, None)})
+        c.model_copy(update={k: _resolve(base, getattr(c, k)) for k in ("secret_file", "path", "password_file")
+                             if getattr(c, k, None)})
         for c in settings.alerts.channels
     )
     for rule in settings.alerts.rules:

@@ -1,4 +1,4 @@
-"""Delivery to webhook, log file and local command. Secrets never reach logs."""
+"""Delivery to webhook, email, MQTT, log file and local command. Secrets never reach logs."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import hashlib
 import hmac
 import json
 import logging
+import smtplib
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
-from inspectd.config import CommandChannel, LogChannel, WebhookChannel
+from inspectd.config import CommandChannel, EmailChannel, LogChannel, MqttChannel, WebhookChannel
 
 log = logging.getLogger("inspectd.alerts")
 
@@ -41,7 +44,7 @@ def _read_secret(path: Path) -> bytes:
     try:
         return path.read_bytes().strip()
     except OSError as exc:
-        raise DeliveryError(f"cannot read webhook secret file {path} ({exc.strerror or exc})") from None
+        raise DeliveryError(f"cannot read secret file {path} ({exc.strerror or exc})") from None
 
 
 def send_webhook(channel: WebhookChannel, delivery: Delivery) -> None:
@@ -88,10 +91,78 @@ def send_command(channel: CommandChannel, delivery: Delivery) -> None:
         raise DeliveryError(f"command {channel.argv[0]} exited {done.returncode}: {tail}")
 
 
-def send(channel: WebhookChannel | LogChannel | CommandChannel, delivery: Delivery) -> None:
+def email_message(channel: EmailChannel, delivery: Delivery) -> EmailMessage:
+    payload = delivery.payload
+    message = EmailMessage()
+    message["From"] = channel.sender
+    message["To"] = ", ".join(channel.recipients)
+    message["Subject"] = (
+        f"[inspectd] {payload.get('verdict')} on {payload.get('camera')} "
+        f"(score {payload.get('score') if payload.get('score') is None else format(payload['score'], '.3f')})"
+    )
+    message["Message-ID"] = f"<{delivery.idempotency_key}@inspectd>"
+    message["X-Inspectd-Idempotency-Key"] = delivery.idempotency_key
+    lines = [f"{key}: {value}" for key, value in payload.items()]
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+def send_email(channel: EmailChannel, delivery: Delivery) -> None:
+    message = email_message(channel, delivery)
+    try:
+        if channel.security == "ssl":
+            client = smtplib.SMTP_SSL(channel.host, channel.port, timeout=channel.timeout_s,
+                                      context=ssl.create_default_context())
+        else:
+            client = smtplib.SMTP(channel.host, channel.port, timeout=channel.timeout_s)
+        with client:
+            if channel.security == "starttls":
+                client.starttls(context=ssl.create_default_context())
+            if channel.username:
+                password = _read_secret(channel.password_file).decode() if channel.password_file else ""
+                client.login(channel.username, password)
+            client.send_message(message)
+    except (smtplib.SMTPException, OSError) as exc:
+        raise DeliveryError(f"SMTP {channel.host}:{channel.port}: {exc}") from None
+
+
+def send_mqtt(channel: MqttChannel, delivery: Delivery) -> None:
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError:
+        raise DeliveryError("the mqtt channel needs paho-mqtt (pip install paho-mqtt)") from None
+    payload = delivery.payload
+    topic = channel.topic.format(camera=payload.get("camera", ""), rule=payload.get("rule", ""))
+    body = json.dumps({"idempotency_key": delivery.idempotency_key, **payload}, sort_keys=True).encode()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"inspectd-{delivery.idempotency_key[:16]}")
+    if channel.username:
+        password = _read_secret(channel.password_file).decode() if channel.password_file else None
+        client.username_pw_set(channel.username, password)
+    if channel.tls:
+        client.tls_set()
+    try:
+        client.connect(channel.host, channel.port, keepalive=max(5, int(channel.timeout_s)))
+        client.loop_start()
+        try:
+            info = client.publish(topic, body, qos=channel.qos)
+            info.wait_for_publish(timeout=channel.timeout_s)
+            if not info.is_published():
+                raise DeliveryError(f"MQTT {channel.host}:{channel.port}: not acknowledged within {channel.timeout_s} s")
+        finally:
+            client.disconnect()
+            client.loop_stop()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DeliveryError(f"MQTT {channel.host}:{channel.port}: {exc}") from None
+
+
+def send(channel, delivery: Delivery) -> None:
     if isinstance(channel, WebhookChannel):
         send_webhook(channel, delivery)
     elif isinstance(channel, LogChannel):
         send_log(channel, delivery)
+    elif isinstance(channel, EmailChannel):
+        send_email(channel, delivery)
+    elif isinstance(channel, MqttChannel):
+        send_mqtt(channel, delivery)
     else:
         send_command(channel, delivery)

@@ -1,0 +1,189 @@
+"""Each alert channel against a real receiver on loopback: SMTP, MQTT, HTTP, a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from inspectd.alerts.channels import Delivery, DeliveryError, send
+from inspectd.config import AlertSettings
+from tests.conftest import REPO
+from tests.daemon_harness import Receiver
+
+PAYLOAD = {"inspection_id": 7, "rule": "defect", "camera": "line1", "verdict": "anomalous", "score": 0.91,
+           "source_path": "/srv/drop/a.png"}
+
+
+def _channel(spec: dict):
+    return AlertSettings.model_validate({"channels": [spec]}).channels[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_email_reaches_a_real_smtp_server():
+    aiosmtpd = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd is in the test extra")
+
+    class Inbox:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+            self.messages.append((envelope.mail_from, envelope.rcpt_tos, envelope.content.decode()))
+            return "250 OK"
+
+    inbox = Inbox()
+    port = _free_port()
+    controller = aiosmtpd.Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        channel = _channel({"type": "email", "name": "ops", "host": "127.0.0.1", "port": port, "security": "none",
+                            "sender": "inspectd@plant.example", "recipients": ["qa@plant.example", "line@plant.example"]})
+        send(channel, Delivery("key-123", PAYLOAD))
+    finally:
+        controller.stop()
+    assert len(inbox.messages) == 1
+    sender, recipients, content = inbox.messages[0]
+    assert sender == "inspectd@plant.example" and recipients == ["qa@plant.example", "line@plant.example"]
+    assert "Subject: [inspectd] anomalous on line1 (score 0.910)" in content
+    assert "X-Inspectd-Idempotency-Key: key-123" in content and "source_path: /srv/drop/a.png" in content
+    dead = _channel({"type": "email", "name": "ops", "host": "127.0.0.1", "port": _free_port(), "security": "none",
+                     "sender": "a@b.c", "recipients": ["d@e.f"], "timeout_s": 2})
+    with pytest.raises(DeliveryError, match="SMTP 127.0.0.1"):
+        send(dead, Delivery("k", PAYLOAD))
+
+
+@pytest.fixture()
+def mosquitto():
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    if binary is None:
+        pytest.skip("mosquitto is not installed (.ci/run installs it from Debian's packages)")
+    port = _free_port()
+    folder = Path(tempfile.mkdtemp(prefix="mosquitto-"))
+    (folder / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    os.chmod(folder, 0o755)
+    proc = subprocess.Popen([binary, "-c", str(folder / "mosquitto.conf")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_mqtt_publishes_to_a_real_broker(mosquitto):
+    import paho.mqtt.client as mqtt
+
+    received = []
+    subscribed = threading.Event()
+    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-subscriber")
+    subscriber.on_connect = lambda c, u, f, rc, p: c.subscribe("inspectd/#", qos=1)
+    subscriber.on_subscribe = lambda *a: subscribed.set()
+    subscriber.on_message = lambda c, u, m: received.append((m.topic, json.loads(m.payload)))
+    subscriber.connect("127.0.0.1", mosquitto)
+    subscriber.loop_start()
+    try:
+        assert subscribed.wait(10)
+        channel = _channel({"type": "mqtt", "name": "scada", "host": "127.0.0.1", "port": mosquitto})
+        send(channel, Delivery("key-456", PAYLOAD))
+        deadline = time.time() + 10
+        while not received and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        subscriber.loop_stop()
+        subscriber.disconnect()
+    assert received == [("inspectd/line1/alerts", {"idempotency_key": "key-456", **PAYLOAD})]
+    dead = _channel({"type": "mqtt", "name": "scada", "host": "127.0.0.1", "port": _free_port(), "timeout_s": 2})
+    with pytest.raises(DeliveryError, match="MQTT 127.0.0.1"):
+        send(dead, Delivery("k", PAYLOAD))
+
+
+def test_command_channel_gets_json_on_stdin_without_a_shell(tmp_path):
+    out = tmp_path / "got.json"
+    script = f"import sys; open({str(out)!r}, 'w').write(sys.stdin.read())"
+    send(_channel({"type": "command", "name": "siren", "argv": [sys.executable, "-c", script]}), Delivery("k1", PAYLOAD))
+    assert json.loads(out.read_text()) == PAYLOAD
+    failing = _channel({"type": "command", "name": "siren", "argv": [sys.executable, "-c", "import sys; sys.exit(3)"]})
+    with pytest.raises(DeliveryError, match="exited 3"):
+        send(failing, Delivery("k2", PAYLOAD))
+    # Shell syntax is passed through literally, never interpreted.
+    literal = _channel({"type": "command", "name": "x", "argv": ["/bin/echo", "$(touch pwned)", ";", "rm"]})
+    send(literal, Delivery("k3", PAYLOAD))
+    assert not Path("pwned").exists()
+
+
+def test_webhook_error_status_and_log_file(tmp_path):
+    receiver = Receiver()
+    receiver.failing = True
+    try:
+        with pytest.raises(DeliveryError, match="HTTP 503"):
+            send(_channel({"type": "webhook", "name": "h", "url": receiver.url}), Delivery("k", PAYLOAD))
+    finally:
+        receiver.close()
+    log_file = tmp_path / "alerts.jsonl"
+    send(_channel({"type": "log", "name": "l", "path": str(log_file)}), Delivery("k9", PAYLOAD))
+    assert json.loads(log_file.read_text()) == {"idempotency_key": "k9", **PAYLOAD}
+
+
+def test_secret_never_reaches_logs_or_payload(tmp_path, caplog):
+    receiver = Receiver(secret=b"topsecret")
+    (tmp_path / "secret").write_text("topsecret")
+    try:
+        channel = _channel({"type": "webhook", "name": "h", "url": receiver.url, "secret_file": str(tmp_path / "secret")})
+        send(channel, Delivery("k", PAYLOAD))
+    finally:
+        receiver.close()
+    assert receiver.received[0]["signature_ok"]
+    assert "topsecret" not in json.dumps(receiver.received[0]["payload"]) and "topsecret" not in caplog.text
+
+
+def test_doctor_reports_what_is_wrong(random_bundle, tmp_path):
+    import yaml
+
+    receiver = Receiver()
+    config = {
+        "model": {"bundle": str(random_bundle), "device": "cpu"},
+        "watch": {"folders": [{"path": str(tmp_path / "drop"), "camera": "c1"}]},
+        "store": {"url": f"sqlite:///{tmp_path / 'var' / 'x.db'}"},
+        "alerts": {
+            "channels": [
+                {"type": "webhook", "name": "up", "url": receiver.url},
+                {"type": "webhook", "name": "down", "url": f"http://127.0.0.1:{_free_port()}/x"},
+                {"type": "command", "name": "siren", "argv": ["/nonexistent/siren"]},
+            ],
+            "rules": [{"name": "r", "channels": ["up"]}],
+        },
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    try:
+        done = subprocess.run([sys.executable, "-m", "inspectd.cli", "--config", str(path), "doctor"],
+                              capture_output=True, text=True, timeout=120, cwd=REPO)
+    finally:
+        receiver.close()
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1
+    assert any(line.startswith("ok    bundle: tiny-random") for line in lines)
+    assert any(line.startswith("ok    alert channel up:") for line in lines)
+    assert any(line.startswith("FAIL  alert channel down:") and "unreachable" in line for line in lines)
+    assert any(line.startswith("FAIL  alert channel siren:") for line in lines)
+    assert any(line.startswith("warn  store:") for line in lines)
+    assert lines[-1].endswith("checks: 2 failed, 2 warnings")
