@@ -114,30 +114,30 @@ class CommandChannel(_Section):
     timeout_s: float = Field(10.0, gt=0, le=600)
 
 
-class EmailChannel(_Section):
-    type: Literal["email"]
+class _ServerChannel(_Section):
+    """A channel that logs in to a server: host, optional user and password file."""
+
     name: str
     host: str
-    port: int = Field(587, ge=1, le=65535)
-    security: Literal["starttls", "ssl", "none"] = "starttls"
     username: str | None = None
     password_file: Path | None = Field(None, description="e.g. a systemd credential")
-    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
-    recipients: tuple[str, ...] = Field(min_length=1)
     timeout_s: float = Field(10.0, gt=0, le=120)
 
 
-class MqttChannel(_Section):
+class EmailChannel(_ServerChannel):
+    type: Literal["email"]
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    recipients: tuple[str, ...] = Field(min_length=1)
+
+
+class MqttChannel(_ServerChannel):
     type: Literal["mqtt"]
-    name: str
-    host: str
     port: int = Field(1883, ge=1, le=65535)
     topic: str = Field("inspectd/{camera}/alerts", description="{camera} and {rule} are filled in")
     qos: Literal[0, 1, 2] = 1
     tls: bool = False
-    username: str | None = None
-    password_file: Path | None = None
-    timeout_s: float = Field(10.0, gt=0, le=120)
 
 
 Channel = Annotated[

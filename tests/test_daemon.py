@@ -259,3 +259,55 @@ def test_duplicates_and_systemd_watchdog(format_bundle, tmp_path):
     assert db_rows(tmp_path / "var/inspectd.db", "SELECT count(*) FROM inspections")[0][0] == 1
     assert (tmp_path / "archive").rglob("again.png")
     assert daemon.notify.messages.count("WATCHDOG=1") >= 2
+
+
+def test_polling_observer_with_keep_mode_records_once_and_leaves_files(format_bundle, tmp_path):
+    config = write_config(tmp_path, format_bundle, watch={"observer": "polling", "poll_interval_s": 0.2,
+                                                          "stable_s": 0.6, "reconcile_interval_s": 1},
+                          archive={"mode": "keep"})
+    db = tmp_path / "var" / "inspectd.db"
+    drop = tmp_path / "drop-line1"
+    daemon = DaemonProcess(config)
+    try:
+        daemon.wait_ready()
+        drop_slowly(drop, "slow.png", png_bytes(50_000), pause=0.3)  # changes faster than stable_s
+        drop_renamed(drop, "renamed.png", png_bytes(50_001))
+        (drop / ".hidden.png").write_bytes(png_bytes(50_002))
+        wait_for(lambda: db_rows(db, "SELECT count(*) FROM inspections")[0][0] >= 2, 60, "2 rows")
+        time.sleep(3)  # several rescans of the kept files add nothing
+    finally:
+        assert daemon.stop() == 0
+    rows = db_rows(db, "SELECT source_path, verdict, archived_path FROM inspections ORDER BY source_path")
+    assert [Path(r[0]).name for r in rows] == ["renamed.png", "slow.png"]
+    assert all(r[1] != "failed" and r[2] is None for r in rows)
+    assert sorted(p.name for p in drop.iterdir()) == [".hidden.png", "renamed.png", "slow.png"]
+
+
+def test_sighup_reloads_alert_rules(format_bundle, tmp_path):
+    import signal
+
+    import yaml
+
+    config = write_config(tmp_path, format_bundle, alerts={"channels": [{"type": "log", "name": "file",
+                                                                          "path": "var/alerts.jsonl"}]})
+    db = tmp_path / "var" / "inspectd.db"
+    daemon = DaemonProcess(config)
+    try:
+        daemon.wait_ready()
+        drop_direct(tmp_path / "drop-line1", "before.png", png_bytes(60_000))
+        wait_for(lambda: db_rows(db, "SELECT count(*) FROM inspections")[0][0] == 1, 60, "first row")
+        settings = yaml.safe_load(config.read_text())
+        settings["alerts"]["rules"] = [{"name": "all", "verdicts": ["anomalous", "normal", "unknown"],
+                                        "channels": ["file"], "cooldown_s": 0}]
+        config.write_text(yaml.safe_dump(settings))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded 1 alert rule" in daemon.output(), 20, "reload logged")
+        drop_direct(tmp_path / "drop-line1", "after.png", png_bytes(60_001))
+        wait_for(lambda: (tmp_path / "var" / "alerts.jsonl").is_file(), 60, "alert written")
+        config.write_text("alerts: [broken\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration not reloaded" in daemon.output(), 20, "bad reload refused")
+    finally:
+        assert daemon.stop() == 0
+    lines = [json.loads(line) for line in (tmp_path / "var" / "alerts.jsonl").read_text().splitlines()]
+    assert [Path(line["source_path"]).name for line in lines] == ["after.png"]

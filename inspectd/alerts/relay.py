@@ -20,6 +20,7 @@ from inspectd.alerts.channels import Delivery, DeliveryError, send
 from inspectd.config import AlertSettings
 from inspectd.store.clock import utcnow
 from inspectd.store.schema import AlertRow
+from inspectd.threads import LoopThread
 
 log = logging.getLogger("inspectd.alerts")
 
@@ -30,25 +31,17 @@ def backoff_s(attempts: int, base_s: float, max_s: float, rng: random.Random) ->
     return delay * (0.5 + 0.5 * rng.random())
 
 
-class AlertRelay:
+class AlertRelay(LoopThread):
     def __init__(self, engine: Engine, settings: AlertSettings, seed: int | None = None) -> None:
+        super().__init__("inspectd-alerts")
         self.engine = engine
         self.settings = settings
         self._wake = threading.Event()
-        self._stop = threading.Event()
         self._rng = random.Random(seed)
-        self._thread = threading.Thread(target=self._loop, name="inspectd-alerts", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, timeout: float | None = 30) -> None:
         self._wake.set()
-        self._thread.join(timeout=30)
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+        super().stop(timeout)
 
     def wake(self) -> None:
         self._wake.set()

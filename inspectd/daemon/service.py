@@ -27,29 +27,19 @@ from inspectd.daemon.worker import ModelWorker
 from inspectd.errors import ConfigError
 from inspectd.inspection.inspector import Inspector, InspectorOptions
 from inspectd.store.database import migrate, open_engine
+from inspectd.threads import LoopThread
 
 log = logging.getLogger("inspectd.daemon")
 
 
-class _Intake:
+class _Intake(LoopThread):
     """Moves ready files into the bounded queue without ever blocking the observer."""
 
     def __init__(self, ready: queue.Queue, work: queue.Queue, in_flight: InFlight) -> None:
+        super().__init__("inspectd-intake")
         self.ready = ready
         self.work = work
         self.in_flight = in_flight
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="inspectd-intake", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

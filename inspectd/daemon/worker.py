@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
-import threading
 import time
 from dataclasses import replace
 
@@ -17,11 +16,12 @@ from inspectd.errors import ImageError
 from inspectd.inspection.images import decode_image, read_image_bytes
 from inspectd.inspection.inspector import Inspector, NamedImage
 from inspectd.inspection.result import InspectionResult
+from inspectd.threads import LoopThread
 
 log = logging.getLogger("inspectd.worker")
 
 
-class ModelWorker:
+class ModelWorker(LoopThread):
     def __init__(
         self,
         inspector: Inspector,
@@ -31,6 +31,7 @@ class ModelWorker:
         batch_size: int,
         max_wait_ms: int,
     ) -> None:
+        super().__init__("inspectd-model")
         self.inspector = inspector
         self.recorder = recorder
         self.work = work
@@ -39,19 +40,10 @@ class ModelWorker:
         self.max_wait_s = max_wait_ms / 1000
         self.heartbeat = time.monotonic()
         self.recorded = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="inspectd-model", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Finish the batch in flight; files still queued stay in the folder for the next start."""
-        self._stop.set()
-        self._thread.join()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+        super().stop(timeout)
 
     def _gather(self) -> list[ReadyFile]:
         try:
