@@ -146,6 +146,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(settings)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from inspectd.bundle.load import load_bundle
+    from inspectd.config import load_settings
+    from inspectd.data.layouts import read_mvtec
+    from inspectd.evaluation.runner import evaluate, format_table
+    from inspectd.inspection.inspector import Inspector, InspectorOptions
+
+    settings = load_settings(_config_path(args.config), require_paths=args.bundle is None)
+    bundle = load_bundle(Path(args.bundle) if args.bundle else settings.model.bundle,
+                         args.device or settings.model.device)
+    real = settings.real.apply(bundle.manifest.real)
+    inspector = Inspector(bundle, real, InspectorOptions(
+        batch_size=settings.model.batch_size, max_new_tokens=settings.model.max_new_tokens,
+        threshold=settings.threshold, max_pixels=settings.images.max_pixels,
+        max_file_bytes=settings.images.max_file_bytes))
+    datasets = [read_mvtec(Path(p)) for p in args.datasets]
+    for dataset in datasets:
+        for path in dataset.skipped:
+            log.warning("skipped %s (not an image file)", path)
+
+    def progress(report) -> None:
+        m = report.metrics
+        log.info("%s/%s: %d images in %.0f s, image AUROC %.3f, pixel AUROC %.3f",
+                 report.dataset, report.category, report.images, report.seconds, m["image_auroc"], m["pixel_auroc"])
+
+    report = evaluate(inspector, datasets, bins=args.bins, limit=args.limit, progress=progress)
+    print(format_table(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from inspectd.config import load_settings
     from inspectd.doctor import Check, diagnose
@@ -210,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     from inspectd.cli_history import add_commands
 
     add_commands(sub)
+
+    evaluation = sub.add_parser("eval", help="score a bundle on MVTec-layout datasets (image and pixel metrics)")
+    evaluation.add_argument("datasets", nargs="+", help="dataset roots or category folders (MVTec layout)")
+    evaluation.add_argument("--bundle", help="model bundle folder (overrides model.bundle)")
+    evaluation.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    evaluation.add_argument("--bins", type=int, default=65536, help="pixel-score bins (exact for scores on the grid)")
+    evaluation.add_argument("--limit", type=int, help="at most this many images per category (half normal)")
+    evaluation.add_argument("--out", help="write the report as JSON here")
+    evaluation.set_defaults(handler=cmd_eval)
 
     doctor = sub.add_parser("doctor", help="check config, bundle, device, folders, store and alert channels")
     doctor.set_defaults(handler=cmd_doctor)

@@ -107,5 +107,6 @@ class Inspector:
             real_fallback=located.scores.fallback,
             reasoning_tokens=int(reply.evidence.maps.shape[0]),
             tokens_used=located.tokens_used,
+            evidence=reply.evidence,
             **common,
         )

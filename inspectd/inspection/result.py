@@ -33,6 +33,8 @@ class InspectionResult:
     generated_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    # The reasoning tokens' attention, for evaluation ablations; never stored.
+    evidence: object | None = field(default=None, repr=False)
 
     def summary(self) -> dict:
         """JSON-ready view without the arrays."""

@@ -1,0 +1,87 @@
+"""AUROC, AUPR (average precision) and accuracy: exact, and streaming by bins.
+
+Exact: from sorted scores with ties grouped, as scikit-learn's
+roc_auc_score and average_precision_score define them.
+
+Streaming (pixels): scores are counted into a fixed number of equal bins on
+[0, 1] per class, so memory stays constant for any number of pixels. The
+result equals the exact one when every score lies on the bin grid (maps
+stored as 8-bit PNGs with 256 bins, for instance); otherwise scores that
+share a bin count as tied, which moves AUROC by at most the share of
+positive-negative pairs within one bin (reported as ``max_tie_error``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _curve_from_counts(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
+    """AUROC and AP from per-threshold counts ordered from the highest score down."""
+    total_pos, total_neg = pos.sum(), neg.sum()
+    if total_pos == 0 or total_neg == 0:
+        return float("nan"), float("nan")
+    tp = np.cumsum(pos, dtype=np.float64)
+    fp = np.cumsum(neg, dtype=np.float64)
+    tpr = np.concatenate(([0.0], tp / total_pos))
+    fpr = np.concatenate(([0.0], fp / total_neg))
+    auroc = float(np.trapezoid(tpr, fpr))
+    precision = tp / np.maximum(tp + fp, 1)
+    recall = tp / total_pos
+    ap = float(np.sum(np.diff(np.concatenate(([0.0], recall))) * precision))
+    return auroc, ap
+
+
+def exact_auroc_ap(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    labels = np.asarray(labels).astype(bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores = scores[order]
+    sorted_labels = labels[order]
+    # One threshold per distinct score: group ties.
+    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
+    starts = np.concatenate(([0], boundaries))
+    pos = np.add.reduceat(sorted_labels.astype(np.int64), starts)
+    counts = np.diff(np.concatenate((starts, [len(sorted_scores)])))
+    return _curve_from_counts(pos, counts - pos)
+
+
+def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+    labels = np.asarray(labels).astype(bool).ravel()
+    return float((labels == np.asarray(predictions).astype(bool).ravel()).mean())
+
+
+@dataclass
+class BinnedCurve:
+    """Constant-memory pixel metrics: add maps and masks one image at a time."""
+
+    bins: int = 65536
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.pos = np.zeros(self.bins, dtype=np.int64)
+        self.neg = np.zeros(self.bins, dtype=np.int64)
+        self.correct = 0
+        self.total = 0
+
+    def add(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        scores = np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0.0, 1.0)
+        labels = np.asarray(labels).astype(bool).ravel()
+        index = np.minimum((scores * self.bins).astype(np.int64), self.bins - 1)
+        self.pos += np.bincount(index[labels], minlength=self.bins)
+        self.neg += np.bincount(index[~labels], minlength=self.bins)
+        self.correct += int(((scores >= self.threshold) == labels).sum())
+        self.total += labels.size
+
+    def auroc_ap(self) -> tuple[float, float]:
+        return _curve_from_counts(self.pos[::-1], self.neg[::-1])
+
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else float("nan")
+
+    def max_tie_error(self) -> float:
+        """Upper bound on the AUROC error from scores sharing a bin."""
+        pairs = float(self.pos.sum()) * float(self.neg.sum())
+        return float((self.pos * self.neg).sum() / pairs) / 2 if pairs else 0.0
