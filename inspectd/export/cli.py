@@ -1,0 +1,56 @@
+"""``inspectd-export``: a trained model folder (+ LoRA adapter) -> a verified bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from inspectd.errors import InspectdError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="inspectd-export", description=__doc__)
+    parser.add_argument("--base", required=True, help="model folder: a bundle or a local Qwen2.5-VL checkpoint")
+    parser.add_argument("--adapter", help="LoRA adapter folder to merge (peft)")
+    parser.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--quantization", choices=("nf4", "bfloat16", "float32"), default="nf4")
+    parser.add_argument("--base-model-name", help="recorded in bundle.json, e.g. Qwen/Qwen2.5-VL-7B-Instruct")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"))
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--threshold", type=float, help="fixed threshold (else the base's, or calibrated)")
+    parser.add_argument("--calibration", help="labelled validation folder (good/ + defect folders, or MVTec)")
+    parser.add_argument("--real-json", help='ReAL parameters as JSON, e.g. \'{"layer_start": 2}\'')
+    parser.add_argument("--device", default="cpu", help="where to quantize: cpu or cuda:N")
+    parser.add_argument("--eval-report", help="JSON from 'inspectd eval --out' to put in the model card")
+    parser.add_argument("--card-notes", default="", help="text for the model card (data, caveats)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from inspectd.export.exporter import ExportRequest, export_bundle
+    from inspectd.real.params import RealParams
+
+    try:
+        request = ExportRequest(
+            base=Path(args.base), out=Path(args.out), name=args.name, quantization=args.quantization,
+            adapter=Path(args.adapter) if args.adapter else None, base_model_name=args.base_model_name,
+            real=RealParams.model_validate(json.loads(args.real_json)) if args.real_json else None,
+            image_size=tuple(args.image_size) if args.image_size else None, max_new_tokens=args.max_new_tokens,
+            threshold=args.threshold, calibration=Path(args.calibration) if args.calibration else None,
+            device=args.device, card_notes=args.card_notes,
+            eval_report=Path(args.eval_report) if args.eval_report else None,
+        )
+        manifest = export_bundle(request)
+    except (InspectdError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {manifest.name}, {manifest.quantization}/{manifest.dtype}, threshold {manifest.threshold}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

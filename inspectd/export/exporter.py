@@ -1,0 +1,215 @@
+"""Turn a trained model into the bundle the daemon loads.
+
+Steps: load the base model folder (a bundle or any local Qwen2.5-VL folder),
+merge an optional LoRA adapter, convert to the deployment precision (NF4
+4-bit through bitsandbytes, bfloat16 or float32), copy the processor, save
+the bundle with its manifest, then reload it, check that the saved weights
+compute what the converted model computes, and calibrate the threshold on a
+validation folder when one is given. Never imported by the daemon.
+
+NF4 on the CPU: bitsandbytes repacks weights at the first forward pass and a
+checkpoint saved after that reloads wrong (PLATFORM.md), so the model is
+saved before it ever runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
+
+from inspectd.bundle.files import MANIFEST_NAME, read_manifest, sha256_file
+from inspectd.bundle.manifest import BundleManifest, PromptSpec
+from inspectd.bundle.save import save_bundle
+from inspectd.errors import BundleError
+from inspectd.model.processor import ImageOnlyQwenProcessor
+from inspectd.real.params import RealParams
+
+log = logging.getLogger("inspectd.export")
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    base: Path
+    out: Path
+    name: str
+    quantization: str = "nf4"  # nf4 | bfloat16 | float32
+    adapter: Path | None = None
+    base_model_name: str | None = None
+    prompt: PromptSpec | None = None
+    real: RealParams | None = None
+    image_size: tuple[int, int] | None = None
+    max_new_tokens: int | None = None
+    threshold: float | None = None
+    calibration: Path | None = None
+    device: str = "cpu"
+    card_notes: str = ""
+    eval_report: Path | None = None
+    training: dict = field(default_factory=dict)
+
+
+def _base_manifest(base: Path) -> BundleManifest | None:
+    return read_manifest(base) if (base / MANIFEST_NAME).is_file() else None
+
+
+def _load_merged(request: ExportRequest) -> Qwen2_5_VLForConditionalGeneration:
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        request.base, dtype=torch.float32, local_files_only=True, use_safetensors=True
+    )
+    if request.adapter is not None:
+        try:
+            from peft import PeftModel
+        except ImportError as exc:
+            raise BundleError("merging a LoRA adapter needs peft: pip install 'inspectd[train]'") from exc
+        model = PeftModel.from_pretrained(model, request.adapter, local_files_only=True).merge_and_unload()
+    return model.eval()
+
+
+def _probe_inputs(processor) -> dict:
+    from PIL import Image
+
+    from inspectd.model.prompting import chat_text
+
+    image = Image.new("RGB", (112, 112), (128, 96, 64))
+    return dict(processor(text=[chat_text(processor, PromptSpec())], images=[image], return_tensors="pt"))
+
+
+def export_bundle(request: ExportRequest) -> BundleManifest:
+    base_manifest = _base_manifest(request.base)
+    processor = ImageOnlyQwenProcessor.from_pretrained(request.base, local_files_only=True)
+    merged = _load_merged(request)
+    with tempfile.TemporaryDirectory(prefix="inspectd-export-") as scratch:
+        merged_dir = Path(scratch) / "merged"
+        merged.save_pretrained(merged_dir, safe_serialization=True)
+        processor.save_pretrained(merged_dir)
+        del merged
+        if request.quantization == "nf4":
+            compute = torch.bfloat16 if request.device.startswith("cuda") else torch.float32
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                merged_dir,
+                quantization_config=BitsAndBytesConfig(
+                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+                    llm_int8_skip_modules=["visual", "lm_head"],
+                ),
+                dtype=compute,
+                device_map=request.device,
+                local_files_only=True,
+            )
+            dtype = "bfloat16" if compute == torch.bfloat16 else "float32"
+        else:
+            dtype = request.quantization
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                merged_dir, dtype=_DTYPES[dtype], device_map=request.device, local_files_only=True
+            )
+        defaults = base_manifest or BundleManifest(name=request.name, base_model="unknown")
+        manifest = BundleManifest(
+            name=request.name,
+            base_model=request.base_model_name or defaults.base_model,
+            quantization="nf4" if request.quantization == "nf4" else "none",
+            dtype=dtype,
+            prompt=request.prompt or defaults.prompt,
+            image_size=request.image_size or defaults.image_size,
+            max_new_tokens=request.max_new_tokens or defaults.max_new_tokens,
+            threshold=request.threshold if request.threshold is not None else defaults.threshold,
+            real=request.real or defaults.real,
+        )
+        # Saved before any forward pass (the CPU repacking trap).
+        save_bundle(model, processor, request.out, manifest, model_card(request, manifest, None))
+        _check_round_trip(model, processor, request)
+    if request.calibration is not None:
+        manifest = calibrate_bundle(request, manifest)
+    return read_manifest(request.out)
+
+
+def _check_round_trip(model, processor, request: ExportRequest) -> None:
+    """The saved bundle must compute what the converted model computes."""
+    from inspectd.bundle.load import load_bundle
+
+    inputs = {k: v.to(model.device) for k, v in _probe_inputs(processor).items()}
+    with torch.inference_mode():
+        expected = model(**inputs).logits.float().cpu()
+    reloaded = load_bundle(request.out, request.device)
+    with torch.inference_mode():
+        actual = reloaded.model(**{k: v.to(reloaded.device) for k, v in inputs.items()}).logits.float().cpu()
+    difference = float((actual - expected).abs().max())
+    if difference > 1e-3:
+        shutil.rmtree(request.out, ignore_errors=True)
+        raise BundleError(f"exported bundle reloads with logits off by {difference:.3g}; export refused")
+    log.info("round trip checked: max logit difference %.2e", difference)
+
+
+def calibrate_bundle(request: ExportRequest, manifest: BundleManifest) -> BundleManifest:
+    import numpy as np
+
+    from inspectd.bundle.load import load_bundle
+    from inspectd.data.layouts import read_labelled_folder, read_mvtec
+    from inspectd.export.calibrate import Calibration, balanced_accuracy_threshold
+    from inspectd.inspection.inspector import Inspector, InspectorOptions
+
+    folder = request.calibration
+    dataset = read_mvtec(folder) if (folder / "test").is_dir() or any(
+        (p / "test").is_dir() for p in folder.iterdir() if p.is_dir()) else read_labelled_folder(folder)
+    bundle = load_bundle(request.out, request.device)
+    inspector = Inspector(bundle, bundle.manifest.real, InspectorOptions(batch_size=4, threshold=0.5))
+    results = inspector.inspect_files([image.path for image in dataset.images])
+    scored = [(image.anomalous, result.score) for image, result in zip(dataset.images, results)
+              if result.score is not None]
+    if not scored:
+        raise BundleError(f"{folder}: no calibration image gave a parsable reply; threshold not calibrated")
+    labels, scores = (np.array(x) for x in zip(*scored))
+    threshold, balanced = balanced_accuracy_threshold(labels, scores)
+    calibration = Calibration(threshold, balanced, len(dataset.images), len(dataset.images) - len(scored))
+    log.info("calibrated threshold %.4f (balanced accuracy %.3f on %d images, %d unparsable)",
+             threshold, balanced, calibration.images, calibration.unparsable)
+    updated = manifest.model_copy(update={"threshold": threshold})
+    card = model_card(request, updated, calibration)
+    (request.out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+    current = read_manifest(request.out)
+    files = dict(current.files)
+    files["MODEL_CARD.md"] = sha256_file(request.out / "MODEL_CARD.md")
+    final = current.model_copy(update={"threshold": threshold, "files": files})
+    temporary = request.out / f".{MANIFEST_NAME}.tmp"
+    temporary.write_text(json.dumps(final.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    temporary.replace(request.out / MANIFEST_NAME)
+    return final
+
+
+def model_card(request: ExportRequest, manifest: BundleManifest, calibration) -> str:
+    lines = [
+        f"# {manifest.name}",
+        "",
+        f"- Base model: {manifest.base_model} (from `{request.base}`)",
+        f"- LoRA adapter merged: {request.adapter or 'none'}",
+        f"- Precision: {'4-bit NF4 (bitsandbytes), compute ' + manifest.dtype if manifest.quantization == 'nf4' else manifest.dtype}",
+        f"- Prompt: {manifest.prompt.user_text()!r}",
+        f"- Image size: {manifest.image_size or 'processor default (aspect kept)'}; max new tokens {manifest.max_new_tokens}",
+        f"- ReAL: {json.dumps(manifest.real.model_dump(mode='json'))}",
+    ]
+    if calibration is not None:
+        lines.append(
+            f"- Threshold: {calibration.threshold:.4f}, calibrated on `{request.calibration}` "
+            f"({calibration.images} images, {calibration.unparsable} unparsable) by maximum balanced accuracy "
+            f"({calibration.balanced_accuracy:.3f})"
+        )
+    else:
+        lines.append(f"- Threshold: {manifest.threshold} (not calibrated)")
+    if request.training:
+        lines += ["", "## Training", ""] + [f"- {k}: {v}" for k, v in request.training.items()]
+    if request.card_notes:
+        lines += ["", "## Notes", "", request.card_notes.strip()]
+    if request.eval_report is not None:
+        from inspectd.evaluation.runner import CategoryReport, EvalReport, format_table
+
+        data = json.loads(Path(request.eval_report).read_text())
+        report = EvalReport(data["bundle"], data["bundle_sha256"], [CategoryReport(**c) for c in data["categories"]],
+                            data["datasets"], data["overall"])
+        lines += ["", "## Evaluation", "", "```", format_table(report), "```"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,93 @@
+"""inspectd-export: LoRA merge, NF4 on the CPU, calibration; the daemon's loader accepts the result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from inspectd.bundle.files import verify_bundle
+from inspectd.bundle.load import load_bundle
+from inspectd.data.synthetic import make_sample
+from inspectd.export.calibrate import balanced_accuracy_threshold
+from inspectd.export.exporter import ExportRequest, _probe_inputs, export_bundle
+from tests.conftest import REPO
+
+pytest.importorskip("bitsandbytes")
+
+
+def test_nf4_export_reloads_with_the_exported_models_outputs(format_bundle, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "inspectd.export.cli", "--base", str(format_bundle), "--out", str(tmp_path / "nf4"),
+         "--name", "tiny-nf4", "--quantization", "nf4", "--base-model-name", "tiny test model"],
+        capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "round trip checked: max logit difference" in done.stderr
+    manifest = verify_bundle(tmp_path / "nf4")
+    assert manifest.quantization == "nf4" and manifest.base_model == "tiny test model"
+    bundle = load_bundle(tmp_path / "nf4", "cpu")
+    import bitsandbytes
+
+    assert isinstance(bundle.model.model.language_model.layers[0].self_attn.q_proj, bitsandbytes.nn.Linear4bit)
+    # Close to the full-precision model it came from (NF4 error, not a broken checkpoint).
+    full = load_bundle(format_bundle, "cpu")
+    inputs = _probe_inputs(full.processor)
+    with torch.inference_mode():
+        reference = full.model(**inputs).logits
+        quantized = bundle.model(**inputs).logits
+    agreement = (reference[0, -1].argmax() == quantized[0, -1].argmax()).item()
+    assert agreement and torch.nn.functional.cosine_similarity(reference.flatten(), quantized.flatten(), dim=0) > 0.9
+
+
+def test_lora_adapter_is_merged(format_bundle, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(format_bundle)
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)"))
+    torch.manual_seed(0)
+    for name, parameter in lora.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.05)  # a trained adapter, not the zero init
+    lora.save_pretrained(tmp_path / "adapter")
+    full = load_bundle(format_bundle, "cpu")
+    inputs = _probe_inputs(full.processor)
+    with torch.inference_mode():
+        expected = lora.eval()(**inputs).logits
+        untouched = full.model(**inputs).logits
+    assert (expected - untouched).abs().max() > 1e-3, "the adapter must change the outputs"
+    export_bundle(ExportRequest(base=format_bundle, out=tmp_path / "merged", name="merged", quantization="float32",
+                                adapter=tmp_path / "adapter"))
+    merged = load_bundle(tmp_path / "merged", "cpu")
+    with torch.inference_mode():
+        actual = merged.model(**inputs).logits
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
+    assert "adapter" in (tmp_path / "merged" / "MODEL_CARD.md").read_text()
+
+
+def test_calibration_writes_threshold_and_keeps_bundle_valid(format_bundle, tmp_path):
+    folder = tmp_path / "val"
+    for kind, anomalous in (("good", False), ("defect", True)):
+        (folder / kind).mkdir(parents=True)
+        for i in range(4):
+            make_sample(80_000 + 10 * anomalous + i, 96, anomalous=anomalous).image.save(folder / kind / f"{i}.png")
+    manifest = export_bundle(ExportRequest(base=format_bundle, out=tmp_path / "cal", name="cal",
+                                           quantization="float32", calibration=folder))
+    assert 0.0 <= manifest.threshold <= 1.0
+    assert verify_bundle(tmp_path / "cal").threshold == manifest.threshold
+    assert "calibrated on" in (tmp_path / "cal" / "MODEL_CARD.md").read_text()
+
+
+def test_balanced_accuracy_threshold_rule():
+    labels = np.array([0, 0, 0, 1, 1, 1], bool)
+    threshold, value = balanced_accuracy_threshold(labels, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]))
+    assert threshold == pytest.approx(0.5) and value == 1.0
+    threshold, value = balanced_accuracy_threshold(labels, np.array([0.90, 0.91, 0.92, 0.95, 0.96, 0.97]))
+    assert threshold == pytest.approx(0.935) and value == 1.0
+    with pytest.raises(ValueError, match="both normal and anomalous"):
+        balanced_accuracy_threshold(np.ones(3, bool), np.array([0.1, 0.2, 0.3]))
