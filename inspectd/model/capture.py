@@ -46,12 +46,47 @@ class CaptureTargets:
 
 
 class AttentionRecorder:
-    """Collects, per decode step and text layer, head-averaged weights (batch, K)."""
+    """Collects, per decode step and text layer, head-averaged weights (batch, K).
 
-    def __init__(self, targets: CaptureTargets, num_layers: int) -> None:
+    With ``query_positions`` (batch, Q) it records instead, in one full
+    forward pass, the rows of those query positions: what a teacher-forced
+    pass over a finished reply needs (the CGRO consistency reward).
+    """
+
+    def __init__(self, targets: CaptureTargets, num_layers: int, query_positions: torch.Tensor | None = None) -> None:
         self.targets = targets
         self.num_layers = num_layers
+        self.query_positions = query_positions
         self._steps: list[list[torch.Tensor | None]] = []
+        self._rows: list[torch.Tensor | None] = [None] * num_layers
+
+    def observe_rows(self, layer_idx, query, key, attention_mask, scaling) -> None:
+        """Weights of the chosen query rows of a full pass: (batch, Q, K) per layer."""
+        batch, heads, _, dim = query.shape
+        kv_heads, length = key.shape[1], key.shape[2]
+        rows = self.query_positions.to(query.device)
+        index = rows[:, None, :, None].expand(batch, heads, rows.shape[1], dim)
+        picked_queries = torch.gather(query, 2, index).float()  # (B, H, Q, D)
+        grouped = picked_queries.reshape(batch, kv_heads, heads // kv_heads, rows.shape[1], dim)
+        logits = torch.matmul(grouped, key.float()[:, :, None].transpose(-1, -2))
+        logits = logits.reshape(batch, heads, rows.shape[1], length) * (scaling if scaling is not None else dim**-0.5)
+        causal = torch.arange(length, device=query.device)[None, None, :] > rows[:, :, None]  # (B, Q, L)
+        logits = logits.masked_fill(causal[:, None], float("-inf"))
+        if attention_mask is not None:
+            mask_rows = torch.gather(
+                attention_mask[:, :1].expand(batch, 1, -1, -1)[:, 0, :, :length], 1,
+                rows[:, :, None].expand(batch, rows.shape[1], length),
+            )[:, None]
+            logits = logits.masked_fill(~mask_rows, float("-inf")) if mask_rows.dtype == torch.bool else logits + mask_rows
+        weights = torch.softmax(logits, dim=-1).mean(dim=1)  # (B, Q, L)
+        positions = self.targets.positions.to(weights.device)[:, None, :].expand(batch, rows.shape[1], -1)
+        self._rows[layer_idx] = torch.gather(weights, 2, positions) * self.targets.valid.to(weights.device)[:, None, :]
+
+    def rows(self) -> torch.Tensor:
+        """(layers, batch, Q, K) from the last full pass."""
+        if any(r is None for r in self._rows):
+            raise RuntimeError("attention capture saw no full pass for some layers")
+        return torch.stack(self._rows)
 
     def observe(
         self,
@@ -95,8 +130,11 @@ class AttentionRecorder:
 def capture_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     output = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     recorder = _ACTIVE.get()
-    if recorder is not None and query.shape[2] == 1:
-        recorder.observe(module.layer_idx, query, key, attention_mask, scaling)
+    if recorder is not None:
+        if recorder.query_positions is not None and query.shape[2] > 1:
+            recorder.observe_rows(module.layer_idx, query, key, attention_mask, scaling)
+        elif recorder.query_positions is None and query.shape[2] == 1:
+            recorder.observe(module.layer_idx, query, key, attention_mask, scaling)
     return output
 
 

@@ -1,0 +1,160 @@
+"""CGRO's rewards: format, accuracy and spatial consistency (METHOD.md).
+
+The consistency reward reads the reasoning tokens' attention with the same
+capture code as inference (a teacher-forced pass over the sampled reply) and
+ranks tokens with the same ReAL weighting (``score_tokens``), so training
+rewards exactly the maps the daemon will draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from inspectd.bundle.manifest import PromptSpec
+from inspectd.model.capture import AttentionRecorder, enable_capture, recording
+from inspectd.model.prompting import anomaly_word_token_ids, capture_targets, chat_text
+from inspectd.model.reply import ParseStatus, parse_reply, token_char_spans, tokens_overlapping
+from inspectd.real.localize import TokenEvidence, score_tokens
+from inspectd.real.params import RealParams
+
+
+@dataclass(frozen=True)
+class ConsistencySettings:
+    k: int = 3
+    percentile: float = 95.0
+    delta_anomalous: float = 0.3  # reward J >= this on anomalous images
+    delta_normal: float = 0.1  # reward J <= this on normal images
+
+
+def completion_text(completion) -> str:
+    """trl hands conversational completions as message lists."""
+    if isinstance(completion, list):
+        return "".join(m.get("content", "") if isinstance(m.get("content"), str) else "" for m in completion)
+    return str(completion)
+
+
+def format_reward(completions, **_) -> list[float]:
+    return [1.0 if parse_reply(completion_text(c)).status is ParseStatus.OK else 0.0 for c in completions]
+
+
+def accuracy_reward(completions, label, **_) -> list[float]:
+    rewards = []
+    for completion, anomalous in zip(completions, label):
+        parsed = parse_reply(completion_text(completion))
+        rewards.append(1.0 if parsed.answer == ("yes" if anomalous else "no") else 0.0)
+    return rewards
+
+
+def spatial_consensus(evidence: TokenEvidence, params: RealParams, settings: ConsistencySettings) -> float:
+    """Jaccard overlap (|intersection| / |union|) of the top-k tokens' 95th-percentile regions.
+
+    Top-k by the ReAL weight w_r among the tokens ReAL keeps (all, if none
+    pass). Empty union (no token singles out a place) gives 0.
+    """
+    scores = score_tokens(evidence, params)
+    weights = np.where(scores.kept, scores.weights, -np.inf)
+    top = np.argsort(-weights, kind="stable")[: settings.k]
+    # Strictly above the percentile: cells tied with a flat background never join a region,
+    # so a map that singles out nothing has an empty region.
+    regions = [m > np.percentile(m, settings.percentile) for m in evidence.maps[top]]
+    union = np.logical_or.reduce(regions)
+    if not union.any():
+        return 0.0
+    return float(np.logical_and.reduce(regions).sum() / union.sum())
+
+
+def consistency_reward_value(consensus: float, anomalous: bool, settings: ConsistencySettings) -> float:
+    if anomalous:
+        return 1.0 if consensus >= settings.delta_anomalous else 0.0
+    return 1.0 if consensus <= settings.delta_normal else 0.0
+
+
+class ReplyAttention:
+    """Teacher-forced attention of a finished reply's reasoning tokens, via the inference capture."""
+
+    def __init__(self, model, processor, prompt: PromptSpec, real: RealParams) -> None:
+        self.model = model
+        self.processor = processor
+        self.prompt = prompt
+        self.real = real
+        self.chat = chat_text(processor, prompt)
+        self.text_ids, self.word_hits = anomaly_word_token_ids(processor.tokenizer, prompt, real.anomaly_words)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.processor.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    @torch.no_grad()
+    def evidence(self, images, replies: list[str]) -> list[TokenEvidence | None]:
+        tokenizer = self.processor.tokenizer
+        batch = self.processor(text=[self.chat + r for r in replies], images=list(images), return_tensors="pt",
+                               padding=True, padding_side="left")
+        length = batch["input_ids"].shape[1]
+        reasoning_positions: list[list[int]] = []
+        for reply in replies:
+            parsed = parse_reply(reply)
+            if parsed.status is not ParseStatus.OK:
+                reasoning_positions.append([])
+                continue
+            ids = tokenizer.encode(reply, add_special_tokens=False)
+            spans = token_char_spans(self._decode, ids)
+            reasoning_positions.append([length - len(ids) + j for j in tokens_overlapping(spans, *parsed.think_span)])
+        widest = max((len(p) for p in reasoning_positions), default=0)
+        if widest == 0:
+            return [None] * len(replies)
+        padded = []
+        for positions in reasoning_positions:
+            positions = positions or [length - 1]  # a row without reasoning still needs a query
+            padded.append(positions + [positions[-1]] * (widest - len(positions)))
+        queries = torch.tensor(padded)
+        targets, image_counts = capture_targets(batch["input_ids"], self.model.config.image_token_id,
+                                                self.text_ids, self.word_hits)
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        enable_capture(base)
+        layers = base.config.text_config.num_hidden_layers
+        recorder = AttentionRecorder(targets, layers, query_positions=queries)
+        device = next(base.parameters()).device
+        with recording(recorder):
+            self.model(**{k: v.to(device) for k, v in batch.items()})
+        rows = recorder.rows()[self.real.layer_slice(layers)].mean(dim=0).float().cpu().numpy()  # (B, Q, K)
+        grids = batch["image_grid_thw"].tolist()
+        merge = self.processor.image_processor.merge_size
+        max_images = max(image_counts)
+        out: list[TokenEvidence | None] = []
+        for row, positions in enumerate(reasoning_positions):
+            if not positions:
+                out.append(None)
+                continue
+            _, grid_h, grid_w = grids[row]
+            picked = rows[row, : len(positions)]
+            maps = picked[:, : image_counts[row]].reshape(len(positions), grid_h // merge, grid_w // merge)
+            out.append(TokenEvidence(maps.astype(np.float64), picked[:, max_images:].sum(axis=1).astype(np.float64)))
+        return out
+
+
+class ConsistencyReward:
+    """trl reward function: 1 when the reasoning agrees on one place (anomalous) or on none (normal)."""
+
+    __name__ = "consistency_reward"
+
+    def __init__(self, attention: ReplyAttention, settings: ConsistencySettings) -> None:
+        self.attention = attention
+        self.settings = settings
+        self.last_consensus: list[float | None] = []
+
+    def __call__(self, completions, image, label, **_) -> list[float]:
+        replies = [completion_text(c) for c in completions]
+        evidence = self.attention.evidence(image, replies)
+        rewards, consensus = [], []
+        for item, anomalous in zip(evidence, label):
+            if item is None:
+                rewards.append(0.0)
+                consensus.append(None)
+                continue
+            value = spatial_consensus(item, self.attention.real, self.settings)
+            consensus.append(value)
+            rewards.append(consistency_reward_value(value, bool(anomalous), self.settings))
+        self.last_consensus = consensus
+        return rewards

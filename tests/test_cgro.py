@@ -1,0 +1,97 @@
+"""CGRO: rewards on constructed maps, the same capture as inference, and real GRPO steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inspectd.bundle.load import load_bundle
+from inspectd.bundle.manifest import PromptSpec
+from inspectd.data.synthetic import make_sample
+from inspectd.model.runtime import InspectionModel
+from inspectd.real.localize import TokenEvidence
+from inspectd.real.params import RealParams
+from inspectd.training.rewards import (
+    ConsistencySettings,
+    ReplyAttention,
+    accuracy_reward,
+    consistency_reward_value,
+    format_reward,
+    spatial_consensus,
+)
+
+pytest.importorskip("trl", reason="trl is in the train and test extras")
+
+
+def _blob(y, x, grid=15):
+    m = np.full((grid, grid), 0.001)
+    m[y - 1 : y + 2, x - 1 : x + 2] = 1.0
+    return m / m.sum()
+
+
+def test_consensus_rewards_agreement_on_anomalous_and_none_on_normal():
+    settings = ConsistencySettings()
+    params = RealParams(use_entropy_filter=False, use_relevance_filter=False)
+    agreeing = TokenEvidence(np.stack([_blob(5, 5)] * 4), np.ones(4))
+    scattered = TokenEvidence(np.stack([_blob(2, 2), _blob(12, 12), _blob(2, 12), _blob(12, 2)]), np.ones(4))
+    high = spatial_consensus(agreeing, params, settings)
+    low = spatial_consensus(scattered, params, settings)
+    assert high >= 0.3 and low <= 0.1
+    assert consistency_reward_value(high, True, settings) == 1.0
+    assert consistency_reward_value(high, False, settings) == 0.0
+    assert consistency_reward_value(low, False, settings) == 1.0
+    assert consistency_reward_value(low, True, settings) == 0.0
+
+
+def test_top_k_follows_the_real_weights():
+    params = RealParams(use_entropy_filter=False, use_relevance_filter=False, alpha=1.0, beta=0.0)
+    maps = np.stack([_blob(5, 5), _blob(5, 5), _blob(5, 5), _blob(12, 12), _blob(2, 12)])
+    relevant_agree = TokenEvidence(maps, np.array([1.0, 0.9, 0.8, 0.0, 0.0]))
+    relevant_disagree = TokenEvidence(maps, np.array([1.0, 0.0, 0.0, 0.9, 0.8]))
+    settings = ConsistencySettings(k=3)
+    assert spatial_consensus(relevant_agree, params, settings) > spatial_consensus(relevant_disagree, params, settings)
+
+
+def test_format_and_accuracy_rewards():
+    good_yes = [{"role": "assistant", "content": "<think>a spot</think><answer>yes</answer>"}]
+    broken = [{"role": "assistant", "content": "a spot, yes"}]
+    assert format_reward([good_yes, broken]) == [1.0, 0.0]
+    assert accuracy_reward([good_yes, good_yes, broken], label=[True, False, True]) == [1.0, 0.0, 0.0]
+
+
+def test_teacher_forced_attention_equals_the_inference_capture(format_bundle):
+    bundle = load_bundle(format_bundle, "cpu")
+    images = [make_sample(90_000, 112).image, make_sample(90_001, 96).image]
+    replies, _ = InspectionModel(bundle, bundle.manifest.real).run(images)
+    assert all(r.evidence is not None for r in replies)
+    attention = ReplyAttention(bundle.model, bundle.processor, PromptSpec(), bundle.manifest.real)
+    forced = attention.evidence(images, [r.text for r in replies])
+    for reply, evidence in zip(replies, forced):
+        np.testing.assert_allclose(evidence.maps, reply.evidence.maps, atol=1e-5)
+        np.testing.assert_allclose(evidence.relevance, reply.evidence.relevance, atol=1e-5)
+
+
+def test_two_grpo_steps_change_the_lora_weights_with_logged_rewards(format_bundle, tmp_path):
+    from inspectd.training.cgro import CgroSettings, build_trainer, grpo_rows
+
+    bundle = load_bundle(format_bundle, "cpu")
+    samples = [make_sample(95_000 + i, 96) for i in range(8)]
+    rows = grpo_rows([(s.image, s.anomalous) for s in samples], PromptSpec())
+    settings = CgroSettings(output_dir=tmp_path / "run", max_steps=2, batch_size=4, generations=2,
+                            max_completion_length=40, learning_rate=1e-3, save_steps=1000)
+    trainer, consistency = build_trainer(bundle.model, bundle.processor, rows, settings, PromptSpec(),
+                                         bundle.manifest.real)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    visual_before = next(trainer.model.get_base_model().model.visual.parameters()).detach().clone()
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert before and all((after[n] - before[n]).abs().max() > 0 for n in before), "LoRA weights moved"
+    assert torch.equal(next(trainer.model.get_base_model().model.visual.parameters()), visual_before)
+    logged = [h for h in trainer.state.log_history if "rewards/consistency_reward/mean" in h]
+    assert len(logged) == 2
+    for entry in logged:
+        assert {"rewards/format_reward/mean", "rewards/accuracy_reward/mean"} <= set(entry)
+    assert any(value is not None for value in consistency.last_consensus), "rewards came from captured attention"
