@@ -95,3 +95,50 @@ def test_two_grpo_steps_change_the_lora_weights_with_logged_rewards(format_bundl
     for entry in logged:
         assert {"rewards/format_reward/mean", "rewards/accuracy_reward/mean"} <= set(entry)
     assert any(value is not None for value in consistency.last_consensus), "rewards came from captured attention"
+
+
+def test_train_cli_sft_then_grpo_then_export(format_bundle, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    config = {
+        "base": str(format_bundle),
+        "output_dir": str(tmp_path / "run"),
+        "data": {"kind": "synthetic", "count": 16, "image_size": 96},
+        "sft": {"steps": 3, "batch_size": 4, "warmup_steps": 1},
+        "grpo": {"max_steps": 2, "batch_size": 4, "generations": 2, "max_completion_length": 40, "save_steps": 1},
+    }
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=600,
+                              cwd=REPO, env=env)
+
+    done = run("inspectd.training.cli", "sft", "--config", str(tmp_path / "train.yaml"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "sft" / "model.safetensors").is_file()
+    done = run("inspectd.training.cli", "grpo", "--config", str(tmp_path / "train.yaml"))
+    assert done.returncode == 0, done.stderr
+    history = json.loads((tmp_path / "run" / "adapter" / "training.json").read_text())["log_history"]
+    assert any("rewards/consistency_reward/mean" in h for h in history)
+    assert sorted(p.name for p in (tmp_path / "run" / "grpo").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    config["grpo"]["max_steps"] = 3
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    done = run("inspectd.training.cli", "grpo", "--config", str(tmp_path / "train.yaml"), "--resume")
+    assert done.returncode == 0, done.stderr
+    resumed = json.loads((tmp_path / "run" / "adapter" / "training.json").read_text())["log_history"]
+    assert [h.get("step") for h in resumed if "rewards/format_reward/mean" in h][-1] == 3
+    done = run("inspectd.export.cli", "--base", str(format_bundle), "--adapter", str(tmp_path / "run" / "adapter"),
+               "--out", str(tmp_path / "bundle"), "--name", "cgro-tiny", "--quantization", "float32")
+    assert done.returncode == 0, done.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**config, "grpo": {"max_step": 1}}))
+    done = run("inspectd.training.cli", "grpo", "--config", str(bad))
+    assert done.returncode == 2 and "grpo.max_step" in done.stderr

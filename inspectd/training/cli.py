@@ -1,0 +1,213 @@
+"""``inspectd-train``: supervised warm-up and CGRO from one YAML file.
+
+    inspectd-train sft  --config train.yaml     # cold start on reasoning texts (synthetic data)
+    inspectd-train grpo --config train.yaml [--resume]
+
+Multi-GPU: ``accelerate launch -m inspectd.training.cli grpo --config ...``
+(trl's trainer runs under accelerate; set ``use_cpu: false``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inspectd.errors import InspectdError
+
+log = logging.getLogger("inspectd.train")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    kind: Literal["synthetic", "labelled", "mvtec"] = "synthetic"
+    path: Path | None = None
+    count: int = Field(512, ge=1, description="synthetic images")
+    seed_offset: int = Field(1_000_000, ge=0, description="synthetic seeds start here; keep eval seeds below")
+    image_size: int = Field(168, ge=28)
+
+
+class SftConfig(_Section):
+    steps: int = 400
+    batch_size: int = 8
+    learning_rate: float = 5e-4
+    warmup_steps: int = 30
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    freeze_vision: bool = False
+
+
+class ConsistencyConfig(_Section):
+    k: int = 3
+    percentile: float = 95.0
+    delta_anomalous: float = 0.3
+    delta_normal: float = 0.1
+
+
+class GrpoConfig(_Section):
+    max_steps: int = 200
+    batch_size: int = 16
+    generations: int = 8
+    max_completion_length: int = 64
+    learning_rate: float = 1e-5
+    kl_beta: float = 0.04
+    temperature: float = 1.0
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    save_steps: int = 50
+    use_cpu: bool = True
+    consistency: ConsistencyConfig = ConsistencyConfig()
+
+
+class TrainConfig(_Section):
+    base: Path = Field(description="model folder: a bundle or a local Qwen2.5-VL checkpoint")
+    output_dir: Path
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    sft: SftConfig = SftConfig()
+    grpo: GrpoConfig = GrpoConfig()
+
+
+def load_config(path: Path) -> TrainConfig:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        config = TrainConfig.model_validate(raw)
+    except FileNotFoundError:
+        raise InspectdError(f"{path}: training config does not exist") from None
+    except yaml.YAMLError as exc:
+        raise InspectdError(f"{path}: not valid YAML ({exc})") from exc
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InspectdError(f"{path}: invalid training config: {problems}") from exc
+    base = Path(path).resolve().parent
+    resolve = lambda p: p if p is None or p.is_absolute() else (base / p).resolve()  # noqa: E731
+    return config.model_copy(update={
+        "base": resolve(config.base), "output_dir": resolve(config.output_dir),
+        "data": config.data.model_copy(update={"path": resolve(config.data.path)}),
+    })
+
+
+def _labelled_images(config: TrainConfig):
+    """(image, anomalous) pairs; image-level labels only."""
+    from inspectd.data.layouts import read_labelled_folder, read_mvtec
+    from inspectd.data.synthetic import make_sample
+    from inspectd.inspection.images import load_image
+
+    data = config.data
+    if data.kind == "synthetic":
+        for i in range(data.count):
+            sample = make_sample(data.seed_offset + i, data.image_size)
+            yield sample.image, sample.anomalous
+        return
+    if data.path is None:
+        raise InspectdError(f"data.path is needed for data.kind {data.kind!r}")
+    dataset = read_mvtec(data.path) if data.kind == "mvtec" else read_labelled_folder(data.path)
+    for image in dataset.images:
+        yield load_image(image.path, 10**8, 10**9), image.anomalous
+
+
+def _load(base: Path):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from inspectd.model.processor import ImageOnlyQwenProcessor
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, local_files_only=True, use_safetensors=True)
+    return model, ImageOnlyQwenProcessor.from_pretrained(base, local_files_only=True)
+
+
+def _prompt_and_real(base: Path):
+    from inspectd.bundle.files import MANIFEST_NAME, read_manifest
+    from inspectd.bundle.manifest import PromptSpec
+    from inspectd.real.params import RealParams
+
+    if (base / MANIFEST_NAME).is_file():
+        manifest = read_manifest(base)
+        return manifest.prompt, manifest.real
+    return PromptSpec(), RealParams()
+
+
+def run_sft(config: TrainConfig) -> Path:
+    from inspectd.data.synthetic import make_sample
+    from inspectd.training.sft import ReplyExample, WarmupSettings, supervised_warmup
+    from inspectd.training.warmup_recipe import reply_for
+
+    if config.data.kind != "synthetic":
+        raise InspectdError("sft needs reasoning texts; only data.kind: synthetic provides them")
+    model, processor = _load(config.base)
+    prompt, _ = _prompt_and_real(config.base)
+    s = config.sft
+
+    def example(i: int) -> ReplyExample:
+        sample = make_sample(config.data.seed_offset + i % config.data.count, config.data.image_size)
+        return ReplyExample(sample.image, reply_for(sample))
+
+    losses = supervised_warmup(
+        model, processor, prompt, example,
+        WarmupSettings(steps=s.steps, batch_size=s.batch_size, learning_rate=s.learning_rate,
+                       warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
+                       seed=config.seed, freeze_vision=s.freeze_vision),
+        on_step=lambda step, loss: log.info("sft step %d loss %.4f", step, loss) if step % 10 == 0 else None,
+    )
+    out = config.output_dir / "sft"
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    (out / "training.json").write_text(json.dumps({"stage": "sft", "losses": losses, **s.model_dump()}, indent=2))
+    return out
+
+
+def run_grpo(config: TrainConfig, resume: bool) -> Path:
+    from inspectd.training.cgro import CgroSettings, build_trainer, grpo_rows
+    from inspectd.training.rewards import ConsistencySettings
+
+    model, processor = _load(config.base)
+    prompt, real = _prompt_and_real(config.base)
+    g = config.grpo
+    settings = CgroSettings(
+        output_dir=config.output_dir / "grpo", max_steps=g.max_steps, batch_size=g.batch_size,
+        generations=g.generations, max_completion_length=g.max_completion_length, learning_rate=g.learning_rate,
+        kl_beta=g.kl_beta, temperature=g.temperature, lora_rank=g.lora_rank, lora_alpha=g.lora_alpha,
+        consistency=ConsistencySettings(**g.consistency.model_dump()), seed=config.seed, save_steps=g.save_steps,
+        use_cpu=g.use_cpu,
+    )
+    rows = grpo_rows(list(_labelled_images(config)), prompt)
+    trainer, _ = build_trainer(model, processor, rows, settings, prompt, real)
+    checkpoints = sorted(settings.output_dir.glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=bool(resume and checkpoints) or None)
+    adapter = config.output_dir / "adapter"
+    trainer.model.save_pretrained(adapter)
+    (adapter / "training.json").write_text(json.dumps(
+        {"stage": "grpo", "log_history": trainer.state.log_history, **g.model_dump()}, indent=2, default=str))
+    return adapter
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="inspectd-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=("sft", "grpo"))
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--resume", action="store_true", help="grpo: continue from the newest checkpoint")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        config = load_config(Path(args.config))
+        out = run_sft(config) if args.stage == "sft" else run_grpo(config, args.resume)
+    except InspectdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
