@@ -1,0 +1,30 @@
+"""The daemon and inspect run without training or export code (or their extras)."""
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+BLOCKER = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith(('inspectd.training', 'inspectd.export')):
+            raise ImportError('blocked for this test: ' + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_inspect_and_daemon_modules_never_import_training_or_export():
+    code = BLOCKER + (
+        "import inspectd.daemon.service, inspectd.cli_history, inspectd.doctor, inspectd.evaluation.runner\n"
+        "from inspectd.cli import main\n"
+        "code = main(['inspect', 'samples/sample-3-defect-spot.png', '--device', 'cpu'])\n"
+        "loaded = sorted(m for m in ('trl', 'peft', 'datasets') if m in sys.modules)\n"
+        "print('training libraries loaded:', loaded)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "sample-3-defect-spot.png" in done.stdout
+    assert "training libraries loaded: []" in done.stdout
