@@ -80,10 +80,10 @@ def test_two_grpo_steps_change_the_lora_weights_with_logged_rewards(format_bundl
     bundle = load_bundle(format_bundle, "cpu")
     samples = [make_sample(95_000 + i, 96) for i in range(8)]
     rows = grpo_rows([(s.image, s.anomalous) for s in samples], PromptSpec())
-    settings = CgroSettings(output_dir=tmp_path / "run", max_steps=2, batch_size=4, generations=2,
-                            max_completion_length=40, learning_rate=1e-3, save_steps=1000)
+    settings = CgroSettings(max_steps=2, batch_size=4, generations=2, max_completion_length=40,
+                            learning_rate=1e-3, save_steps=1000)
     trainer, consistency = build_trainer(bundle.model, bundle.processor, rows, settings, PromptSpec(),
-                                         bundle.manifest.real)
+                                         bundle.manifest.real, tmp_path / "run")
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
     visual_before = next(trainer.model.get_base_model().model.visual.parameters()).detach().clone()
     trainer.train()

@@ -7,8 +7,9 @@ code: the daemon never imports it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from inspectd.bundle.manifest import PromptSpec
 from inspectd.real.params import RealParams
@@ -21,24 +22,23 @@ from inspectd.training.rewards import (
 )
 
 
-@dataclass(frozen=True)
-class CgroSettings:
-    """Our defaults where the paper is silent (KL weight, learning rate, steps)."""
+class CgroSettings(BaseModel):
+    """GRPO hyperparameters (the ``grpo:`` section of a training YAML); ours where the paper is silent."""
 
-    output_dir: Path = Path("runs/cgro")
-    max_steps: int = 200
-    batch_size: int = 16  # prompts per step (paper: 16)
-    generations: int = 8  # sampled replies per prompt (paper: 8)
-    max_completion_length: int = 64
-    learning_rate: float = 1e-5
-    kl_beta: float = 0.04
-    temperature: float = 1.0
-    lora_rank: int = 16
-    lora_alpha: int = 32
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_steps: int = Field(200, ge=1)
+    batch_size: int = Field(16, ge=1, description="prompts per step (paper: 16)")
+    generations: int = Field(8, ge=2, description="sampled replies per prompt (paper: 8)")
+    max_completion_length: int = Field(64, ge=8)
+    learning_rate: float = Field(1e-5, gt=0)
+    kl_beta: float = Field(0.04, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
     lora_targets: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-    consistency: ConsistencySettings = field(default_factory=ConsistencySettings)
-    seed: int = 0
-    save_steps: int = 50
+    consistency: ConsistencySettings = ConsistencySettings()
+    save_steps: int = Field(50, ge=1)
     use_cpu: bool = True
 
 
@@ -48,7 +48,8 @@ def grpo_rows(images_and_labels, prompt: PromptSpec) -> list[dict]:
     return [{"prompt": message, "image": image, "label": bool(label)} for image, label in images_and_labels]
 
 
-def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, prompt: PromptSpec, real: RealParams):
+def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, prompt: PromptSpec, real: RealParams,
+                  output_dir: Path, seed: int = 0):
     from datasets import Dataset
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
@@ -56,7 +57,7 @@ def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, pr
     for parameter in model.model.visual.parameters():
         parameter.requires_grad_(False)
     config = GRPOConfig(
-        output_dir=str(settings.output_dir),
+        output_dir=str(output_dir),
         max_steps=settings.max_steps,
         per_device_train_batch_size=settings.batch_size,
         num_generations=settings.generations,
@@ -68,7 +69,7 @@ def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, pr
         save_steps=settings.save_steps,
         report_to=[],
         use_cpu=settings.use_cpu,
-        seed=settings.seed,
+        seed=seed,
         remove_unused_columns=False,
         disable_tqdm=False,
     )

@@ -21,6 +21,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inspectd.errors import InspectdError
+from inspectd.training.cgro import CgroSettings
+from inspectd.training.sft import WarmupSettings
 
 log = logging.getLogger("inspectd.train")
 
@@ -37,45 +39,13 @@ class DataConfig(_Section):
     image_size: int = Field(168, ge=28)
 
 
-class SftConfig(_Section):
-    steps: int = 400
-    batch_size: int = 8
-    learning_rate: float = 5e-4
-    warmup_steps: int = 30
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
-    freeze_vision: bool = False
-
-
-class ConsistencyConfig(_Section):
-    k: int = 3
-    percentile: float = 95.0
-    delta_anomalous: float = 0.3
-    delta_normal: float = 0.1
-
-
-class GrpoConfig(_Section):
-    max_steps: int = 200
-    batch_size: int = 16
-    generations: int = 8
-    max_completion_length: int = 64
-    learning_rate: float = 1e-5
-    kl_beta: float = 0.04
-    temperature: float = 1.0
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    save_steps: int = 50
-    use_cpu: bool = True
-    consistency: ConsistencyConfig = ConsistencyConfig()
-
-
 class TrainConfig(_Section):
     base: Path = Field(description="model folder: a bundle or a local Qwen2.5-VL checkpoint")
     output_dir: Path
     seed: int = 0
     data: DataConfig = DataConfig()
-    sft: SftConfig = SftConfig()
-    grpo: GrpoConfig = GrpoConfig()
+    sft: WarmupSettings = WarmupSettings(steps=400, learning_rate=5e-4, warmup_steps=30)
+    grpo: CgroSettings = CgroSettings()
 
 
 def load_config(path: Path) -> TrainConfig:
@@ -138,55 +108,44 @@ def _prompt_and_real(base: Path):
 
 def run_sft(config: TrainConfig) -> Path:
     from inspectd.data.synthetic import make_sample
-    from inspectd.training.sft import ReplyExample, WarmupSettings, supervised_warmup
+    from inspectd.training.sft import ReplyExample, supervised_warmup
     from inspectd.training.warmup_recipe import reply_for
 
     if config.data.kind != "synthetic":
         raise InspectdError("sft needs reasoning texts; only data.kind: synthetic provides them")
     model, processor = _load(config.base)
     prompt, _ = _prompt_and_real(config.base)
-    s = config.sft
 
     def example(i: int) -> ReplyExample:
         sample = make_sample(config.data.seed_offset + i % config.data.count, config.data.image_size)
         return ReplyExample(sample.image, reply_for(sample))
 
     losses = supervised_warmup(
-        model, processor, prompt, example,
-        WarmupSettings(steps=s.steps, batch_size=s.batch_size, learning_rate=s.learning_rate,
-                       warmup_steps=s.warmup_steps, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
-                       seed=config.seed, freeze_vision=s.freeze_vision),
+        model, processor, prompt, example, config.sft.model_copy(update={"seed": config.seed}),
         on_step=lambda step, loss: log.info("sft step %d loss %.4f", step, loss) if step % 10 == 0 else None,
     )
     out = config.output_dir / "sft"
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
-    (out / "training.json").write_text(json.dumps({"stage": "sft", "losses": losses, **s.model_dump()}, indent=2))
+    (out / "training.json").write_text(json.dumps({"stage": "sft", "losses": losses, **config.sft.model_dump()},
+                                                  indent=2))
     return out
 
 
 def run_grpo(config: TrainConfig, resume: bool) -> Path:
-    from inspectd.training.cgro import CgroSettings, build_trainer, grpo_rows
-    from inspectd.training.rewards import ConsistencySettings
+    from inspectd.training.cgro import build_trainer, grpo_rows
 
     model, processor = _load(config.base)
     prompt, real = _prompt_and_real(config.base)
-    g = config.grpo
-    settings = CgroSettings(
-        output_dir=config.output_dir / "grpo", max_steps=g.max_steps, batch_size=g.batch_size,
-        generations=g.generations, max_completion_length=g.max_completion_length, learning_rate=g.learning_rate,
-        kl_beta=g.kl_beta, temperature=g.temperature, lora_rank=g.lora_rank, lora_alpha=g.lora_alpha,
-        consistency=ConsistencySettings(**g.consistency.model_dump()), seed=config.seed, save_steps=g.save_steps,
-        use_cpu=g.use_cpu,
-    )
+    output_dir = config.output_dir / "grpo"
     rows = grpo_rows(list(_labelled_images(config)), prompt)
-    trainer, _ = build_trainer(model, processor, rows, settings, prompt, real)
-    checkpoints = sorted(settings.output_dir.glob("checkpoint-*"))
+    trainer, _ = build_trainer(model, processor, rows, config.grpo, prompt, real, output_dir, config.seed)
+    checkpoints = sorted(output_dir.glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=bool(resume and checkpoints) or None)
     adapter = config.output_dir / "adapter"
     trainer.model.save_pretrained(adapter)
     (adapter / "training.json").write_text(json.dumps(
-        {"stage": "grpo", "log_history": trainer.state.log_history, **g.model_dump()}, indent=2, default=str))
+        {"stage": "grpo", "log_history": trainer.state.log_history, **config.grpo.model_dump()}, indent=2, default=str))
     return adapter
 
 

@@ -8,10 +8,9 @@ rewards exactly the maps the daemon will draw.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from inspectd.bundle.manifest import PromptSpec
 from inspectd.model.capture import AttentionRecorder, enable_capture, recording
@@ -21,12 +20,13 @@ from inspectd.real.localize import TokenEvidence, score_tokens
 from inspectd.real.params import RealParams
 
 
-@dataclass(frozen=True)
-class ConsistencySettings:
-    k: int = 3
-    percentile: float = 95.0
-    delta_anomalous: float = 0.3  # reward J >= this on anomalous images
-    delta_normal: float = 0.1  # reward J <= this on normal images
+class ConsistencySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(3, ge=1)
+    percentile: float = Field(95.0, gt=0, lt=100)
+    delta_anomalous: float = Field(0.3, ge=0, le=1, description="reward J >= this on anomalous images")
+    delta_normal: float = Field(0.1, ge=0, le=1, description="reward J <= this on normal images")
 
 
 def completion_text(completion) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 
 from inspectd.bundle.manifest import PromptSpec
 from inspectd.model.prompting import chat_text
@@ -24,14 +25,17 @@ class ReplyExample:
     reply: str  # e.g. "<think>...</think><answer>yes</answer>"
 
 
-@dataclass(frozen=True)
-class WarmupSettings:
-    steps: int = 200
-    batch_size: int = 8
-    learning_rate: float = 5e-4
-    warmup_steps: int = 20
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
+class WarmupSettings(BaseModel):
+    """Supervised warm-up hyperparameters (also the ``sft:`` section of a training YAML)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(5e-4, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
     seed: int = 0
     freeze_vision: bool = False
 
