@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def measure(name: str, spec, steps: int, images: int) -> dict:
+def measure(name: str, spec, steps: int, images: int, checkpointing: bool = True) -> dict:
     from inspectd.bundle.load import load_bundle
     from inspectd.bundle.manifest import BundleManifest, PromptSpec
     from inspectd.bundle.save import save_bundle
@@ -49,7 +49,8 @@ def measure(name: str, spec, steps: int, images: int) -> dict:
                       for i in range(4 * (steps + 1))], PromptSpec())
     trainer, _ = build_trainer(bundle.model, bundle.processor, rows,
                                CgroSettings(max_steps=steps + 1, batch_size=4, generations=2,
-                                            max_completion_length=48, save_steps=10_000), PromptSpec(), real,
+                                            max_completion_length=48, save_steps=10_000,
+                                            gradient_checkpointing=checkpointing), PromptSpec(), real,
                                root / "grpo")
     trainer.train()
     step_times = [float(h["step_time"]) for h in trainer.state.log_history if "step_time" in h][1:]
@@ -66,6 +67,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--no-checkpointing", action="store_true", help="GRPO without gradient checkpointing")
+    parser.add_argument("--only", choices=("tiny", "25M"))
     args = parser.parse_args()
     from capture_overhead import bench_spec
 
@@ -73,9 +76,12 @@ def main() -> int:
 
     torch.set_num_threads(2)
     for name, spec in (("tiny", TinySpec()), ("25M", bench_spec())):
-        r = measure(name, spec, args.steps, args.images)
+        if args.only and name != args.only:
+            continue
+        r = measure(name, spec, args.steps, args.images, checkpointing=not args.no_checkpointing)
         print(f"{r['name']:<5} {r['params'] / 1e6:5.1f}M params: GRPO step (4 prompts x 2 replies, <=48 tokens, 168 px) "
-              f"{r['grpo_step_s']:.2f} s; eval {r['eval_image_s'] * 1000:.0f} ms per image")
+              f"{r['grpo_step_s']:.2f} s{'' if not args.no_checkpointing else ' (no gradient checkpointing)'}; "
+              f"eval {r['eval_image_s'] * 1000:.0f} ms per image")
     return 0
 
 

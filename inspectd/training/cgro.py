@@ -40,6 +40,7 @@ class CgroSettings(BaseModel):
     consistency: ConsistencySettings = ConsistencySettings()
     save_steps: int = Field(50, ge=1)
     use_cpu: bool = True
+    gradient_checkpointing: bool = Field(True, description="trl's default; saves memory on a 7B, costs time on CPU")
 
 
 def grpo_rows(images_and_labels, prompt: PromptSpec) -> list[dict]:
@@ -69,6 +70,7 @@ def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, pr
         save_steps=settings.save_steps,
         report_to=[],
         use_cpu=settings.use_cpu,
+        gradient_checkpointing=settings.gradient_checkpointing,
         seed=seed,
         remove_unused_columns=False,
         disable_tqdm=False,
