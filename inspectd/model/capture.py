@@ -60,27 +60,42 @@ class AttentionRecorder:
         self._steps: list[list[torch.Tensor | None]] = []
         self._rows: list[torch.Tensor | None] = [None] * num_layers
 
+    def _target_weights(
+        self, queries: torch.Tensor, key: torch.Tensor, mask_rows: torch.Tensor | None, scaling: float | None
+    ) -> torch.Tensor:
+        """Head-averaged softmax of ``queries`` (B, H, Q, D) over all keys, kept at the targets: (B, Q, K).
+
+        ``mask_rows`` (B, 1, Q, L) is a boolean mask (True = may attend) or an
+        additive float mask, as transformers' mask functions build them.
+        """
+        batch, heads, count, dim = queries.shape
+        kv_heads, length = key.shape[1], key.shape[2]
+        # Grouped-query attention without repeating keys: (B, Hkv, G, Q, D) @ (B, Hkv, 1, D, L).
+        grouped = queries.float().reshape(batch, kv_heads, heads // kv_heads, count, dim)
+        logits = torch.matmul(grouped, key.float()[:, :, None].transpose(-1, -2)).reshape(batch, heads, count, length)
+        logits = logits * (scaling if scaling is not None else dim**-0.5)
+        if mask_rows is not None:
+            if mask_rows.dtype == torch.bool:
+                logits = logits.masked_fill(~mask_rows, float("-inf"))
+            else:
+                logits = logits + mask_rows.float()
+        weights = torch.softmax(logits, dim=-1).mean(dim=1)
+        positions = self.targets.positions.to(weights.device)[:, None, :].expand(batch, count, -1)
+        return torch.gather(weights, 2, positions) * self.targets.valid.to(weights.device)[:, None, :]
+
     def observe_rows(self, layer_idx, query, key, attention_mask, scaling) -> None:
         """Weights of the chosen query rows of a full pass: (batch, Q, K) per layer."""
         batch, heads, _, dim = query.shape
-        kv_heads, length = key.shape[1], key.shape[2]
+        length = key.shape[2]
         rows = self.query_positions.to(query.device)
-        index = rows[:, None, :, None].expand(batch, heads, rows.shape[1], dim)
-        picked_queries = torch.gather(query, 2, index).float()  # (B, H, Q, D)
-        grouped = picked_queries.reshape(batch, kv_heads, heads // kv_heads, rows.shape[1], dim)
-        logits = torch.matmul(grouped, key.float()[:, :, None].transpose(-1, -2))
-        logits = logits.reshape(batch, heads, rows.shape[1], length) * (scaling if scaling is not None else dim**-0.5)
-        causal = torch.arange(length, device=query.device)[None, None, :] > rows[:, :, None]  # (B, Q, L)
-        logits = logits.masked_fill(causal[:, None], float("-inf"))
+        picked = torch.gather(query, 2, rows[:, None, :, None].expand(batch, heads, rows.shape[1], dim))
+        allowed = (torch.arange(length, device=query.device)[None, None, :] <= rows[:, :, None])[:, None]
+        mask_rows = allowed
         if attention_mask is not None:
-            mask_rows = torch.gather(
-                attention_mask[:, :1].expand(batch, 1, -1, -1)[:, 0, :, :length], 1,
-                rows[:, :, None].expand(batch, rows.shape[1], length),
-            )[:, None]
-            logits = logits.masked_fill(~mask_rows, float("-inf")) if mask_rows.dtype == torch.bool else logits + mask_rows
-        weights = torch.softmax(logits, dim=-1).mean(dim=1)  # (B, Q, L)
-        positions = self.targets.positions.to(weights.device)[:, None, :].expand(batch, rows.shape[1], -1)
-        self._rows[layer_idx] = torch.gather(weights, 2, positions) * self.targets.valid.to(weights.device)[:, None, :]
+            given = torch.gather(attention_mask[:, :1, :, :length].expand(batch, 1, -1, -1), 2,
+                                 rows[:, None, :, None].expand(batch, 1, rows.shape[1], length))
+            mask_rows = allowed & given if given.dtype == torch.bool else given.masked_fill(~allowed, float("-inf"))
+        self._rows[layer_idx] = self._target_weights(picked, key, mask_rows, scaling)
 
     def rows(self) -> torch.Tensor:
         """(layers, batch, Q, K) from the last full pass."""
@@ -96,22 +111,8 @@ class AttentionRecorder:
         attention_mask: torch.Tensor | None,
         scaling: float | None,
     ) -> None:
-        batch, heads, _, dim = query.shape
-        kv_heads = key.shape[1]
-        scale = scaling if scaling is not None else dim**-0.5
-        # Grouped-query attention without repeating keys: (B, Hkv, G, D) @ (B, Hkv, D, L).
-        grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim).float()
-        logits = torch.matmul(grouped, key.float().transpose(-1, -2)) * scale
-        logits = logits.reshape(batch, heads, key.shape[2])
-        if attention_mask is not None:
-            row = attention_mask[:, :, -1, : key.shape[2]]
-            if row.dtype == torch.bool:
-                logits = logits.masked_fill(~row, float("-inf"))
-            else:
-                logits = logits + row.float()
-        weights = torch.softmax(logits, dim=-1).mean(dim=1)
-        picked = torch.gather(weights, 1, self.targets.positions.to(weights.device))
-        picked = picked * self.targets.valid.to(weights.device)
+        mask_rows = None if attention_mask is None else attention_mask[:, :1, -1:, : key.shape[2]]
+        picked = self._target_weights(query, key, mask_rows, scaling)[:, 0]
         if layer_idx == 0 or not self._steps:
             self._steps.append([None] * self.num_layers)
         self._steps[-1][layer_idx] = picked
