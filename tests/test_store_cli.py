@@ -182,3 +182,26 @@ def test_systemd_unit_verifies(tmp_path):
                    "DeviceAllow=/dev/nvidiactl", "ExecReload=/bin/kill -HUP"):
         assert needed in unit
     assert not [l for l in unit.splitlines() if l.startswith("PrivateDevices=")]
+
+
+def test_a_failed_row_whose_move_was_interrupted_is_finished_into_failed(tmp_path, store_url):
+    """A crash after the commit but before the move: the next pass moves it where its verdict says."""
+    engine = open_engine(store_url)
+    migrate(engine)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "bad.png").write_bytes(b"not an image")
+    settings = dict(folder=tmp_path / "archive", failed_folder=tmp_path / "failed")
+    alerts = AlertSettings()
+    crashed = Recorder(engine, None, RealParams(), Archiver(ArchiveSettings(mode="keep", **settings)), alerts, True)
+    ready = ReadyFile(drop / "bad.png", "cam1", time.time())
+    failed = _result(str(drop / "bad.png"), Verdict.FAILED, None)
+    assert crashed.record(Processed(ready, "f" * 64, 12, failed, time.time())) is not None
+    assert (drop / "bad.png").is_file()
+    restarted = Recorder(engine, None, RealParams(), Archiver(ArchiveSettings(**settings)), alerts, True)
+    restarted.finish_recorded(ready, restarted.lookup("f" * 64))
+    moved = tmp_path / "failed" / "cam1" / "bad.png"
+    assert moved.is_file() and "not an image" in Path(str(moved) + ".error.json").read_text()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT archived_path FROM inspections")).scalar() == str(moved)
+    engine.dispose()

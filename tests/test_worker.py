@@ -38,7 +38,7 @@ class _LimitedInspector(Inspector):
 def _worker(bundle_path, **kwargs):
     bundle = load_bundle(bundle_path, "cpu")
     inspector = _LimitedInspector(bundle, bundle.manifest.real, InspectorOptions(batch_size=8), **kwargs)
-    return ModelWorker(inspector, None, queue.Queue(), InFlight.create(), 8, 0), inspector
+    return ModelWorker(inspector, None, queue.Queue(), InFlight(), 8, 0), inspector
 
 
 def _images(n):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,18 +16,12 @@ class ReadyFile:
     ready_at: float  # time.time() when it was judged complete
 
 
-@dataclass(frozen=True)
 class InFlight:
     """Paths between intake and the recorder, so a file is never queued twice."""
 
-    paths: set
-    lock: object
-
-    @classmethod
-    def create(cls) -> InFlight:
-        import threading
-
-        return cls(set(), threading.Lock())
+    def __init__(self) -> None:
+        self.paths: set[Path] = set()
+        self.lock = threading.Lock()
 
     def claim(self, path: Path) -> bool:
         with self.lock:

@@ -48,6 +48,8 @@ class Existing:
     id: int
     source_path: str
     archived_path: str | None
+    verdict: str
+    error: str | None
 
 
 def alert_key(sha256: str, rule: str, channel: str) -> str:
@@ -97,9 +99,10 @@ class Recorder:
     def lookup(self, sha256: str) -> Existing | None:
         with Session(self.engine) as session:
             row = session.execute(
-                select(InspectionRow.id, InspectionRow.source_path, InspectionRow.archived_path).where(
-                    InspectionRow.sha256 == sha256
-                )
+                select(
+                    InspectionRow.id, InspectionRow.source_path, InspectionRow.archived_path, InspectionRow.verdict,
+                    InspectionRow.error,
+                ).where(InspectionRow.sha256 == sha256)
             ).first()
         return None if row is None else Existing(*row)
 
@@ -132,6 +135,7 @@ class Recorder:
             load_ms=timings.get("load", 0.0) * 1000 if timings else None,
             model_ms=model_s * 1000 if timings else None,
             real_ms=timings.get("real", 0.0) * 1000 if timings else None,
+            latency_ms=max(0.0, (now - from_timestamp(item.ready.ready_at)).total_seconds() * 1000),
             error=result.error,
         )
         artifacts = None
@@ -142,7 +146,6 @@ class Recorder:
             with Session(self.engine) as session, session.begin():
                 session.add(row)
                 session.flush()
-                row.latency_ms = max(0.0, (now - from_timestamp(item.ready.ready_at)).total_seconds() * 1000)
                 if artifacts is not None:
                     session.add(ArtifactRow(inspection_id=row.id, map_png=artifacts[0], mask_png=artifacts[1]))
                 alerts_added = self._add_alerts(session, row, now)
@@ -159,7 +162,7 @@ class Recorder:
             "n/a" if result.score is None else f"{result.score:.3f}",
             f" error={result.error}" if result.error else "",
         )
-        self._archive(inspection_id, item.ready, result)
+        self._archive(inspection_id, item.ready, result.verdict.value, result.error)
         if alerts_added and self.on_alerts is not None:
             self.on_alerts()
         return inspection_id
@@ -210,10 +213,10 @@ class Recorder:
             added += 1
         return added
 
-    def _archive(self, inspection_id: int, ready: ReadyFile, result: InspectionResult) -> None:
+    def _archive(self, inspection_id: int, ready: ReadyFile, verdict: str, error: str | None) -> None:
         try:
-            if result.verdict is Verdict.FAILED:
-                target = self.archiver.fail(ready.path, ready.camera, result.error or "failed", inspection_id)
+            if verdict == Verdict.FAILED.value:
+                target = self.archiver.fail(ready.path, ready.camera, error or "failed", inspection_id)
             else:
                 target = self.archiver.archive(ready.path, ready.camera, from_timestamp(ready.ready_at))
         except OSError as exc:
@@ -234,13 +237,7 @@ class Recorder:
             if self.archiver.settings.mode == "keep":
                 return
             log.info("#%d was recorded before a restart; archiving %s now", existing.id, ready.path.name)
-            try:
-                target = self.archiver.archive(ready.path, ready.camera, from_timestamp(ready.ready_at))
-            except OSError as exc:
-                log.error("cannot archive %s: %s", ready.path, exc)
-                return
-            if target is not None:
-                self._set_archived(existing.id, target)
+            self._archive(existing.id, ready, existing.verdict, existing.error)
             return
         if self.archiver.settings.mode == "keep":
             return

@@ -100,7 +100,7 @@ class Daemon:
         )
         ready: queue.Queue = queue.Queue()
         work: queue.Queue = queue.Queue(maxsize=settings.queue.capacity)
-        in_flight = InFlight.create()
+        in_flight = InFlight()
         worker = ModelWorker(inspector, recorder, work, in_flight, settings.model.batch_size, settings.queue.max_wait_ms)
         intake = _Intake(ready, work, in_flight)
         watcher = FolderWatcher(settings.watch, ready)

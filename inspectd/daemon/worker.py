@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
 import time
-from dataclasses import replace
 
 import torch
 
@@ -38,7 +38,6 @@ class ModelWorker(LoopThread):
         self.in_flight = in_flight
         self.batch_size = batch_size
         self.max_wait_s = max_wait_ms / 1000
-        self.heartbeat = time.monotonic()
         self.recorded = 0
 
     def stop(self, timeout: float | None = None) -> None:
@@ -62,7 +61,6 @@ class ModelWorker(LoopThread):
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.heartbeat = time.monotonic()
             batch = self._gather()
             if not batch:
                 continue
@@ -90,7 +88,7 @@ class ModelWorker(LoopThread):
                 if not ready.path.exists():
                     log.warning("%s vanished before it was read; nothing recorded", ready.path)
                     continue
-                self._record_failure(ready, _sha_of_file(ready.path), exc.reason, started)
+                self._record_failure(ready, *_digest_and_size(ready.path), exc.reason, started)
                 continue
             sha256 = hashlib.sha256(data).hexdigest()
             existing = self.recorder.lookup(sha256)
@@ -100,7 +98,7 @@ class ModelWorker(LoopThread):
             try:
                 image = decode_image(data, str(ready.path), max_pixels)
             except ImageError as exc:
-                self._record_failure(ready, sha256, exc.reason, started, len(data))
+                self._record_failure(ready, sha256, len(data), exc.reason, started)
                 continue
             named = NamedImage(str(ready.path), image, time.perf_counter() - load_started)
             to_infer.append((ready, sha256, len(data), named))
@@ -128,30 +126,22 @@ class ModelWorker(LoopThread):
             log.exception("model failed on a batch of %d; retrying one by one", len(images))
             return [result for image in images for result in self._infer([image])]
 
-    def _record_failure(self, ready: ReadyFile, sha256: str | None, reason: str, started: float, size: int = 0) -> None:
+    def _record_failure(self, ready: ReadyFile, sha256: str | None, size: int, reason: str, started: float) -> None:
+        """A failed row; bytes already in the store are handled by ``record`` like any duplicate."""
         if sha256 is None:
             log.warning("%s could not be read (%s); nothing recorded", ready.path, reason)
             return
-        existing = self.recorder.lookup(sha256)
-        if existing is not None:
-            self.recorder.finish_recorded(ready, existing)
-            return
-        if not size:
-            try:
-                size = ready.path.stat().st_size
-            except OSError:
-                size = 0
-        result = replace(self.inspector.failed(str(ready.path), reason), timings={})
-        self._record(Processed(ready, sha256, size, result, started))
+        self._record(Processed(ready, sha256, size, self.inspector.failed(str(ready.path), reason), started))
 
     def _record(self, item: Processed) -> None:
         if self.recorder.record(item) is not None:
             self.recorded += 1
 
 
-def _sha_of_file(path) -> str | None:
+def _digest_and_size(path) -> tuple[str | None, int]:
+    """For files refused before reading (too large): hash them as a stream."""
     try:
         with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+            return hashlib.file_digest(handle, "sha256").hexdigest(), os.fstat(handle.fileno()).st_size
     except OSError:
-        return None
+        return None, 0
