@@ -103,6 +103,13 @@ def manifest_digest(folder: Path) -> str:
     return sha256_file(Path(folder) / MANIFEST_NAME)
 
 
+def write_manifest(folder: Path, manifest: BundleManifest) -> None:
+    """Replace ``bundle.json`` atomically: readers see the old or the new one, never half."""
+    temporary = Path(folder) / f".{MANIFEST_NAME}.tmp"
+    temporary.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    temporary.replace(Path(folder) / MANIFEST_NAME)
+
+
 def publish_bundle(staging: Path, destination: Path, manifest: BundleManifest) -> BundleManifest:
     """Hash the staged files, write the manifest and move the folder into place.
 
@@ -112,7 +119,7 @@ def publish_bundle(staging: Path, destination: Path, manifest: BundleManifest) -
     names = _bundle_files(staging)
     _refuse_pickles(staging, names)
     final = manifest.model_copy(update={"files": {name: sha256_file(staging / name) for name in names}})
-    (staging / MANIFEST_NAME).write_text(json.dumps(final.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    write_manifest(staging, final)
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     backup = None

@@ -31,6 +31,7 @@ from watchdog.observers.polling import PollingObserver
 
 from inspectd.config import WatchSettings
 from inspectd.daemon.items import ReadyFile
+from inspectd.threads import LoopThread
 
 log = logging.getLogger("inspectd.watch")
 
@@ -82,10 +83,11 @@ class _Handler(FileSystemEventHandler):
                 self.watcher.mark_writing(path)
 
 
-class FolderWatcher:
-    """Emits ``ReadyFile`` items on ``ready``; owns the observer and the rescans."""
+class FolderWatcher(LoopThread):
+    """Emits ``ReadyFile`` items on ``ready``; owns the observer, the stability checks and the rescans."""
 
     def __init__(self, settings: WatchSettings, ready: queue.Queue) -> None:
+        super().__init__("inspectd-stability")
         self.settings = settings
         self.ready = ready
         self.polling = settings.observer == "polling"
@@ -96,8 +98,6 @@ class FolderWatcher:
         # candidate path -> (camera, (size, mtime_ns), since)
         self._candidates: dict[Path, tuple[str, tuple[int, int], float]] = {}
         self._observer = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._stability_loop, name="inspectd-stability", daemon=True)
 
     def start(self) -> None:
         observer = PollingObserver(timeout=self.settings.poll_interval_s) if self.polling else Observer()
@@ -106,18 +106,17 @@ class FolderWatcher:
             observer.schedule(_Handler(self, folder.path, folder.camera), str(folder.path), recursive=False)
         observer.start()
         self._observer = observer
-        self._thread.start()
+        super().start()
         self.rescan()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, timeout: float | None = 10) -> None:
         if self._observer is not None:
             self._observer.stop()
-            self._observer.join(timeout=10)
-        self._thread.join(timeout=10)
+            self._observer.join(timeout=timeout)
+        super().stop(timeout)
 
     def alive(self) -> bool:
-        return self._observer is not None and self._observer.is_alive() and self._thread.is_alive()
+        return self._observer is not None and self._observer.is_alive() and super().alive()
 
     def mark_writing(self, path: Path) -> None:
         with self._lock:
@@ -163,7 +162,8 @@ class FolderWatcher:
                     found += 1
         return found
 
-    def _stability_loop(self) -> None:
+    def _loop(self) -> None:
+        """Hand over candidates whose size and mtime held still for ``stable_s``."""
         while not self._stop.wait(min(0.1, self.settings.stable_s / 4 or 0.1)):
             now = time.monotonic()
             due = []

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
 
-from inspectd.bundle.files import MANIFEST_NAME, read_manifest, sha256_file
+from inspectd.bundle.files import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
 from inspectd.bundle.manifest import BundleManifest, PromptSpec
 from inspectd.bundle.save import save_bundle
 from inspectd.errors import BundleError
@@ -169,16 +169,12 @@ def calibrate_bundle(request: ExportRequest, manifest: BundleManifest) -> Bundle
     calibration = Calibration(threshold, balanced, len(dataset.images), len(dataset.images) - len(scored))
     log.info("calibrated threshold %.4f (balanced accuracy %.3f on %d images, %d unparsable)",
              threshold, balanced, calibration.images, calibration.unparsable)
-    updated = manifest.model_copy(update={"threshold": threshold})
-    card = model_card(request, updated, calibration)
+    card = model_card(request, manifest.model_copy(update={"threshold": threshold}), calibration)
     (request.out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     current = read_manifest(request.out)
-    files = dict(current.files)
-    files["MODEL_CARD.md"] = sha256_file(request.out / "MODEL_CARD.md")
+    files = {**current.files, "MODEL_CARD.md": sha256_file(request.out / "MODEL_CARD.md")}
     final = current.model_copy(update={"threshold": threshold, "files": files})
-    temporary = request.out / f".{MANIFEST_NAME}.tmp"
-    temporary.write_text(json.dumps(final.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
-    temporary.replace(request.out / MANIFEST_NAME)
+    write_manifest(request.out, final)
     return final
 
 
