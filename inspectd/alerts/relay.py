@@ -26,7 +26,7 @@ log = logging.getLogger("inspectd.alerts")
 
 
 def backoff_s(attempts: int, base_s: float, max_s: float, rng: random.Random) -> float:
-    """Exponential backoff with full jitter in [0.5, 1.0] of the capped delay."""
+    """Capped exponential backoff, each delay scaled by a random factor in [0.5, 1.0] (equal jitter)."""
     delay = min(max_s, base_s * (2 ** max(0, attempts - 1)))
     return delay * (0.5 + 0.5 * rng.random())
 
