@@ -12,6 +12,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from inspectd.bundle.load import LoadedBundle
 from inspectd.model.capture import AttentionRecorder, enable_capture, recording
+from inspectd.model.packed_vision import use_packed_vision
 from inspectd.model.prompting import anomaly_word_token_ids, capture_targets, chat_text
 from inspectd.model.reply import (
     ParsedReply,
@@ -82,6 +83,7 @@ class InspectionModel:
         self.no_id = _single_token(self.tokenizer, "no")
         self.stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if i is not None}
         enable_capture(self.model)
+        use_packed_vision(self.model)  # same outputs, one sdpa call instead of a loop over windows
 
     def _prepare(self, images: list[Image.Image]):
         size = self.bundle.manifest.image_size
