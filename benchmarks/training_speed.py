@@ -33,13 +33,13 @@ def measure(name: str, spec, steps: int, images: int, checkpointing: bool = True
     from inspectd.real.params import RealParams
     from inspectd.training.cgro import CgroSettings, build_trainer, grpo_rows
     from inspectd.training.sft import ReplyExample, WarmupSettings, supervised_warmup
-    from inspectd.training.warmup_recipe import reply_for
+    from inspectd.training.sft import reasoning_reply
 
     root = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     model, processor = build_tiny_model(spec)
     params = sum(p.numel() for p in model.parameters())
     supervised_warmup(model, processor, PromptSpec(),
-                      lambda i: ReplyExample(make_sample(500_000 + i, 112).image, reply_for(make_sample(500_000 + i, 112))),
+                      lambda i: ReplyExample(make_sample(500_000 + i, 112).image, reasoning_reply(make_sample(500_000 + i, 112))),
                       WarmupSettings(steps=120, batch_size=8, learning_rate=3e-3, warmup_steps=10))
     real = RealParams(layer_start=0)
     save_bundle(model, processor, root / "bundle", BundleManifest(name=name, base_model=name, max_new_tokens=48,

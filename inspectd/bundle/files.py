@@ -110,6 +110,17 @@ def write_manifest(folder: Path, manifest: BundleManifest) -> None:
     temporary.replace(Path(folder) / MANIFEST_NAME)
 
 
+def replace_model_card(folder: Path, card: str, **manifest_updates) -> BundleManifest:
+    """Rewrite MODEL_CARD.md of a finished bundle and re-hash it (plus any manifest field updates)."""
+    folder = Path(folder)
+    (folder / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+    current = read_manifest(folder)
+    files = {**current.files, "MODEL_CARD.md": sha256_file(folder / "MODEL_CARD.md")}
+    final = current.model_copy(update={**manifest_updates, "files": files})
+    write_manifest(folder, final)
+    return final
+
+
 def publish_bundle(staging: Path, destination: Path, manifest: BundleManifest) -> BundleManifest:
     """Hash the staged files, write the manifest and move the folder into place.
 

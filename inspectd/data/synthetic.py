@@ -40,6 +40,14 @@ class SyntheticSample:
         return f"there is a {self.defect} near the {self.location} of the {self.texture} surface"
 
 
+def description_corpus() -> list[str]:
+    """Every description the generator can write (to train a tokenizer on whole words)."""
+    locations = [f"{r} {c}" for r in _ROWS for c in _COLUMNS if (r, c) != ("middle", "center")] + ["center"]
+    clean = [SyntheticSample(None, None, t, None, None).description() for t in TEXTURES]  # type: ignore[arg-type]
+    return clean + [SyntheticSample(None, None, t, d, where).description()  # type: ignore[arg-type]
+                    for t in TEXTURES for d in DEFECTS for where in locations]
+
+
 def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
     field = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma, mode="wrap")
     return (field - field.mean()) / (field.std() + 1e-9)
@@ -156,18 +164,23 @@ def make_sample(seed: int, size: int = 168, anomalous: bool | None = None) -> Sy
     return SyntheticSample(image, mask, kind, defect, location)
 
 
-def write_mvtec_layout(root: Path, category: str, seeds: range, size: int = 168) -> list[Path]:
-    """Write samples as ``<category>/test/<good|defect>/`` with ground-truth masks."""
+def write_mvtec_layout(root: Path, category: str | None, seeds: range, size: int = 168) -> list[Path]:
+    """Write samples as ``<category>/test/<good|defect>/`` with ground-truth masks.
+
+    ``category=None`` files each sample under its texture, giving one MVTec
+    category per texture.
+    """
     written = []
     for seed in seeds:
         sample = make_sample(seed, size)
         folder = "good" if sample.defect is None else sample.defect
-        image_path = Path(root) / category / "test" / folder / f"{seed:06d}.png"
+        category_name = category or sample.texture
+        image_path = Path(root) / category_name / "test" / folder / f"{seed:06d}.png"
         image_path.parent.mkdir(parents=True, exist_ok=True)
         sample.image.save(image_path)
         written.append(image_path)
         if sample.defect is not None:
-            mask_path = Path(root) / category / "ground_truth" / folder / f"{seed:06d}_mask.png"
+            mask_path = Path(root) / category_name / "ground_truth" / folder / f"{seed:06d}_mask.png"
             mask_path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(sample.mask.astype(np.uint8) * 255, mode="L").save(mask_path)
     return written

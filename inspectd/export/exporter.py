@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
 
-from inspectd.bundle.files import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
+from inspectd.bundle.files import MANIFEST_NAME, read_manifest, replace_model_card
 from inspectd.bundle.manifest import BundleManifest, PromptSpec
 from inspectd.bundle.save import save_bundle
 from inspectd.errors import BundleError
@@ -170,12 +170,7 @@ def calibrate_bundle(request: ExportRequest, manifest: BundleManifest) -> Bundle
     log.info("calibrated threshold %.4f (balanced accuracy %.3f on %d images, %d unparsable)",
              threshold, balanced, calibration.images, calibration.unparsable)
     card = model_card(request, manifest.model_copy(update={"threshold": threshold}), calibration)
-    (request.out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
-    current = read_manifest(request.out)
-    files = {**current.files, "MODEL_CARD.md": sha256_file(request.out / "MODEL_CARD.md")}
-    final = current.model_copy(update={"threshold": threshold, "files": files})
-    write_manifest(request.out, final)
-    return final
+    return replace_model_card(request.out, card, threshold=threshold)
 
 
 def model_card(request: ExportRequest, manifest: BundleManifest, calibration) -> str:

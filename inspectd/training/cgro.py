@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from inspectd.bundle.manifest import PromptSpec
+from inspectd.model.packed_vision import use_packed_vision
 from inspectd.real.params import RealParams
 from inspectd.training.rewards import (
     ConsistencyReward,
@@ -55,6 +56,7 @@ def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, pr
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
+    use_packed_vision(model)  # sampling runs the vision encoder for every prompt
     for parameter in model.model.visual.parameters():
         parameter.requires_grad_(False)
     config = GRPOConfig(

@@ -2,6 +2,8 @@
 
     inspectd-train sft  --config train.yaml     # cold start on reasoning texts (synthetic data)
     inspectd-train grpo --config train.yaml [--resume]
+    inspectd-train recipe --config models/recipes/tiny-cgro.yaml [--stop-after STAGE]
+                                            # build a small model end to end (inspectd.training.recipe)
 
 Multi-GPU: ``accelerate launch -m inspectd.training.cli grpo --config ...``
 (trl's trainer runs under accelerate; set ``use_cpu: false``).
@@ -22,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inspectd.errors import InspectdError
 from inspectd.training.cgro import CgroSettings
+from inspectd.training.recipe import STAGES
+from inspectd.training.recipe import main as recipe_main
 from inspectd.training.sft import WarmupSettings
 
 log = logging.getLogger("inspectd.train")
@@ -109,7 +113,7 @@ def _prompt_and_real(base: Path):
 def run_sft(config: TrainConfig) -> Path:
     from inspectd.data.synthetic import make_sample
     from inspectd.training.sft import ReplyExample, supervised_warmup
-    from inspectd.training.warmup_recipe import reply_for
+    from inspectd.training.sft import reasoning_reply
 
     if config.data.kind != "synthetic":
         raise InspectdError("sft needs reasoning texts; only data.kind: synthetic provides them")
@@ -118,7 +122,7 @@ def run_sft(config: TrainConfig) -> Path:
 
     def example(i: int) -> ReplyExample:
         sample = make_sample(config.data.seed_offset + i % config.data.count, config.data.image_size)
-        return ReplyExample(sample.image, reply_for(sample))
+        return ReplyExample(sample.image, reasoning_reply(sample))
 
     losses = supervised_warmup(
         model, processor, prompt, example, config.sft.model_copy(update={"seed": config.seed}),
@@ -152,10 +156,13 @@ def run_grpo(config: TrainConfig, resume: bool) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="inspectd-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("sft", "grpo"))
+    parser.add_argument("stage", choices=("sft", "grpo", "recipe"))
     parser.add_argument("--config", required=True)
     parser.add_argument("--resume", action="store_true", help="grpo: continue from the newest checkpoint")
+    parser.add_argument("--stop-after", choices=STAGES, help="recipe: finish this stage, then stop")
     args = parser.parse_args(argv)
+    if args.stage == "recipe":
+        return recipe_main([args.config] + (["--stop-after", args.stop_after] if args.stop_after else []))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:

@@ -16,6 +16,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from inspectd.bundle.manifest import PromptSpec
+from inspectd.model.packed_vision import use_packed_vision
 from inspectd.model.prompting import chat_text
 
 
@@ -38,6 +39,11 @@ class WarmupSettings(BaseModel):
     grad_clip: float = Field(1.0, gt=0)
     seed: int = 0
     freeze_vision: bool = False
+
+
+def reasoning_reply(sample) -> str:
+    """Warm-up target for a synthetic sample: what and where, then the verdict."""
+    return f"<think>{sample.description()}</think><answer>{'yes' if sample.anomalous else 'no'}</answer>"
 
 
 def reply_batch(processor, prompt: PromptSpec, examples: Sequence[ReplyExample]) -> dict[str, torch.Tensor]:
@@ -70,6 +76,7 @@ def supervised_warmup(
 ) -> list[float]:
     """Train in place; ``sample(i)`` returns the i-th example (deterministic data)."""
     torch.manual_seed(settings.seed)
+    use_packed_vision(model)
     if settings.freeze_vision:
         for parameter in model.model.visual.parameters():
             parameter.requires_grad_(False)

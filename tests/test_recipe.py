@@ -1,0 +1,72 @@
+"""The model recipe end to end on a micro configuration: every stage, the card, resuming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inspectd.bundle.files import verify_bundle
+from inspectd.data.synthetic import write_mvtec_layout
+from inspectd.errors import InspectdError
+from inspectd.training.recipe import STAGES, load_recipe, run_recipe
+
+pytestmark = pytest.mark.slow
+
+MICRO = {
+    "name": "micro",
+    "output": "out/micro",
+    "work_dir": "work",
+    "threads": 2,
+    "model": {"text_hidden": 64, "text_layers": 2, "text_heads": 2, "text_kv_heads": 1, "text_intermediate": 128,
+              "vision_hidden": 32, "vision_depth": 2, "vision_heads": 2, "vision_intermediate": 64,
+              "fullatt_blocks": [1], "seed": 1},
+    "data": {"image_size": 112, "grpo_images": 8, "validation_images": 8, "test_images": 8},
+    "sft": {"steps": 150, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 10},
+    "grpo": {"max_steps": 2, "batch_size": 2, "generations": 2, "max_completion_length": 32, "save_steps": 1,
+             "gradient_checkpointing": False},
+    "real": {"layer_start": 0},
+    "max_new_tokens": 32,
+    "quantization": "nf4",
+    "zero_shot": ["real", "not-here"],
+}
+
+
+def _write_recipe(folder: Path, **overrides) -> Path:
+    path = folder / "micro.yaml"
+    path.write_text(yaml.safe_dump({**MICRO, **overrides}), encoding="utf-8")
+    return path
+
+
+def test_recipe_builds_a_verified_bundle_with_its_card_and_resumes(tmp_path):
+    write_mvtec_layout(tmp_path / "real", "tile", range(900, 906), 96)  # stands in for a real dataset
+    config = load_recipe(_write_recipe(tmp_path))
+
+    run_recipe(config, stop_after="grpo")
+    assert (config.work_dir / "grpo" / "adapter" / "adapter_config.json").is_file()
+    assert not (config.work_dir / "export").exists()
+    sft_record = json.loads((config.work_dir / "sft" / "stage.json").read_text())
+    assert len(sft_record["losses"]) == 150
+
+    run_recipe(config)  # picks up at export; sft and grpo are not redone
+    assert json.loads((config.work_dir / "sft" / "stage.json").read_text()) == sft_record
+    manifest = verify_bundle(config.output)
+    assert manifest.quantization == "nf4" and manifest.name == "micro"
+    assert manifest.image_size == (112, 112)
+    card = (config.output / "MODEL_CARD.md").read_text()
+    assert "not** a replacement for a CGRO-tuned Qwen2.5-VL-7B" in card
+    assert "warm-up only" in card and "warm-up + CGRO (shipped)" in card
+    assert "real, zero-shot" in card and "not-here" in card  # the missing dataset is named, not hidden
+    evaluation = json.loads((config.work_dir / "eval" / "stage.json").read_text())
+    assert set(evaluation["overall"]) == {"warmup-synthetic", "cgro-synthetic", "warmup-zero_shot", "cgro-zero_shot"}
+    for figures in evaluation["overall"].values():
+        assert 0.0 <= figures["image_auroc"] <= 1.0 and 0.0 <= figures["pixel_auroc"] <= 1.0
+    assert all((config.work_dir / stage / "stage.json").is_file() for stage in STAGES)
+
+
+def test_recipe_rejects_unknown_keys_naming_them(tmp_path):
+    path = _write_recipe(tmp_path, sft={"steps": 2, "learnig_rate": 1e-3})
+    with pytest.raises(InspectdError, match=r"sft\.learnig_rate"):
+        load_recipe(path)
