@@ -70,6 +70,44 @@ def test_lora_adapter_is_merged(format_bundle, tmp_path):
     assert "adapter" in (tmp_path / "merged" / "MODEL_CARD.md").read_text()
 
 
+@pytest.mark.parametrize("scheme", ["quanto-int8", "quanto-int4"])
+def test_quanto_cpu_export_reloads_exactly_and_stays_close_to_float(format_bundle, tmp_path, scheme):
+    pytest.importorskip("optimum.quanto")
+    from optimum.quanto.nn import QLinear
+
+    from inspectd.inspection.inspector import Inspector, InspectorOptions, NamedImage
+
+    result = export_bundle(ExportRequest(base=format_bundle, out=tmp_path / scheme, name=scheme, quantization=scheme))
+    assert result.manifest.quantization == scheme and verify_bundle(tmp_path / scheme) == result.manifest
+    assert f"{result.drift:.3g}" in (tmp_path / scheme / "MODEL_CARD.md").read_text()
+    bundle = load_bundle(tmp_path / scheme, "cpu")
+    assert isinstance(bundle.model.model.language_model.layers[0].mlp.up_proj, QLinear)
+    assert not any(isinstance(m, QLinear) for m in bundle.model.model.visual.modules())
+    full = load_bundle(format_bundle, "cpu")
+    inputs = _probe_inputs(full.processor)
+    with torch.no_grad():
+        reference = full.model(**inputs).logits
+        quantized = bundle.model(**inputs).logits
+    assert (quantized - reference).abs().max().item() == pytest.approx(result.drift, rel=1e-4)
+    assert torch.nn.functional.cosine_similarity(reference.flatten(), quantized.flatten(), dim=0) > 0.95
+    # The daemon's inspection path runs it (no_grad, capture, ReAL) and still reads its replies.
+    sample = make_sample(81_000, 112, defect="hole")
+    inspected = Inspector(bundle, bundle.manifest.real, InspectorOptions()).inspect_images(
+        [NamedImage("hole.png", sample.image)])[0]
+    assert inspected.parse_status == "ok" and inspected.anomaly_map is not None, inspected.reply
+
+
+def test_a_tampered_quanto_weights_file_is_refused(format_bundle, tmp_path):
+    pytest.importorskip("optimum.quanto")
+    from inspectd.errors import BundleError
+
+    export_bundle(ExportRequest(base=format_bundle, out=tmp_path / "q", name="q", quantization="quanto-int8"))
+    weights = tmp_path / "q" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-16] + b"\0" * 16)
+    with pytest.raises(BundleError, match="model.safetensors"):
+        load_bundle(tmp_path / "q", "cpu")
+
+
 def test_calibration_writes_threshold_and_keeps_bundle_valid(format_bundle, tmp_path):
     folder = tmp_path / "val"
     for kind, anomalous in (("good", False), ("defect", True)):
@@ -77,7 +115,7 @@ def test_calibration_writes_threshold_and_keeps_bundle_valid(format_bundle, tmp_
         for i in range(4):
             make_sample(80_000 + 10 * anomalous + i, 96, anomalous=anomalous).image.save(folder / kind / f"{i}.png")
     manifest = export_bundle(ExportRequest(base=format_bundle, out=tmp_path / "cal", name="cal",
-                                           quantization="float32", calibration=folder))
+                                           quantization="float32", calibration=folder)).manifest
     assert 0.0 <= manifest.threshold <= 1.0
     assert verify_bundle(tmp_path / "cal").threshold == manifest.threshold
     assert "calibrated on" in (tmp_path / "cal" / "MODEL_CARD.md").read_text()

@@ -11,6 +11,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 
 from inspectd.bundle.files import manifest_digest, verify_bundle
 from inspectd.bundle.manifest import BundleManifest
+from inspectd.bundle.quanto import load_quanto_model
 from inspectd.errors import BundleError
 from inspectd.model.processor import ImageOnlyQwenProcessor
 
@@ -63,14 +64,17 @@ def load_bundle(folder: Path, device: str = "auto") -> LoadedBundle:
                 "install it with: pip install 'inspectd[gpu]'"
             ) from exc
     try:
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            folder,
-            dtype=_DTYPES[manifest.dtype],
-            device_map=str(target),
-            use_safetensors=True,
-            local_files_only=True,
-            attn_implementation="sdpa",
-        )
+        if manifest.quantization.startswith("quanto-"):
+            model = load_quanto_model(folder, manifest.quantization, _DTYPES[manifest.dtype], target)
+        else:
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                folder,
+                dtype=_DTYPES[manifest.dtype],
+                device_map=str(target),
+                use_safetensors=True,
+                local_files_only=True,
+                attn_implementation="sdpa",
+            )
         processor = ImageOnlyQwenProcessor.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise BundleError(f"{folder}: model files do not load ({exc})") from exc

@@ -38,7 +38,7 @@ class BundleManifest(BaseModel):
     format_version: int = BUNDLE_FORMAT_VERSION
     name: str = Field(min_length=1)
     base_model: str = Field(min_length=1, description="what the weights started from, e.g. Qwen/Qwen2.5-VL-7B-Instruct")
-    quantization: Literal["none", "nf4"] = "none"
+    quantization: Literal["none", "nf4", "quanto-int8", "quanto-int4"] = "none"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     prompt: PromptSpec = PromptSpec()
     image_size: tuple[int, int] | None = Field(

@@ -12,6 +12,7 @@ from transformers import PreTrainedModel
 from inspectd import __version__
 from inspectd.bundle.files import publish_bundle
 from inspectd.bundle.manifest import BundleManifest
+from inspectd.bundle.quanto import is_quanto_model, save_quanto_model
 from inspectd.model.processor import ImageOnlyQwenProcessor
 
 
@@ -32,7 +33,10 @@ def save_bundle(
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.staging-", dir=destination.parent))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        if is_quanto_model(model):
+            save_quanto_model(model, staging)  # quanto's transformers path cannot save_pretrained
+        else:
+            model.save_pretrained(staging, safe_serialization=True)
         processor.save_pretrained(staging)
         (staging / "MODEL_CARD.md").write_text(model_card, encoding="utf-8")
         stamped = manifest.model_copy(

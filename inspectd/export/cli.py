@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", help="LoRA adapter folder to merge (peft)")
     parser.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
     parser.add_argument("--name", required=True)
-    parser.add_argument("--quantization", choices=("nf4", "bfloat16", "float32"), default="nf4")
+    parser.add_argument("--quantization", choices=("nf4", "quanto-int8", "quanto-int4", "bfloat16", "float32"),
+                        default="nf4", help="nf4: GPU boxes (bitsandbytes); quanto-int8/int4: CPU-only boxes "
+                        "(optimum-quanto); bfloat16/float32: no quantization")
     parser.add_argument("--base-model-name", help="recorded in bundle.json, e.g. Qwen/Qwen2.5-VL-7B-Instruct")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"))
     parser.add_argument("--max-new-tokens", type=int)
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device, card_notes=args.card_notes,
             eval_report=Path(args.eval_report) if args.eval_report else None,
         )
-        manifest = export_bundle(request)
+        manifest = export_bundle(request).manifest
     except (InspectdError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

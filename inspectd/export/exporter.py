@@ -26,6 +26,8 @@ from transformers import BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
 
 from inspectd.bundle.files import MANIFEST_NAME, read_manifest, replace_model_card
 from inspectd.bundle.manifest import BundleManifest, PromptSpec
+from inspectd.bundle.quanto import SCHEMES as QUANTO_SCHEMES
+from inspectd.bundle.quanto import quantize_language_model
 from inspectd.bundle.save import save_bundle
 from inspectd.errors import BundleError
 from inspectd.model.processor import ImageOnlyQwenProcessor
@@ -82,10 +84,19 @@ def _probe_inputs(processor) -> dict:
     return dict(processor(text=[chat_text(processor, PromptSpec())], images=[image], return_tensors="pt"))
 
 
-def export_bundle(request: ExportRequest) -> BundleManifest:
+@dataclass(frozen=True)
+class ExportResult:
+    manifest: BundleManifest
+    drift: float  # largest logit change on a probe image, converted vs float32 model
+
+
+def export_bundle(request: ExportRequest) -> ExportResult:
     base_manifest = _base_manifest(request.base)
     processor = ImageOnlyQwenProcessor.from_pretrained(request.base, local_files_only=True)
     merged = _load_merged(request)
+    probe = _probe_inputs(processor)
+    with torch.inference_mode():
+        float_logits = merged(**probe).logits.float()
     with tempfile.TemporaryDirectory(prefix="inspectd-export-") as scratch:
         merged_dir = Path(scratch) / "merged"
         merged.save_pretrained(merged_dir, safe_serialization=True)
@@ -104,6 +115,12 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
                 local_files_only=True,
             )
             dtype = "bfloat16" if compute == torch.bfloat16 else "float32"
+        elif request.quantization in QUANTO_SCHEMES:
+            dtype = "float32"  # CPU deployment: int weights, float32 activations
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                merged_dir, dtype=torch.float32, device_map=request.device, local_files_only=True
+            )
+            quantize_language_model(model, request.quantization)
         else:
             dtype = request.quantization
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
@@ -113,7 +130,7 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
         manifest = BundleManifest(
             name=request.name,
             base_model=request.base_model_name or defaults.base_model,
-            quantization="nf4" if request.quantization == "nf4" else "none",
+            quantization=request.quantization if request.quantization in ("nf4", *QUANTO_SCHEMES) else "none",
             dtype=dtype,
             prompt=request.prompt or defaults.prompt,
             image_size=request.image_size or defaults.image_size,
@@ -123,30 +140,38 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
         )
         # Saved before any forward pass (the CPU repacking trap).
         save_bundle(model, processor, request.out, manifest, model_card(request, manifest, None))
-        _check_round_trip(model, processor, request)
+        drift = _check_round_trip(model, processor, request, probe, float_logits)
+    replace_model_card(request.out, model_card(request, manifest, None, drift))
     if request.calibration is not None:
-        manifest = calibrate_bundle(request, manifest)
-    return read_manifest(request.out)
+        calibrate_bundle(request, manifest, drift)
+    return ExportResult(read_manifest(request.out), drift)
 
 
-def _check_round_trip(model, processor, request: ExportRequest) -> None:
-    """The saved bundle must compute what the converted model computes."""
+def _check_round_trip(model, processor, request: ExportRequest, probe: dict, float_logits: torch.Tensor) -> float:
+    """The saved bundle must compute what the converted model computes.
+
+    Returns the conversion's drift: the largest logit change on the probe
+    image against the float32 model that was exported.
+    """
     from inspectd.bundle.load import load_bundle
 
-    inputs = {k: v.to(model.device) for k, v in _probe_inputs(processor).items()}
-    with torch.inference_mode():
+    inputs = {k: v.to(model.device) for k, v in probe.items()}
+    with torch.no_grad():  # quanto int4 refuses inference_mode
         expected = model(**inputs).logits.float().cpu()
     reloaded = load_bundle(request.out, request.device)
-    with torch.inference_mode():
+    with torch.no_grad():
         actual = reloaded.model(**{k: v.to(reloaded.device) for k, v in inputs.items()}).logits.float().cpu()
     difference = float((actual - expected).abs().max())
     if difference > 1e-3:
         shutil.rmtree(request.out, ignore_errors=True)
         raise BundleError(f"exported bundle reloads with logits off by {difference:.3g}; export refused")
-    log.info("round trip checked: max logit difference %.2e", difference)
+    drift = float((expected - float_logits).abs().max())
+    log.info("round trip checked: max logit difference %.2e; %s drift from float32 %.3g",
+             difference, request.quantization, drift)
+    return drift
 
 
-def calibrate_bundle(request: ExportRequest, manifest: BundleManifest) -> BundleManifest:
+def calibrate_bundle(request: ExportRequest, manifest: BundleManifest, drift: float | None = None) -> BundleManifest:
     import numpy as np
 
     from inspectd.bundle.load import load_bundle
@@ -169,17 +194,25 @@ def calibrate_bundle(request: ExportRequest, manifest: BundleManifest) -> Bundle
     calibration = Calibration(threshold, balanced, len(dataset.images), len(dataset.images) - len(scored))
     log.info("calibrated threshold %.4f (balanced accuracy %.3f on %d images, %d unparsable)",
              threshold, balanced, calibration.images, calibration.unparsable)
-    card = model_card(request, manifest.model_copy(update={"threshold": threshold}), calibration)
+    card = model_card(request, manifest.model_copy(update={"threshold": threshold}), calibration, drift)
     return replace_model_card(request.out, card, threshold=threshold)
 
 
-def model_card(request: ExportRequest, manifest: BundleManifest, calibration) -> str:
+_PRECISION = {
+    "nf4": "4-bit NF4 weights (bitsandbytes), compute ",
+    "quanto-int8": "int8 language-model weights (optimum-quanto, for CPUs), compute ",
+    "quanto-int4": "int4 language-model weights (optimum-quanto, for CPUs), compute ",
+}
+
+
+def model_card(request: ExportRequest, manifest: BundleManifest, calibration, drift: float | None = None) -> str:
     lines = [
         f"# {manifest.name}",
         "",
         f"- Base model: {manifest.base_model} (from `{request.base}`)",
         f"- LoRA adapter merged: {request.adapter or 'none'}",
-        f"- Precision: {'4-bit NF4 (bitsandbytes), compute ' + manifest.dtype if manifest.quantization == 'nf4' else manifest.dtype}",
+        f"- Precision: {_PRECISION.get(manifest.quantization, '')}{manifest.dtype}"
+        + ("" if drift is None else f"; largest logit change vs the float32 model on a probe image: {drift:.3g}"),
         f"- Prompt: {manifest.prompt.user_text()!r}",
         f"- Image size: {manifest.image_size or 'processor default (aspect kept)'}; max new tokens {manifest.max_new_tokens}",
         f"- ReAL: {json.dumps(manifest.real.model_dump(mode='json'))}",

@@ -94,7 +94,7 @@ class InspectionModel:
         )
         return batch.to(self.bundle.device)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: quanto int4 modules refuse inference tensors
     def run(self, images: list[Image.Image]) -> tuple[list[ModelReply], BatchTimings]:
         started = time.perf_counter()
         batch = self._prepare(images)

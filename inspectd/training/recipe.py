@@ -84,7 +84,7 @@ class RecipeConfig(_Section):
     grpo: CgroSettings = CgroSettings()
     real: RealParams = RealParams()
     max_new_tokens: int = Field(48, ge=8)
-    quantization: Literal["nf4", "bfloat16", "float32"] = "nf4"
+    quantization: Literal["nf4", "quanto-int8", "quanto-int4", "bfloat16", "float32"] = "nf4"
     zero_shot: list[Path] = Field(default_factory=list, description="MVTec-layout datasets evaluated, never trained on")
 
 
@@ -237,12 +237,13 @@ def run_export(config: RecipeConfig, stage: _Stage) -> None:
     facts = {}
     for variant, adapter in (("warmup", None), ("cgro", grpo.dir / "adapter")):
         started = time.perf_counter()
-        manifest = export_bundle(ExportRequest(
+        exported = export_bundle(ExportRequest(
             base=sft.dir / "model", adapter=adapter, out=stage.dir / variant,
             name=config.name if variant == "cgro" else f"{config.name}-warmup-only",
             quantization=config.quantization, real=config.real, calibration=validation,
         ))
-        facts[variant] = {"threshold": manifest.threshold, "seconds": time.perf_counter() - started}
+        facts[variant] = {"threshold": exported.manifest.threshold, "drift": exported.drift,
+                          "seconds": time.perf_counter() - started}
     stage.finish(**facts)
 
 

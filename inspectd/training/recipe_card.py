@@ -97,7 +97,8 @@ def recipe_model_card(config, stages: dict) -> str:
         "",
         "## Export",
         "",
-        f"Precision {config.quantization}; the reload was checked against the exported model's logits. "
+        f"Precision {config.quantization}; the reload was checked against the exported model's logits; the "
+        f"largest logit change against the float32 model on a probe image was {export['cgro']['drift']:.3g}. "
         f"Threshold on P(yes): {export['cgro']['threshold']:.4f} (maximum balanced accuracy on the calibration "
         f"set; the warm-up-only bundle: {export['warmup']['threshold']:.4f}). ReAL parameters: "
         f"`{json.dumps(config.real.model_dump(mode='json'))}`.",
