@@ -210,7 +210,7 @@ def cmd_demo_feed(args: argparse.Namespace) -> int:
             print("error: no --folder given and watch.folders is empty", file=sys.stderr)
             return EXIT_USAGE
         folder = settings.watch.folders[0].path
-    feed(folder, args.count, args.interval, start_delay_s=args.delay)
+    feed(folder, args.count, args.interval, size=args.size, start_delay_s=args.delay)
     return EXIT_OK
 
 
@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=8)
     demo.add_argument("--interval", type=float, default=2.0, help="seconds between files")
     demo.add_argument("--delay", type=float, default=0.0, help="seconds to wait before the first file")
+    demo.add_argument("--size", type=int, default=168, help="image side in pixels (the shipped model's input size)")
     demo.set_defaults(handler=cmd_demo_feed)
 
     tiny = sub.add_parser("tiny-bundle", help="build an untrained tiny Qwen2.5-VL bundle (tests, benchmarks)")

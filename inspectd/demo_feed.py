@@ -18,7 +18,7 @@ from inspectd.data.synthetic import make_sample
 log = logging.getLogger("inspectd.demo")
 
 
-def feed(folder: Path, count: int, interval_s: float, size: int = 252, start_delay_s: float = 0.0) -> list[Path]:
+def feed(folder: Path, count: int, interval_s: float, size: int = 168, start_delay_s: float = 0.0) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     time.sleep(start_delay_s)
     base = time.time_ns() // 1000 % 1_000_000_000

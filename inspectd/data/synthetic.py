@@ -141,19 +141,32 @@ def location_of(mask: np.ndarray) -> str:
     return "center" if (row, column) == ("middle", "center") else f"{row} {column}"
 
 
-def make_sample(seed: int, size: int = 168, anomalous: bool | None = None) -> SyntheticSample:
-    """One sample; ``anomalous=None`` lets the seed decide (half and half)."""
+def make_sample(seed: int, size: int = 168, anomalous: bool | None = None, defect: str | None = None,
+                texture_kind: str | None = None) -> SyntheticSample:
+    """One sample; ``anomalous=None`` lets the seed decide (half and half).
+
+    ``defect`` / ``texture_kind`` pin the kinds (``defect`` implies anomalous);
+    the rest still follows the seed.
+    """
     rng = np.random.default_rng(seed)
     if anomalous is None:
         anomalous = bool(rng.random() < 0.5)
+    anomalous = anomalous or defect is not None
     kind = TEXTURES[int(rng.integers(len(TEXTURES)))]
+    if texture_kind is not None:
+        if texture_kind not in TEXTURES:
+            raise ValueError(f"unknown texture {texture_kind!r}; expected one of {TEXTURES}")
+        kind = texture_kind
     grey = texture(kind, size, rng)
     tint = rng.uniform(0.85, 1.15, size=3)
     if not anomalous:
         mask = np.zeros((size, size), dtype=bool)
         defect = location = None
     else:
-        defect = DEFECTS[int(rng.integers(len(DEFECTS)))]
+        drawn = DEFECTS[int(rng.integers(len(DEFECTS)))]
+        if defect is not None and defect not in DEFECTS:
+            raise ValueError(f"unknown defect {defect!r}; expected one of {DEFECTS}")
+        defect = defect or drawn
         mask = np.zeros((size, size), dtype=bool)
         while mask.sum() < 12:
             mask = _defect_mask(defect, size, rng, scale=rng.uniform(0.12, 0.3))
