@@ -9,13 +9,15 @@ folder of the YAML file, so a config and its bundle can move together.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inspectd.errors import ConfigError
 from inspectd.real.params import RealParams
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class _Section(BaseModel):
@@ -204,22 +206,28 @@ def _describe(errors: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def load_settings(path: Path, require_paths: bool = True) -> Settings:
+def validated_yaml(path: Path, model: type[ModelT], what: str = "configuration") -> ModelT:
+    """Read a YAML mapping into a pydantic model; every error names the file and the key."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file does not exist") from None
+        raise ConfigError(f"{path}: {what} file does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read configuration ({exc})") from exc
+        raise ConfigError(f"{path}: cannot read {what} ({exc})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
-        settings = Settings.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid configuration:\n{_describe(exc.errors())}") from exc
+        raise ConfigError(f"{path}: invalid {what}:\n{_describe(exc.errors())}") from exc
+
+
+def load_settings(path: Path, require_paths: bool = True) -> Settings:
+    path = Path(path)
+    settings = validated_yaml(path, Settings)
     base = path.resolve().parent
     bundle = _resolve(base, settings.model.bundle)
     if require_paths and not bundle.is_dir():

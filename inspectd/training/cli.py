@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from inspectd.config import validated_yaml
 from inspectd.errors import InspectdError
 from inspectd.training.cgro import CgroSettings
 from inspectd.training.recipe import STAGES
@@ -53,16 +53,7 @@ class TrainConfig(_Section):
 
 
 def load_config(path: Path) -> TrainConfig:
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        config = TrainConfig.model_validate(raw)
-    except FileNotFoundError:
-        raise InspectdError(f"{path}: training config does not exist") from None
-    except yaml.YAMLError as exc:
-        raise InspectdError(f"{path}: not valid YAML ({exc})") from exc
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InspectdError(f"{path}: invalid training config: {problems}") from exc
+    config = validated_yaml(Path(path), TrainConfig, "training config")
     base = Path(path).resolve().parent
     resolve = lambda p: p if p is None or p.is_absolute() else (base / p).resolve()  # noqa: E731
     return config.model_copy(update={

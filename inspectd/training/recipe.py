@@ -1,6 +1,6 @@
 """One-command recipe for a small CGRO-tuned Qwen2.5-VL: data, warm-up, CGRO, export, eval.
 
-    inspectd-train recipe models/recipes/tiny-cgro.yaml [--stop-after STAGE]
+    inspectd-train recipe --config models/recipes/tiny-cgro.yaml [--stop-after STAGE]
 
 Stages, each written under ``work_dir/<stage>`` with a ``stage.json`` when it
 finishes, so an interrupted run picks up at the first unfinished stage:
@@ -20,6 +20,7 @@ never imports it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -27,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from inspectd.config import validated_yaml
 from inspectd.errors import InspectdError
+from inspectd.model.tiny import TinySpec
 from inspectd.real.params import RealParams
 from inspectd.training.cgro import CgroSettings
 from inspectd.training.sft import WarmupSettings
@@ -42,22 +44,6 @@ STAGES = ("sft", "grpo", "export", "eval", "publish")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelShape(_Section):
-    """Dimensions of the small Qwen2.5-VL (see inspectd.model.tiny.TinySpec)."""
-
-    text_hidden: int = 256
-    text_layers: int = 4
-    text_heads: int = 8
-    text_kv_heads: int = 4
-    text_intermediate: int = 512
-    vision_hidden: int = 128
-    vision_depth: int = 3
-    vision_heads: int = 4
-    vision_intermediate: int = 256
-    fullatt_blocks: tuple[int, ...] = (2,)
-    seed: int = 0
 
 
 class SyntheticSplits(_Section):
@@ -78,7 +64,7 @@ class RecipeConfig(_Section):
     output: Path = Field(description="where the finished bundle is published")
     work_dir: Path
     threads: int = Field(2, ge=1)
-    model: ModelShape = ModelShape()
+    model: TinySpec = Field(TinySpec(), description="dimensions of the small Qwen2.5-VL")
     data: SyntheticSplits = SyntheticSplits()
     sft: WarmupSettings = WarmupSettings()
     grpo: CgroSettings = CgroSettings()
@@ -89,16 +75,7 @@ class RecipeConfig(_Section):
 
 
 def load_recipe(path: Path) -> RecipeConfig:
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        config = RecipeConfig.model_validate(raw)
-    except FileNotFoundError:
-        raise InspectdError(f"{path}: recipe does not exist") from None
-    except yaml.YAMLError as exc:
-        raise InspectdError(f"{path}: not valid YAML ({exc})") from exc
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InspectdError(f"{path}: invalid recipe: {problems}") from exc
+    config = validated_yaml(Path(path), RecipeConfig, "recipe")
     base = Path(path).resolve().parent
     resolve = lambda p: p if p.is_absolute() else (base / p).resolve()  # noqa: E731
     return config.model_copy(update={
@@ -126,12 +103,11 @@ class _Stage:
         self.record_path.write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
 
 
-def _spec(config: RecipeConfig):
+def _spec(config: RecipeConfig) -> TinySpec:
+    """The recipe's model spec; its tokenizer learns every word the warm-up texts use."""
     from inspectd.data.synthetic import description_corpus
-    from inspectd.model.tiny import TinySpec
 
-    shape = config.model.model_dump()
-    return TinySpec(**shape, extra_corpus=tuple(description_corpus()) * 20)
+    return dataclasses.replace(config.model, extra_corpus=tuple(description_corpus()) * 20)
 
 
 def _manifest(config: RecipeConfig, stage: str):
