@@ -95,6 +95,7 @@ def test_two_grpo_steps_change_the_lora_weights_with_logged_rewards(format_bundl
     for entry in logged:
         assert {"rewards/format_reward/mean", "rewards/accuracy_reward/mean"} <= set(entry)
     assert any(value is not None for value in consistency.last_consensus), "rewards came from captured attention"
+    assert len(consistency.last_consensus) == 4 * 2, "a step samples `generations` replies for each of `batch_size` prompts"
 
 
 def test_train_cli_sft_then_grpo_then_export(format_bundle, tmp_path):

@@ -29,7 +29,7 @@ class CgroSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_steps: int = Field(200, ge=1)
-    batch_size: int = Field(16, ge=1, description="prompts per step (paper: 16)")
+    batch_size: int = Field(16, ge=1, description="prompts per step and device (paper: 16)")
     generations: int = Field(8, ge=2, description="sampled replies per prompt (paper: 8)")
     max_completion_length: int = Field(64, ge=8)
     learning_rate: float = Field(1e-5, gt=0)
@@ -62,7 +62,8 @@ def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, pr
     config = GRPOConfig(
         output_dir=str(output_dir),
         max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.batch_size,
+        # trl counts completions per device and step, not prompts
+        per_device_train_batch_size=settings.batch_size * settings.generations,
         num_generations=settings.generations,
         max_completion_length=settings.max_completion_length,
         learning_rate=settings.learning_rate,
