@@ -36,7 +36,7 @@ def run_daemon(files: int, rate_hz: float, max_wait_ms: int) -> dict:
 
     root = Path(tempfile.mkdtemp(prefix="inspectd-bench-"))
     config = {
-        "model": {"bundle": str(REPO / "models" / "tiny-warmup"), "device": "cpu", "batch_size": 4},
+        "model": {"bundle": str(REPO / "models" / "tiny-cgro"), "device": "cpu", "batch_size": 4},
         "watch": {"folders": [{"path": "drop", "camera": "bench"}], "reconcile_interval_s": 3600},
         "queue": {"max_wait_ms": max_wait_ms},
         "store": {"url": "sqlite:///var/inspectd.db"},

@@ -7,7 +7,8 @@ finishes, so an interrupted run picks up at the first unfinished stage:
 
   sft     build the tiny Qwen2.5-VL from the spec (untrained, seeded), then the
           supervised warm-up on synthetic images with "what and where" texts
-  grpo    CGRO (GRPO + LoRA, vision frozen) on image-level labels only
+  grpo    CGRO (GRPO + LoRA, vision frozen) on image-level labels only; an
+          interrupted run resumes from its last checkpoint
   export  merge and quantize both the warm-up model and the CGRO model into
           bundles, thresholds calibrated on a held-out synthetic validation set
   eval    ``inspectd eval`` on a synthetic test set (seeds never trained on),
@@ -179,7 +180,8 @@ def run_grpo(config: RecipeConfig, stage: _Stage) -> None:
     trainer, _ = build_trainer(warmed.model, warmed.processor, rows, config.grpo, manifest.prompt, config.real,
                                checkpoints, seed=config.sft.seed)
     started = time.perf_counter()
-    trainer.train()
+    resume = any(checkpoints.glob("checkpoint-*"))  # an interrupted run goes on from its last checkpoint
+    trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.perf_counter() - started
     trainer.model.save_pretrained(stage.dir / "adapter")
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -299,9 +301,9 @@ def run_recipe(config: RecipeConfig, stop_after: str | None = None) -> None:
         if stage.done:
             log.info("%s: done earlier (%s), skipped", name, stage.record_path)
         else:
-            if stage.dir.exists():
-                shutil.rmtree(stage.dir)  # a half-finished stage starts over
-            stage.dir.mkdir(parents=True)
+            if stage.dir.exists() and name != "grpo":
+                shutil.rmtree(stage.dir)  # a half-finished stage starts over (grpo resumes from checkpoints)
+            stage.dir.mkdir(parents=True, exist_ok=True)
             runners[name](config, stage)
             log.info("%s: finished", name)
         if name == stop_after:
