@@ -42,7 +42,8 @@ class SyntheticSample:
 
 def description_corpus() -> list[str]:
     """Every description the generator can write (to train a tokenizer on whole words)."""
-    locations = [f"{r} {c}" for r in _ROWS for c in _COLUMNS if (r, c) != ("middle", "center")] + ["center"]
+    names = [_location_name(row, column) for row in _ROWS for column in _COLUMNS]
+    locations = [n for n in names if n != "center"] + ["center"]  # this order trained the shipped tokenizer
     clean = [SyntheticSample(None, None, t, None, None).description() for t in TEXTURES]  # type: ignore[arg-type]
     return clean + [SyntheticSample(None, None, t, d, where).description()  # type: ignore[arg-type]
                     for t in TEXTURES for d in DEFECTS for where in locations]
@@ -133,12 +134,14 @@ def _paint_defect(grey: np.ndarray, mask: np.ndarray, kind: str, rng: np.random.
     return np.clip(grey + sign * strength * mask, 0, 1)
 
 
+def _location_name(row: str, column: str) -> str:
+    return "center" if (row, column) == ("middle", "center") else f"{row} {column}"
+
+
 def location_of(mask: np.ndarray) -> str:
     ys, xs = np.nonzero(mask)
     height, width = mask.shape
-    row = _ROWS[min(2, int(3 * ys.mean() / height))]
-    column = _COLUMNS[min(2, int(3 * xs.mean() / width))]
-    return "center" if (row, column) == ("middle", "center") else f"{row} {column}"
+    return _location_name(_ROWS[min(2, int(3 * ys.mean() / height))], _COLUMNS[min(2, int(3 * xs.mean() / width))])
 
 
 def make_sample(seed: int, size: int = 168, anomalous: bool | None = None, defect: str | None = None,

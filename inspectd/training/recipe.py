@@ -126,8 +126,9 @@ def _manifest(config: RecipeConfig, stage: str):
 def _check_reply_fits(config: RecipeConfig, tokenizer) -> None:
     """A reply cut short does not parse: refuse a budget below the longest warm-up reply."""
     from inspectd.data.synthetic import description_corpus
+    from inspectd.training.sft import reply_text
 
-    longest = max(len(tokenizer.encode(f"<think>{text}</think><answer>yes</answer>", add_special_tokens=False))
+    longest = max(len(tokenizer.encode(reply_text(text, True), add_special_tokens=False))
                   for text in description_corpus()) + 1  # + end of turn
     for field, budget in (("max_new_tokens", config.max_new_tokens),
                           ("grpo.max_completion_length", config.grpo.max_completion_length)):

@@ -41,9 +41,14 @@ class WarmupSettings(BaseModel):
     freeze_vision: bool = False
 
 
+def reply_text(reasoning: str, anomalous: bool) -> str:
+    """The reply format the warm-up teaches (METHOD.md's <think>/<answer> tags)."""
+    return f"<think>{reasoning}</think><answer>{'yes' if anomalous else 'no'}</answer>"
+
+
 def reasoning_reply(sample) -> str:
     """Warm-up target for a synthetic sample: what and where, then the verdict."""
-    return f"<think>{sample.description()}</think><answer>{'yes' if sample.anomalous else 'no'}</answer>"
+    return reply_text(sample.description(), sample.anomalous)
 
 
 def reply_batch(processor, prompt: PromptSpec, examples: Sequence[ReplyExample]) -> dict[str, torch.Tensor]:
