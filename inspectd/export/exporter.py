@@ -141,9 +141,10 @@ def export_bundle(request: ExportRequest) -> ExportResult:
         # Saved before any forward pass (the CPU repacking trap).
         save_bundle(model, processor, request.out, manifest, model_card(request, manifest, None))
         drift = _check_round_trip(model, processor, request, probe, float_logits)
-    replace_model_card(request.out, model_card(request, manifest, None, drift))
     if request.calibration is not None:
-        calibrate_bundle(request, manifest, drift)
+        calibrate_bundle(request, manifest, drift)  # rewrites the card with threshold and drift
+    else:
+        replace_model_card(request.out, model_card(request, manifest, None, drift))
     return ExportResult(read_manifest(request.out), drift)
 
 
