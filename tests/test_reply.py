@@ -10,6 +10,9 @@ from inspectd.model.reply import ParseStatus, parse_reply, token_char_spans, tok
     [
         ("<think>a dark spot near the top</think><answer>yes</answer>", "yes", "a dark spot near the top"),
         ("<think>\nclean surface\n</think>\n<answer> no </answer>\n", "no", "clean surface"),
+        # A real tokenizer's "Yes" / " Yes" / "YES" are answers too (Qwen2.5-VL-Instruct writes them).
+        ("<think>spot</think><answer>Yes</answer>", "yes", "spot"),
+        ("<think>spot</think><answer> NO </answer>", "no", "spot"),
     ],
 )
 def test_well_formed_replies_parse(text, answer, reasoning):
@@ -25,7 +28,8 @@ def test_well_formed_replies_parse(text, answer, reasoning):
         "<answer>yes</answer>",
         "<think>spot</think>",
         "<think>spot</think><answer>maybe</answer>",
-        "<think>spot</think><answer>Yes</answer>",
+        "<think>spot</think><answer>yess</answer>",
+        "<think>spot</think><Answer>yes</Answer>",
         "<think>spot</think><answer>yes</answer> and more text",
         "<think>a<think>b</think><answer>no</answer><answer>yes</answer>",
         "",

@@ -6,7 +6,10 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-_REPLY = re.compile(r"\A\s*<think>(?P<think>.*?)</think>\s*<answer>\s*(?P<answer>yes|no)\s*</answer>\s*\Z", re.DOTALL)
+# The answer word in any case (a real tokenizer's "Yes" and " yes" are other tokens than "yes"); the tags exact.
+_REPLY = re.compile(
+    r"\A\s*<think>(?P<think>.*?)</think>\s*<answer>\s*(?P<answer>(?i:yes|no))\s*</answer>\s*\Z", re.DOTALL
+)
 
 
 class ParseStatus(str, Enum):
@@ -24,14 +27,17 @@ class ParsedReply:
 
 
 def parse_reply(text: str) -> ParsedReply:
-    """``<think>...</think><answer>yes|no</answer>`` or nothing: never guess."""
+    """``<think>...</think><answer>yes|no</answer>`` or nothing: never guess.
+
+    ``answer`` is lower-cased; ``answer_start`` is where the word starts.
+    """
     match = _REPLY.match(text)
     if match is None:
         return ParsedReply(ParseStatus.UNPARSABLE, None, None, None, None)
     return ParsedReply(
         ParseStatus.OK,
         match.group("think").strip(),
-        match.group("answer"),
+        match.group("answer").lower(),
         match.span("think"),
         match.start("answer"),
     )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from inspectd.bundle.load import LoadedBundle
+from inspectd.model.answer_score import AnswerTokens, recording_answer_logits
+from inspectd.model.branch_score import BranchPoint, branch_points, mixed_score, run_branches
 from inspectd.model.capture import AttentionRecorder, enable_capture, recording
 from inspectd.model.packed_vision import use_packed_vision
 from inspectd.model.prompting import anomaly_word_token_ids, capture_targets, chat_text
@@ -28,7 +30,11 @@ from inspectd.real.params import RealParams
 
 @dataclass(frozen=True)
 class ModelReply:
-    """One image's reply, its P(yes) and the reasoning tokens' attention."""
+    """One image's reply, its score and the reasoning tokens' attention.
+
+    ``score`` is what the threshold cuts (the bundle's score method);
+    ``answer_probability`` is P(yes) at this reply's own answer word.
+    """
 
     text: str
     parsed: ParsedReply
@@ -36,6 +42,7 @@ class ModelReply:
     evidence: TokenEvidence | None
     grid: tuple[int, int]
     generated_tokens: int
+    answer_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -43,25 +50,6 @@ class BatchTimings:
     preprocess_s: float
     generate_s: float
     postprocess_s: float
-
-
-class _AnswerLogits(LogitsProcessor):
-    """Keeps the raw yes/no logits of every step; changes nothing."""
-
-    def __init__(self, yes_id: int, no_id: int) -> None:
-        self.ids = [yes_id, no_id]
-        self.steps: list[torch.Tensor] = []
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        self.steps.append(scores[:, self.ids].float().cpu())
-        return scores
-
-
-def _single_token(tokenizer, word: str) -> int:
-    ids = tokenizer.encode(word, add_special_tokens=False)
-    if len(ids) != 1:
-        raise ValueError(f"the tokenizer splits {word!r} into {len(ids)} tokens; the score needs one")
-    return ids[0]
 
 
 class InspectionModel:
@@ -79,8 +67,8 @@ class InspectionModel:
         self.layers = real.layer_slice(self.num_layers)
         self.chat = chat_text(self.processor, self.prompt)
         self.text_ids, self.word_hits = anomaly_word_token_ids(self.tokenizer, self.prompt, real.anomaly_words)
-        self.yes_id = _single_token(self.tokenizer, "yes")
-        self.no_id = _single_token(self.tokenizer, "no")
+        self.answers = AnswerTokens.of(self.tokenizer)
+        self.score_spec = bundle.manifest.score
         self.stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if i is not None}
         enable_capture(self.model)
         use_packed_vision(self.model)  # same outputs, one sdpa call instead of a loop over windows
@@ -102,48 +90,63 @@ class InspectionModel:
             batch["input_ids"].cpu(), self.model.config.image_token_id, self.text_ids, self.word_hits
         )
         recorder = AttentionRecorder(targets, self.num_layers)
-        answer_logits = _AnswerLogits(self.yes_id, self.no_id)
         prepared = time.perf_counter()
-        with recording(recorder):
-            sequences = self.model.generate(
-                **batch,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                logits_processor=LogitsProcessorList([answer_logits]),
-            )
+        with recording(recorder), recording_answer_logits(self.model, self.answers) as answers:
+            sequences = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False)
         generated = time.perf_counter()
         attention = recorder.stacked()  # (steps, layers, batch, K)
-        yes_no = torch.stack(answer_logits.steps) if answer_logits.steps else torch.zeros(0, len(images), 2)
+        yes_no, top_probs, top_ids = answers.stacked()  # raw logits: no generation-config processing
         prompt_length = batch["input_ids"].shape[1]
         grids = batch["image_grid_thw"].cpu().tolist()
         merge = self.processor.image_processor.merge_size
         max_images = max(image_counts)
-        replies = []
+        replies, branches = [], []
         for row in range(len(images)):
             new_ids = sequences[row, prompt_length:].tolist()
             cut = next((i for i, t in enumerate(new_ids) if t in self.stop_ids), len(new_ids))
             new_ids = new_ids[:cut]
             _, grid_h, grid_w = grids[row]
             grid = (grid_h // merge, grid_w // merge)
-            replies.append(
-                self._reply(row, new_ids, attention, yes_no, grid, image_counts[row], max_images)
-            )
+            reply, spans = self._reply(row, new_ids, attention, yes_no, grid, image_counts[row], max_images)
+            replies.append(reply)
+            if self.score_spec.method == "reasoning_branch" and reply.score is not None:
+                branches += branch_points(row, new_ids, spans, reply.parsed, top_probs[:, row], top_ids[:, row],
+                                          self.score_spec.branches, self.score_spec.min_branch_probability)
+        branching = time.perf_counter()
+        if branches:
+            replies = self._with_branch_scores(batch, replies, branches)
+        branch_s = time.perf_counter() - branching
         finished = time.perf_counter()
-        return replies, BatchTimings(prepared - started, generated - prepared, finished - generated)
+        return replies, BatchTimings(prepared - started, generated - prepared + branch_s,
+                                     finished - generated - branch_s)
 
-    def _decode(self, ids: list[int]) -> str:
+    def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def _reply(self, row, new_ids, attention, yes_no, grid, image_count, max_images) -> ModelReply:
-        text = self._decode(new_ids)
+    def answer_probability(self, text: str, ids: list[int], yes_no: torch.Tensor, offset: int = 0):
+        """Parse a reply; P(yes) at its answer word from raw answer logits (``yes_no`` step i = token offset+i)."""
         parsed = parse_reply(text)
         if parsed.status is not ParseStatus.OK:
-            return ModelReply(text, parsed, None, None, grid, len(new_ids))
-        spans = token_char_spans(self._decode, new_ids)
-        answer_index = token_starting_at(spans, parsed.answer_start)
-        score = None
-        if answer_index is not None and answer_index < yes_no.shape[0]:
-            score = float(torch.softmax(yes_no[answer_index, row], dim=-1)[0])
+            return parsed, None, None
+        spans = token_char_spans(self.decode, ids)
+        index = token_starting_at(spans, parsed.answer_start)
+        if index is None or not 0 <= index - offset < yes_no.shape[0]:
+            return parsed, spans, None
+        return parsed, spans, float(self.answers.yes_probability(yes_no[index - offset]))
+
+    def _with_branch_scores(self, batch, replies: list[ModelReply], points: list[BranchPoint]) -> list[ModelReply]:
+        scored = list(zip(points, run_branches(self, batch, points)))  # None: branch unparsable, ignored
+        out = list(replies)
+        for row in {point.row for point in points}:
+            mine = [(point, value) for point, value in scored if point.row == row]
+            out[row] = dataclasses.replace(replies[row], score=mixed_score(replies[row].score, mine))
+        return out
+
+    def _reply(self, row, new_ids, attention, yes_no, grid, image_count, max_images):
+        text = self.decode(new_ids)
+        parsed, spans, score = self.answer_probability(text, new_ids, yes_no[:, row])
+        if parsed.status is not ParseStatus.OK:
+            return ModelReply(text, parsed, None, None, grid, len(new_ids)), spans
         # Token j's own query is seen at decode step j (capture index j).
         reasoning = [j for j in tokens_overlapping(spans, *parsed.think_span) if j < attention.shape[0]]
         evidence = None
@@ -152,4 +155,4 @@ class InspectionModel:
             maps = picked[:, :image_count].reshape(len(reasoning), grid[0], grid[1])
             relevance = picked[:, max_images:].sum(axis=1)
             evidence = TokenEvidence(maps.astype(np.float64), relevance.astype(np.float64))
-        return ModelReply(text, parsed, score, evidence, grid, len(new_ids))
+        return ModelReply(text, parsed, score, evidence, grid, len(new_ids), score), spans

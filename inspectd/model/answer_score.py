@@ -1,0 +1,106 @@
+"""P(yes) from the model's raw answer logits.
+
+Two traps this module exists for:
+- ``generate`` applies its logits processors (a checkpoint's
+  ``generation_config.json`` may set ``repetition_penalty``, as
+  Qwen2.5-VL-7B-Instruct's does: 1.05) before any processor of ours sees the
+  scores, so a score read there moves whenever the reasoning happens to
+  contain "no". The raw logits are read instead, from the output head, by a
+  forward hook that keeps only the answer words' columns on the device.
+- A real tokenizer has distinct ids for ``yes``, ``Ġyes``, ``Yes``, ``ĠYes``
+  (and ``no`` likewise); a model that writes ``<answer> Yes </answer>`` emits
+  one of the spaced or capitalised ones. P(yes) sums every id that decodes to
+  yes (resp. no), in any case, with or without the leading space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+ANSWER_WORDS = ("yes", "no")
+
+
+def _single_token_variants(tokenizer, word: str) -> list[int]:
+    ids = set()
+    for variant in {word, word.capitalize(), word.upper()}:
+        for text in (variant, " " + variant):
+            encoded = tokenizer.encode(text, add_special_tokens=False)
+            if len(encoded) == 1 and tokenizer.decode(encoded).strip().lower() == word:
+                ids.add(encoded[0])
+    return sorted(ids)
+
+
+@dataclass(frozen=True)
+class AnswerTokens:
+    """The vocabulary ids that decode to yes and to no."""
+
+    yes: tuple[int, ...]
+    no: tuple[int, ...]
+
+    @classmethod
+    def of(cls, tokenizer) -> AnswerTokens:
+        yes, no = (_single_token_variants(tokenizer, w) for w in ANSWER_WORDS)
+        if not yes or not no:
+            missing = [w for w, ids in zip(ANSWER_WORDS, (yes, no)) if not ids]
+            raise ValueError(f"the tokenizer has no single-token form of {missing}; the score needs one")
+        if set(yes) & set(no):
+            raise ValueError("a token decodes to both yes and no")
+        return cls(tuple(yes), tuple(no))
+
+    @property
+    def columns(self) -> list[int]:
+        return [*self.yes, *self.no]
+
+    def yes_probability(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` (..., len(columns)) raw -> P(yes) = sum p(yes ids) / (sum p(yes ids) + sum p(no ids))."""
+        logits = logits.float()
+        yes = torch.logsumexp(logits[..., : len(self.yes)], dim=-1)
+        no = torch.logsumexp(logits[..., len(self.yes):], dim=-1)
+        return torch.sigmoid(yes - no)
+
+
+class AnswerLogitsRecorder:
+    """Per output-head call: the raw logits at the answer columns and the two likeliest tokens.
+
+    During ``generate`` the head runs once per new token on the last position
+    only, so entry i holds what chose generated token i. Everything stays on
+    the device until ``stacked`` (no host synchronisation per step).
+    """
+
+    def __init__(self, tokens: AnswerTokens) -> None:
+        self.tokens = tokens
+        self._columns: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+        self.top_probs: list[torch.Tensor] = []
+        self.top_ids: list[torch.Tensor] = []
+
+    def __call__(self, module, inputs, output) -> None:
+        last = output[:, -1].detach()
+        if self._columns is None or self._columns.device != last.device:
+            self._columns = torch.tensor(self.tokens.columns, device=last.device)
+        self.steps.append(last.index_select(-1, self._columns))
+        top = torch.softmax(last.float(), dim=-1).topk(2, dim=-1)
+        self.top_probs.append(top.values)
+        self.top_ids.append(top.indices)
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Answer logits (steps, batch, columns), top-2 probabilities and ids (steps, batch, 2), on the CPU."""
+        if not self.steps:
+            empty = torch.zeros(0, 0, 2)
+            return torch.zeros(0, 0, len(self.tokens.columns)), empty, empty.long()
+        return (torch.stack(self.steps).float().cpu(), torch.stack(self.top_probs).float().cpu(),
+                torch.stack(self.top_ids).cpu())
+
+
+@contextmanager
+def recording_answer_logits(model: torch.nn.Module, tokens: AnswerTokens) -> Iterator[AnswerLogitsRecorder]:
+    recorder = AnswerLogitsRecorder(tokens)
+    handle = model.get_output_embeddings().register_forward_hook(recorder)
+    try:
+        yield recorder
+    finally:
+        handle.remove()
