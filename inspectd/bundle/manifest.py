@@ -32,6 +32,26 @@ class PromptSpec(BaseModel):
         return f"{self.question} {self.format_instruction}".strip()
 
 
+class ScoreSpec(BaseModel):
+    """How the image score (what the threshold cuts) is read from the model.
+
+    ``answer``: P(yes) at the answer word of the greedy reply (from raw logits,
+    summed over every yes / no token form). After a reasoning that has already
+    decided, that is ~0 or ~1 and ranks images no better than the verdict.
+    ``reasoning_branch`` (ours): the reply is also continued from the runner-up
+    token at the ``branches`` reasoning steps where the model hesitated most,
+    and P(yes) is mixed over the replies, weighted by the tokens'
+    probabilities (``inspectd.model.branch_score``). A branch whose token has
+    less than ``min_branch_probability`` is not run (it would not move the score).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["answer", "reasoning_branch"] = "answer"
+    branches: int = Field(3, ge=1, le=16)
+    min_branch_probability: float = Field(1e-3, ge=0, le=0.5)
+
+
 class BundleManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,7 +65,8 @@ class BundleManifest(BaseModel):
         None, description="(width, height) every image is resized to before the processor; null keeps the aspect"
     )
     max_new_tokens: int = Field(256, ge=8, le=4096)
-    threshold: float = Field(0.5, ge=0, le=1, description="verdict is anomalous when P(yes) >= threshold")
+    threshold: float = Field(0.5, ge=0, le=1, description="verdict is anomalous when the score >= threshold")
+    score: ScoreSpec = ScoreSpec()
     real: RealParams = RealParams()
     created: str = ""
     inspectd_version: str = ""
