@@ -161,3 +161,16 @@ def _reference_entropy(attention_map):
     masses = np.array([high[labels == i].sum() for i in range(1, count + 1)])
     p = masses / masses.sum()
     return float(-(p * np.log(p)).sum())
+
+
+def test_score_gated_maps_show_no_hot_spot_on_a_part_scored_normal():
+    maps = np.stack([_blob(centre=(4, 10)), _blob(centre=(5, 10))])
+    evidence = TokenEvidence(maps, np.array([0.3, 0.2]))
+    stretched = localize(evidence, RealParams(smoothing_sigma=0.5), (300, 300), score=0.1)
+    gated = localize(evidence, RealParams(smoothing_sigma=0.5, map_scaling="score_gated"), (300, 300), score=0.1)
+    assert stretched.anomaly_map.max() == pytest.approx(1.0) and stretched.mask.any()  # min-max: a hot spot anyway
+    assert gated.anomaly_map.max() == pytest.approx(0.1, abs=1e-6) and not gated.mask.any()
+    confident = localize(evidence, RealParams(smoothing_sigma=0.5, map_scaling="score_gated"), (300, 300), score=0.95)
+    assert confident.mask.any() and np.allclose(confident.anomaly_map, 0.95 * stretched.anomaly_map, atol=1e-6)
+    baseline = all_token_map(evidence, RealParams(smoothing_sigma=0.5, map_scaling="score_gated"), (300, 300), 0.1)
+    assert baseline.max() == pytest.approx(0.1, abs=1e-6)  # the Tab. 7 baseline is scaled the same way

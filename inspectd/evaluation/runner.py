@@ -105,7 +105,7 @@ def evaluate_category(
         if result.anomaly_map is not None:
             report.real_fallbacks += bool(result.real_fallback)
             real_curve.add(result.anomaly_map, truth)
-            baseline = all_token_map(result.evidence, inspector.real, size)
+            baseline = all_token_map(result.evidence, inspector.real, size, result.score)
             all_curve.add(baseline, truth)
         else:
             blank = np.zeros(truth.shape, dtype=np.float32)

@@ -97,7 +97,7 @@ class Inspector:
         verdict = Verdict.ANOMALOUS if reply.score >= self.threshold else Verdict.NORMAL
         if reply.evidence is None:
             return InspectionResult(verdict=verdict, score=reply.score, reasoning=reply.parsed.reasoning, **common)
-        located = localize(reply.evidence, self.real, size)
+        located = localize(reply.evidence, self.real, size, reply.score)
         return InspectionResult(
             verdict=verdict,
             score=reply.score,

@@ -112,14 +112,24 @@ def to_image_map(grid_map: np.ndarray, image_size: tuple[int, int], sigma: float
     return ((upsampled - low) / (high - low)).astype(np.float32)
 
 
-def localize(evidence: TokenEvidence, params: RealParams, image_size: tuple[int, int]) -> ReALResult:
-    """Full ReAL for one image; ``image_size`` is the original (width, height)."""
+def scaled(anomaly_map: np.ndarray, params: RealParams, score: float | None) -> np.ndarray:
+    """``score_gated``: a min-max map stretched to [0, 1] shows a hot region even on a good part; times the
+    image score, a part scored normal keeps a faint map and no mask."""
+    if params.map_scaling == "score_gated" and score is not None:
+        return (anomaly_map * np.float32(min(1.0, max(0.0, score)))).astype(np.float32)
+    return anomaly_map
+
+
+def localize(evidence: TokenEvidence, params: RealParams, image_size: tuple[int, int],
+             score: float | None = None) -> ReALResult:
+    """Full ReAL for one image; ``image_size`` is the original (width, height), ``score`` the image score."""
     scores = score_tokens(evidence, params)
     grid_map = weighted_map(evidence.maps.astype(np.float64), scores)
-    anomaly_map = to_image_map(grid_map, image_size, params.smoothing_sigma)
+    anomaly_map = scaled(to_image_map(grid_map, image_size, params.smoothing_sigma), params, score)
     return ReALResult(anomaly_map, anomaly_map >= params.mask_threshold, grid_map, scores)
 
 
-def all_token_map(evidence: TokenEvidence, params: RealParams, image_size: tuple[int, int]) -> np.ndarray:
-    """Ablation baseline (Tab. 7, first row): the plain mean over all reasoning tokens."""
-    return to_image_map(evidence.maps.mean(axis=0), image_size, params.smoothing_sigma)
+def all_token_map(evidence: TokenEvidence, params: RealParams, image_size: tuple[int, int],
+                  score: float | None = None) -> np.ndarray:
+    """Ablation baseline (Tab. 7, first row): the plain mean over all reasoning tokens, scaled like ReAL's."""
+    return scaled(to_image_map(evidence.maps.mean(axis=0), image_size, params.smoothing_sigma), params, score)

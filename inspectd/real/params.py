@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_ANOMALY_WORDS = ("defect", "defects", "anomaly", "anomalies", "anomalous", "damage", "flaw", "flaws")
@@ -23,6 +25,11 @@ class RealParams(BaseModel):
     beta: float = Field(0.5, ge=0, description="weight of inverted spatial entropy in w_r (choice)")
     smoothing_sigma: float = Field(1.0, ge=0, description="Gaussian sigma on the merged patch grid, in cells (choice)")
     mask_threshold: float = Field(0.5, ge=0, le=1, description="binary mask = map >= this (choice)")
+    map_scaling: Literal["min_max", "score_gated"] = Field(
+        "min_max",
+        description="min_max: each map stretched to [0, 1] (METHOD's post-processing); score_gated (ours): "
+                    "the stretched map times the image score, so a part scored normal shows no hot spot",
+    )
     use_entropy_filter: bool = Field(True, description="keep tokens with S_I <= tau_1")
     use_relevance_filter: bool = Field(True, description="keep tokens with S_T >= tau_r")
 
