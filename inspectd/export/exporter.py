@@ -25,7 +25,7 @@ import torch
 from transformers import BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
 
 from inspectd.bundle.files import MANIFEST_NAME, read_manifest, replace_model_card
-from inspectd.bundle.manifest import BundleManifest, PromptSpec
+from inspectd.bundle.manifest import BundleManifest, PromptSpec, ScoreSpec
 from inspectd.bundle.quanto import SCHEMES as QUANTO_SCHEMES
 from inspectd.bundle.quanto import quantize_language_model
 from inspectd.bundle.save import save_bundle
@@ -48,6 +48,7 @@ class ExportRequest:
     base_model_name: str | None = None
     prompt: PromptSpec | None = None
     real: RealParams | None = None
+    score: ScoreSpec | None = None
     image_size: tuple[int, int] | None = None
     max_new_tokens: int | None = None
     threshold: float | None = None
@@ -137,6 +138,7 @@ def export_bundle(request: ExportRequest) -> ExportResult:
             max_new_tokens=request.max_new_tokens or defaults.max_new_tokens,
             threshold=request.threshold if request.threshold is not None else defaults.threshold,
             real=request.real or defaults.real,
+            score=request.score or defaults.score,
         )
         # Saved before any forward pass (the CPU repacking trap).
         save_bundle(model, processor, request.out, manifest, model_card(request, manifest, None))
@@ -217,6 +219,7 @@ def model_card(request: ExportRequest, manifest: BundleManifest, calibration, dr
         f"- Prompt: {manifest.prompt.user_text()!r}",
         f"- Image size: {manifest.image_size or 'processor default (aspect kept)'}; max new tokens {manifest.max_new_tokens}",
         f"- ReAL: {json.dumps(manifest.real.model_dump(mode='json'))}",
+        f"- Score: {json.dumps(manifest.score.model_dump(mode='json'))}",
     ]
     if calibration is not None:
         lines.append(

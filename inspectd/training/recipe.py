@@ -27,15 +27,17 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from inspectd.config import validated_yaml
+from inspectd.bundle.manifest import ScoreSpec
 from inspectd.errors import InspectdError
 from inspectd.model.tiny import TinySpec
 from inspectd.real.params import RealParams
 from inspectd.training.cgro import CgroSettings
+from inspectd.training.line_data import LabelledFolderData
 from inspectd.training.sft import WarmupSettings
 
 log = logging.getLogger("inspectd.recipe")
@@ -50,6 +52,7 @@ class _Section(BaseModel):
 class SyntheticSplits(_Section):
     """Seed ranges of the synthetic generator; they never overlap."""
 
+    kind: Literal["synthetic"] = "synthetic"
     image_size: int = Field(168, ge=28)
     sft_seed_offset: int = 1_000_000
     grpo_seed_offset: int = 2_000_000
@@ -60,16 +63,29 @@ class SyntheticSplits(_Section):
     test_images: int = Field(300, ge=2)
 
 
+def _data_kind(value) -> str:
+    return (value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)) or "synthetic"
+
+
+RecipeData = Annotated[
+    Annotated[SyntheticSplits, Tag("synthetic")] | Annotated[LabelledFolderData, Tag("labelled_folder")],
+    Discriminator(_data_kind),
+]
+
+
 class RecipeConfig(_Section):
     name: str
     output: Path = Field(description="where the finished bundle is published")
     work_dir: Path
     threads: int = Field(2, ge=1)
-    model: TinySpec = Field(TinySpec(), description="dimensions of the small Qwen2.5-VL")
-    data: SyntheticSplits = SyntheticSplits()
+    init: Path | None = Field(None, description="bundle whose weights and tokenizer the warm-up starts from; "
+                                                "null = build a fresh small model from `model`")
+    model: TinySpec = Field(TinySpec(), description="dimensions of the small Qwen2.5-VL (when not `init`)")
+    data: RecipeData = SyntheticSplits()
     sft: WarmupSettings = WarmupSettings()
     grpo: CgroSettings = CgroSettings()
     real: RealParams = RealParams()
+    score: ScoreSpec = Field(ScoreSpec(), description="how the bundle scores an image (see ScoreSpec)")
     max_new_tokens: int = Field(48, ge=8)
     quantization: Literal["nf4", "quanto-int8", "quanto-int4", "bfloat16", "float32"] = "nf4"
     zero_shot: list[Path] = Field(default_factory=list, description="MVTec-layout datasets evaluated, never trained on")
@@ -79,10 +95,16 @@ def load_recipe(path: Path) -> RecipeConfig:
     config = validated_yaml(Path(path), RecipeConfig, "recipe")
     base = Path(path).resolve().parent
     resolve = lambda p: p if p.is_absolute() else (base / p).resolve()  # noqa: E731
-    return config.model_copy(update={
-        "output": resolve(config.output), "work_dir": resolve(config.work_dir),
-        "zero_shot": [resolve(p) for p in config.zero_shot],
-    })
+    update = {"output": resolve(config.output), "work_dir": resolve(config.work_dir),
+              "zero_shot": [resolve(p) for p in config.zero_shot],
+              "init": None if config.init is None else resolve(config.init)}
+    if isinstance(config.data, LabelledFolderData):
+        update["data"] = config.data.model_copy(update={"path": resolve(config.data.path)})
+    return config.model_copy(update=update)
+
+
+def _from_folder(config: RecipeConfig) -> bool:
+    return isinstance(config.data, LabelledFolderData)
 
 
 class _Stage:
@@ -104,56 +126,89 @@ class _Stage:
         self.record_path.write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
 
 
-def _spec(config: RecipeConfig) -> TinySpec:
-    """The recipe's model spec; its tokenizer learns every word the warm-up texts use."""
+def _corpus(config: RecipeConfig) -> list[str]:
+    """Every reasoning text the warm-up can teach."""
+    if _from_folder(config):
+        from inspectd.training.line_data import reasoning_corpus, split_folder
+
+        kinds = sorted({i.defect for i in split_folder(config.data).train if i.defect})
+        return reasoning_corpus(config.data, kinds)
     from inspectd.data.synthetic import description_corpus
 
-    return dataclasses.replace(config.model, extra_corpus=tuple(description_corpus()) * 20)
+    return description_corpus()
+
+
+def _spec(config: RecipeConfig) -> TinySpec:
+    """The recipe's model spec; its tokenizer learns every word the warm-up texts use."""
+    return dataclasses.replace(config.model, extra_corpus=tuple(_corpus(config)) * 20)
+
+
+def _initial_model(config: RecipeConfig):
+    """A float32 model to warm up: a fresh small one, or the weights of ``init`` (4-bit dequantized)."""
+    if config.init is None:
+        from inspectd.model.tiny import build_tiny_model
+
+        return build_tiny_model(_spec(config))
+    from inspectd.bundle.load import load_bundle
+    from inspectd.training.float_copy import float32_copy
+
+    bundle = load_bundle(config.init, "cpu")
+    return float32_copy(bundle.model), bundle.processor
 
 
 def _manifest(config: RecipeConfig, stage: str):
     from inspectd.bundle.manifest import BundleManifest
 
+    start = "trained from scratch" if config.init is None else f"started from {config.init.name}"
     return BundleManifest(
         name=config.name,
-        base_model=f"inspectd small Qwen2.5-VL trained from scratch by the {config.name} recipe ({stage})",
+        base_model=f"inspectd small Qwen2.5-VL {start} by the {config.name} recipe ({stage})",
         max_new_tokens=config.max_new_tokens,
         image_size=(config.data.image_size, config.data.image_size),
         real=config.real,
+        score=config.score,
     )
 
 
 def _check_reply_fits(config: RecipeConfig, tokenizer) -> None:
     """A reply cut short does not parse: refuse a budget below the longest warm-up reply."""
-    from inspectd.data.synthetic import description_corpus
     from inspectd.training.sft import reply_text
 
     longest = max(len(tokenizer.encode(reply_text(text, True), add_special_tokens=False))
-                  for text in description_corpus()) + 1  # + end of turn
+                  for text in _corpus(config)) + 1  # + end of turn
     for field, budget in (("max_new_tokens", config.max_new_tokens),
                           ("grpo.max_completion_length", config.grpo.max_completion_length)):
         if budget < longest:
             raise InspectdError(f"{field} is {budget}, but the longest warm-up reply takes {longest} tokens")
 
 
+def _warmup_examples(config: RecipeConfig):
+    if _from_folder(config):
+        from inspectd.training.line_data import split_folder, warmup_examples
+
+        return warmup_examples(config.data, split_folder(config.data), config.sft.seed)
+    from inspectd.data.synthetic import make_sample
+    from inspectd.training.sft import ReplyExample, reasoning_reply
+
+    def example(i: int) -> ReplyExample:
+        sample = make_sample(config.data.sft_seed_offset + i, config.data.image_size)
+        return ReplyExample(sample.image, reasoning_reply(sample))
+
+    return example
+
+
 def run_sft(config: RecipeConfig, stage: _Stage) -> None:
     from inspectd.bundle.save import save_bundle
-    from inspectd.data.synthetic import make_sample
-    from inspectd.model.tiny import build_tiny_model
-    from inspectd.training.sft import ReplyExample, reasoning_reply, supervised_warmup
+    from inspectd.training.sft import supervised_warmup
 
-    spec = _spec(config)
-    model, processor = build_tiny_model(spec)
+    model, processor = _initial_model(config)
     _check_reply_fits(config, processor.tokenizer)
     parameters = sum(p.numel() for p in model.parameters())
     log.info("sft: %s, %.2fM parameters, %d steps of %d", config.name, parameters / 1e6,
              config.sft.steps, config.sft.batch_size)
     manifest = _manifest(config, "supervised warm-up")
     started = time.perf_counter()
-
-    def example(i: int) -> ReplyExample:
-        sample = make_sample(config.data.sft_seed_offset + i, config.data.image_size)
-        return ReplyExample(sample.image, reasoning_reply(sample))
+    example = _warmup_examples(config)
 
     def progress(step: int, loss: float) -> None:
         if step % 50 == 0 or step == config.sft.steps - 1:
@@ -175,8 +230,14 @@ def run_grpo(config: RecipeConfig, stage: _Stage) -> None:
     warmed = load_bundle(_Stage(config, "sft").dir / "model", "cpu")
     manifest = warmed.manifest
     splits = config.data
-    samples = (make_sample(splits.grpo_seed_offset + i, splits.image_size) for i in range(splits.grpo_images))
-    rows = grpo_rows([(s.image, s.anomalous) for s in samples], manifest.prompt)  # labels only, no masks or texts
+    if _from_folder(config):
+        from inspectd.training.line_data import cgro_images, split_folder
+
+        labelled = cgro_images(splits, split_folder(splits))
+    else:
+        samples = (make_sample(splits.grpo_seed_offset + i, splits.image_size) for i in range(splits.grpo_images))
+        labelled = [(s.image, s.anomalous) for s in samples]
+    rows = grpo_rows(labelled, manifest.prompt)  # labels only, no masks or texts
     checkpoints = stage.dir / "checkpoints"
     trainer, _ = build_trainer(warmed.model, warmed.processor, rows, config.grpo, manifest.prompt, config.real,
                                checkpoints, seed=config.sft.seed)
@@ -210,8 +271,13 @@ def run_export(config: RecipeConfig, stage: _Stage) -> None:
     from inspectd.export.exporter import ExportRequest, export_bundle
 
     splits = config.data
-    validation = _write_split(stage.dir / "validation", splits.validation_seed_offset, splits.validation_images,
-                              splits.image_size)
+    if _from_folder(config):
+        from inspectd.training.line_data import split_folder, write_validation_folder
+
+        validation = write_validation_folder(split_folder(splits), stage.dir / "validation")
+    else:
+        validation = _write_split(stage.dir / "validation", splits.validation_seed_offset,
+                                  splits.validation_images, splits.image_size)
     sft, grpo = _Stage(config, "sft"), _Stage(config, "grpo")
     facts = {}
     for variant, adapter in (("warmup", None), ("cgro", grpo.dir / "adapter")):
@@ -219,7 +285,7 @@ def run_export(config: RecipeConfig, stage: _Stage) -> None:
         exported = export_bundle(ExportRequest(
             base=sft.dir / "model", adapter=adapter, out=stage.dir / variant,
             name=config.name if variant == "cgro" else f"{config.name}-warmup-only",
-            quantization=config.quantization, real=config.real, calibration=validation,
+            quantization=config.quantization, real=config.real, score=config.score, calibration=validation,
         ))
         facts[variant] = {"threshold": exported.manifest.threshold, "drift": exported.drift,
                           "seconds": time.perf_counter() - started}
@@ -233,8 +299,15 @@ def run_eval(config: RecipeConfig, stage: _Stage) -> None:
     from inspectd.inspection.inspector import Inspector, InspectorOptions
 
     splits = config.data
-    test = _write_split(stage.dir / "synthetic-test", splits.test_seed_offset, splits.test_images, splits.image_size)
-    suites = {"synthetic": [read_mvtec(test, name="synthetic-test")]}
+    if _from_folder(config):
+        from inspectd.training.line_data import split_folder, write_drawn_validation
+
+        drawn = write_drawn_validation(splits, split_folder(splits), stage.dir / "drawn-validation", config.sft.seed)
+        suites = {"drawn_validation": [read_mvtec(drawn, name="drawn-validation")]}
+    else:
+        test = _write_split(stage.dir / "synthetic-test", splits.test_seed_offset, splits.test_images,
+                            splits.image_size)
+        suites = {"synthetic": [read_mvtec(test, name="synthetic-test")]}
     missing = [str(p) for p in config.zero_shot if not p.is_dir()]
     suites["zero_shot"] = [read_mvtec(p) for p in config.zero_shot if p.is_dir()]
     reports = {}

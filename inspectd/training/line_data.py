@@ -1,0 +1,188 @@
+"""Training data from a plant's own labelled folder (``good/`` + one folder per defect kind).
+
+Image-level labels only. The folder is split once, stratified by kind and
+seeded, into a training part and a validation part that calibrates the
+threshold and judges ReAL. What each stage sees:
+
+- warm-up: a mixture of (a) good training images, replied "clean"; (b) good
+  training images with a defect *drawn* on them (``drawn_defects``), replied
+  with the kind and the place, which is known because we drew it; (c) real
+  defective training images, replied with the kind from the folder name and no
+  place (there is no pixel label to say where);
+- CGRO: the real training images with their image-level labels;
+- validation: the held-out real images (labels only, for the threshold) and
+  the held-out good images with drawn defects (exact masks, to judge maps
+  without any human pixel label).
+
+Training code: the daemon never imports it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from inspectd.data.drawn_defects import DRAWN_KINDS, augment, defect_noun, draw_defect
+from inspectd.data.layouts import GOOD, LabelledImage, read_labelled_folder
+from inspectd.training.sft import ReplyExample, reply_text
+
+
+class LabelledFolderData(BaseModel):
+    """The ``data:`` section of a recipe that learns a plant's line from its OK/NG folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["labelled_folder"]
+    path: Path = Field(description="good/ + one folder per defect kind; image-level labels only")
+    image_size: int = Field(168, ge=28, description="square input in px (a multiple of 28)")
+    surface: str = Field("part", min_length=1, description="what the replies call the inspected surface")
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    split_seed: int = 0
+    clean_share: float = Field(0.5, ge=0, le=1, description="warm-up share of good images")
+    drawn_share: float = Field(0.35, ge=0, le=1, description="warm-up share of good images with a drawn defect")
+    # the rest of the warm-up are the real defective images
+    drawn_validation_images: int = Field(200, ge=2, description="held-out good images with drawn defects")
+
+    @model_validator(mode="after")
+    def _check(self) -> LabelledFolderData:
+        if self.clean_share + self.drawn_share > 1 + 1e-9:
+            raise ValueError("clean_share + drawn_share must be at most 1")
+        if self.image_size % 28:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of 28 (14 px patches merged 2x2)")
+        return self
+
+
+@dataclass(frozen=True)
+class LineSplit:
+    train: tuple[LabelledImage, ...]
+    validation: tuple[LabelledImage, ...]
+
+    def facts(self) -> dict:
+        count = lambda images, anomalous: sum(i.anomalous == anomalous for i in images)  # noqa: E731
+        return {"train_good": count(self.train, False), "train_defective": count(self.train, True),
+                "validation_good": count(self.validation, False),
+                "validation_defective": count(self.validation, True)}
+
+
+def split_folder(data: LabelledFolderData) -> LineSplit:
+    """Stratified by folder (each defect kind and good), deterministic for a seed."""
+    dataset = read_labelled_folder(data.path)
+    by_kind: dict[str, list[LabelledImage]] = {}
+    for image in dataset.images:
+        by_kind.setdefault(image.defect or GOOD, []).append(image)
+    train, validation = [], []
+    rng = random.Random(data.split_seed)
+    for kind in sorted(by_kind):
+        images = sorted(by_kind[kind], key=lambda i: i.path.name)
+        rng.shuffle(images)
+        held = max(1, round(len(images) * data.validation_fraction))
+        validation += images[:held]
+        train += images[held:]
+    return LineSplit(tuple(train), tuple(validation))
+
+
+def clean_reasoning(surface: str) -> str:
+    return f"the {surface} surface is clean and uniform with no visible defect"
+
+
+def located_reasoning(kind: str, location: str, surface: str) -> str:
+    return f"there is a {defect_noun(kind)} near the {location} of the {surface} surface"
+
+
+def unlocated_reasoning(kind: str, surface: str) -> str:
+    return f"there is a {defect_noun(kind)} on the {surface} surface"
+
+
+def reasoning_corpus(data: LabelledFolderData, kinds: list[str]) -> list[str]:
+    """Every reasoning the warm-up can teach (for the reply-length check)."""
+    from inspectd.data.synthetic import _COLUMNS, _ROWS, _location_name
+
+    places = [_location_name(r, c) for r in _ROWS for c in _COLUMNS]
+    return ([clean_reasoning(data.surface)]
+            + [located_reasoning(k, p, data.surface) for k in DRAWN_KINDS for p in places]
+            + [unlocated_reasoning(k, data.surface) for k in kinds])
+
+
+class ImageCache:
+    """Training images decoded and resized once (the folder fits in memory at model size)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._images: dict[Path, Image.Image] = {}
+
+    def __call__(self, path: Path) -> Image.Image:
+        if path not in self._images:
+            with Image.open(path) as image:
+                self._images[path] = image.convert("L").resize((self.size, self.size), Image.Resampling.BICUBIC)
+        return self._images[path]
+
+
+def warmup_examples(data: LabelledFolderData, split: LineSplit, seed: int):
+    """``example(i)``: the i-th warm-up example, a pure function of (seed, i)."""
+    load = ImageCache(data.image_size)
+    good = [i.path for i in split.train if not i.anomalous]
+    defective = [i for i in split.train if i.anomalous]
+
+    def example(index: int) -> ReplyExample:
+        rng = np.random.default_rng([seed, index])
+        draw = rng.random()
+        if draw < data.clean_share or (not defective and draw >= data.clean_share + data.drawn_share):
+            image = augment(load(good[int(rng.integers(len(good)))]), rng)
+            return ReplyExample(image.convert("RGB"), reply_text(clean_reasoning(data.surface), False))
+        if draw < data.clean_share + data.drawn_share:
+            drawn = draw_defect(augment(load(good[int(rng.integers(len(good)))]), rng), rng)
+            text = located_reasoning(drawn.kind, drawn.location, data.surface)
+            return ReplyExample(drawn.image.convert("RGB"), reply_text(text, True))
+        real = defective[int(rng.integers(len(defective)))]
+        image = augment(load(real.path), rng)
+        return ReplyExample(image.convert("RGB"), reply_text(unlocated_reasoning(real.defect or "defect",
+                                                                                 data.surface), True))
+
+    return example
+
+
+def cgro_images(data: LabelledFolderData, split: LineSplit) -> list[tuple[Image.Image, bool]]:
+    """The real training images with their image-level labels, at model size."""
+    load = ImageCache(data.image_size)
+    return [(load(image.path).convert("RGB"), image.anomalous) for image in split.train]
+
+
+def write_validation_folder(split: LineSplit, folder: Path) -> Path:
+    """The held-out real images as a labelled folder (for threshold calibration)."""
+    for image in split.validation:
+        target = folder / (image.defect or GOOD) / image.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(image.path.read_bytes())
+    return folder
+
+
+def write_drawn_validation(data: LabelledFolderData, split: LineSplit, folder: Path, seed: int) -> Path:
+    """Held-out good images, half clean, half with a drawn defect and its exact mask (MVTec layout).
+
+    Maps are judged here: no human pixel label exists, but a drawn defect's
+    mask is exact.
+    """
+    good = sorted((i.path for i in split.validation if not i.anomalous), key=lambda p: p.name)
+    load = ImageCache(data.image_size)
+    category = folder / "drawn"
+    for index in range(data.drawn_validation_images):
+        rng = np.random.default_rng([seed, index])
+        image = load(good[index % len(good)])
+        name = f"{index:05d}.png"
+        if index % 2 == 0:
+            (category / "test" / GOOD).mkdir(parents=True, exist_ok=True)
+            image.save(category / "test" / GOOD / name)
+            continue
+        drawn = draw_defect(image, rng)
+        for sub in ("test", "ground_truth"):
+            (category / sub / drawn.kind).mkdir(parents=True, exist_ok=True)
+        drawn.image.save(category / "test" / drawn.kind / name)
+        Image.fromarray(drawn.mask.astype(np.uint8) * 255, mode="L").save(
+            category / "ground_truth" / drawn.kind / f"{index:05d}_mask.png")
+    return folder
