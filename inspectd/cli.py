@@ -146,6 +146,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(settings)
 
 
+def _at_least_two(text: str) -> int:
+    """``--limit``: AUROC needs a normal and an anomalous image, so fewer than 2 is refused up front."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value} is too few: at least 2 images (one normal, one anomalous)")
+    return value
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from inspectd.bundle.load import load_bundle
     from inspectd.config import load_settings
@@ -171,7 +182,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         log.info("%s/%s: %d images in %.0f s, image AUROC %.3f, pixel AUROC %.3f",
                  report.dataset, report.category, report.images, report.seconds, m["image_auroc"], m["pixel_auroc"])
 
-    report = evaluate(inspector, datasets, bins=args.bins, limit=args.limit, progress=progress)
+    report = evaluate(inspector, datasets, bins=args.bins, limit=args.limit, progress=progress,
+                      by_defect=args.by_defect)
     print(format_table(report))
     if args.out:
         Path(args.out).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
@@ -249,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--bundle", help="model bundle folder (overrides model.bundle)")
     evaluation.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     evaluation.add_argument("--bins", type=int, default=65536, help="pixel-score bins (exact for scores on the grid)")
-    evaluation.add_argument("--limit", type=int, help="at most this many images per category (half normal)")
+    evaluation.add_argument("--limit", type=_at_least_two, help="at most this many images per category (half normal)")
+    evaluation.add_argument("--by-defect", action="store_true",
+                            help="also a row per defect kind (its images and all good ones of the category)")
     evaluation.add_argument("--out", help="write the report as JSON here")
     evaluation.set_defaults(handler=cmd_eval)
 

@@ -82,15 +82,30 @@ def test_eval_command_reports_tables_and_json(format_bundle, tmp_path):
     out = tmp_path / "report.json"
     done = subprocess.run(
         [sys.executable, "-m", "inspectd.cli", "eval", str(tmp_path / "synth"), "--bundle", str(format_bundle),
-         "--device", "cpu", "--out", str(out)],
+         "--device", "cpu", "--out", str(out), "--by-defect"],
         capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert done.returncode == 0, done.stderr
     assert "synth/tiles" in done.stdout and "synth/plates" in done.stdout and "macro average" in done.stdout
     report = json.loads(out.read_text())
-    assert [c["category"] for c in report["categories"]] == ["plates", "tiles"]
+    plain = [c for c in report["categories"] if "/" not in c["category"]]
+    assert [c["category"] for c in plain] == ["plates", "tiles"]
+    # --by-defect: one row per defect kind, each with all the category's good images, outside the averages.
+    tiles = next(c for c in plain if c["category"] == "tiles")
+    kinds = [c for c in report["categories"] if c["category"].startswith("tiles/")]
+    good = tiles["images"] - tiles["anomalous"]
+    assert kinds and sum(c["anomalous"] for c in kinds) == tiles["anomalous"]
+    assert all(c["images"] - c["anomalous"] == good for c in kinds)
+    mean = sum(c["metrics"]["image_auroc"] for c in plain) / 2
+    assert report["datasets"]["synth"]["image_auroc"] == pytest.approx(mean)
     for category in report["categories"]:
         for metric in ("image_auroc", "image_aupr", "image_acc", "pixel_auroc", "pixel_aupr", "pixel_acc",
                        "pixel_auroc_all_tokens"):
             assert 0.0 <= category["metrics"][metric] <= 1.0, (metric, category)
     assert set(report["overall"]) >= {"image_auroc", "pixel_auroc", "pixel_auroc_all_tokens"}
+
+
+def test_eval_refuses_a_limit_below_two_naming_it(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "inspectd.cli", "eval", str(tmp_path), "--limit", "0"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 2 and "--limit: 0 is too few" in done.stderr and "Traceback" not in done.stderr

@@ -79,16 +79,30 @@ def _macro(reports: list[dict[str, float]]) -> dict[str, float]:
 
 
 def evaluate_category(
-    inspector: Inspector, dataset: str, category: str, images: list[LabelledImage], bins: int
-) -> CategoryReport:
+    inspector: Inspector, dataset: str, category: str, images: list[LabelledImage], bins: int,
+    by_defect: bool = False,
+) -> list[CategoryReport]:
+    """The category's report; with ``by_defect`` also one per defect kind (its images + all good ones)."""
     started = time.perf_counter()
-    report = CategoryReport(dataset, category, len(images), sum(i.anomalous for i in images))
     results: list[InspectionResult] = inspector.inspect_files([i.path for i in images])
+    seconds = time.perf_counter() - started
+    pairs = list(zip(images, results))
+    reports = [_report(inspector, dataset, category, pairs, bins, seconds)]
+    if by_defect:
+        good = [(i, r) for i, r in pairs if not i.anomalous]
+        for defect in sorted({i.defect for i in images if i.anomalous}):
+            subset = good + [(i, r) for i, r in pairs if i.defect == defect]
+            reports.append(_report(inspector, dataset, f"{category}/{defect}", subset, bins, 0.0))
+    return reports
+
+
+def _report(inspector: Inspector, dataset: str, category: str, pairs, bins: int, seconds: float) -> CategoryReport:
+    report = CategoryReport(dataset, category, len(pairs), sum(i.anomalous for i, _ in pairs), seconds=seconds)
     mask_threshold = inspector.real.mask_threshold
     real_curve = BinnedCurve(bins, mask_threshold)
     all_curve = BinnedCurve(bins, mask_threshold)
     labels, scores, predictions = [], [], []
-    for image, result in zip(images, results):
+    for image, result in pairs:
         labels.append(image.anomalous)
         if result.verdict is Verdict.FAILED or result.score is None:
             report.failed += result.verdict is Verdict.FAILED
@@ -125,12 +139,12 @@ def evaluate_category(
         "pixel_aupr_all_tokens": all_aupr,
     }
     report.pixel_tie_error = max(real_curve.max_tie_error(), all_curve.max_tie_error())
-    report.seconds = time.perf_counter() - started
     return report
 
 
 def evaluate(inspector: Inspector, datasets: list[Dataset], bins: int = 65536, limit: int | None = None,
-             progress=None) -> EvalReport:
+             progress=None, by_defect: bool = False) -> EvalReport:
+    """Per category (and per defect kind with ``by_defect``; those rows stay out of the averages)."""
     categories = []
     for dataset in datasets:
         for category in dataset.categories():
@@ -139,13 +153,14 @@ def evaluate(inspector: Inspector, datasets: list[Dataset], bins: int = 65536, l
                 normal = [i for i in images if not i.anomalous][: limit // 2]
                 anomalous = [i for i in images if i.anomalous][: limit - len(normal)]
                 images = normal + anomalous
-            report = evaluate_category(inspector, dataset.name, category, images, bins)
-            categories.append(report)
+            reports = evaluate_category(inspector, dataset.name, category, images, bins, by_defect)
+            categories += reports
             if progress is not None:
-                progress(report)
+                for report in reports:
+                    progress(report)
     per_dataset = {
-        name: _macro([c.metrics for c in categories if c.dataset == name]) for name in dict.fromkeys(
-            c.dataset for c in categories)
+        name: _macro([c.metrics for c in categories if c.dataset == name and "/" not in c.category])
+        for name in dict.fromkeys(c.dataset for c in categories)
     }
     bundle = inspector.model.bundle
     return EvalReport(bundle.manifest.name, bundle.digest, categories, per_dataset, _macro(list(per_dataset.values())))
