@@ -34,6 +34,9 @@ def test_nf4_export_reloads_with_the_exported_models_outputs(format_bundle, tmp_
     import bitsandbytes
 
     assert isinstance(bundle.model.model.language_model.layers[0].self_attn.q_proj, bitsandbytes.nn.Linear4bit)
+    # The frozen vision tower and the output head stay in the compute dtype.
+    four_bit = [name for name, module in bundle.model.named_modules() if isinstance(module, bitsandbytes.nn.Linear4bit)]
+    assert four_bit and not any("visual" in name or "lm_head" in name for name in four_bit)
     # Close to the full-precision model it came from (NF4 error, not a broken checkpoint).
     full = load_bundle(format_bundle, "cpu")
     inputs = _probe_inputs(full.processor)

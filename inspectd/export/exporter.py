@@ -36,6 +36,10 @@ from inspectd.real.params import RealParams
 log = logging.getLogger("inspectd.export")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# transformers 5 matches skip patterns from the start of the full module name (or as a suffix): "visual"
+# alone never matched "model.visual.blocks.0...", so NF4 bundles had a 4-bit vision tower. The vision
+# encoder stays in the compute dtype (it is frozen in CGRO and small next to the language model).
+NF4_SKIPPED_MODULES = ("model.visual", "visual", "lm_head")
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ def export_bundle(request: ExportRequest) -> ExportResult:
                 merged_dir,
                 quantization_config=BitsAndBytesConfig(
                     load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
-                    llm_int8_skip_modules=["visual", "lm_head"],
+                    llm_int8_skip_modules=list(NF4_SKIPPED_MODULES),
                 ),
                 dtype=compute,
                 device_map=request.device,

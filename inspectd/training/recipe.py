@@ -317,7 +317,7 @@ def run_eval(config: RecipeConfig, stage: _Stage) -> None:
         for suite, datasets in suites.items():
             if not datasets:
                 continue
-            report = evaluate(inspector, datasets, progress=lambda r: log.info(
+            report = evaluate(inspector, datasets, by_defect=True, progress=lambda r: log.info(
                 "eval %s/%s: image AUROC %.3f, pixel AUROC %.3f (%d images, %.0f s)", r.dataset, r.category,
                 r.metrics["image_auroc"], r.metrics["pixel_auroc"], r.images, r.seconds))
             name = f"{variant}-{suite}"

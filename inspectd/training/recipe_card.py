@@ -17,24 +17,129 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def _summary_rows(overall: dict[str, dict[str, float]]) -> list[str]:
+_SUITES = {
+    "synthetic": "synthetic (unseen seeds)",
+    "zero_shot": "real, zero-shot",
+    "drawn_validation": "held-out good images + drawn defects",
+    "dev": "real dev subset (never trained or tuned on)",
+}
+
+
+def _summary_rows(overall: dict[str, dict[str, float]], suites: dict[str, str]) -> list[str]:
     rows = ["| model | test set | img AUROC | img AUPR | img ACC | px AUROC (ReAL) | px AUPR (ReAL) "
             "| px AUROC (all tokens) | px AUPR (all tokens) |",
             "|---|---|---|---|---|---|---|---|---|"]
     labels = {"warmup": "warm-up only", "cgro": "warm-up + CGRO (shipped)"}
-    suites = {"synthetic": "synthetic (unseen seeds)", "zero_shot": "real, zero-shot"}
     for name, m in overall.items():
         variant, suite = name.split("-", 1)
-        rows.append(f"| {labels[variant]} | {suites[suite]} | {_pct(m.get('image_auroc'))} | "
+        rows.append(f"| {labels[variant]} | {suites.get(suite, suite)} | {_pct(m.get('image_auroc'))} | "
                     f"{_pct(m.get('image_aupr'))} | {_pct(m.get('image_acc'))} | {_pct(m.get('pixel_auroc'))} | "
                     f"{_pct(m.get('pixel_aupr'))} | {_pct(m.get('pixel_auroc_all_tokens'))} | "
                     f"{_pct(m.get('pixel_aupr_all_tokens'))} |")
     return rows
 
 
+def _architecture(model_dir) -> list[str]:
+    """From the trained model's own config.json (an ``init`` bundle fixes the shape, not the recipe)."""
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    text, vision = config["text_config"], config["vision_config"]
+    return [
+        f"- Text: {text['num_hidden_layers']} layers, hidden {text['hidden_size']}, {text['num_attention_heads']} "
+        f"heads / {text['num_key_value_heads']} KV heads, MLP {text['intermediate_size']}, vocabulary "
+        f"{text['vocab_size']} (byte-level BPE trained by inspectd).",
+        f"- Vision: {vision['depth']} blocks, hidden {vision['hidden_size']}, {vision['num_heads']} heads, full "
+        f"attention in block(s) {vision['fullatt_block_indexes']}, windowed elsewhere; patch "
+        f"{vision['patch_size']}, merge {vision['spatial_merge_size']}.",
+    ]
+
+
+def _synthetic_sections(config) -> dict[str, list[str]]:
+    splits = config.data
+    return {
+        "intro": [
+            "**What it is.** A small model of the real Qwen2.5-VL architecture, trained from scratch on a 2-core "
+            "CPU by inspectd's own pipeline: supervised warm-up on reasoning texts, then CGRO on image-level "
+            "labels only, then export. It is the default model so that the out-of-the-box run of inspectd shows "
+            "real verdicts, reasoning, ReAL maps and alerts, and it is what the end-to-end tests run on. It is "
+            "**not** a replacement for a CGRO-tuned Qwen2.5-VL-7B: it has only seen synthetic textures, its "
+            "vocabulary is a few hundred inspection words, and its figures on real images (below) are what to "
+            "expect from it on a real line."],
+        "data": [
+            "Synthetic only (`inspectd.data.synthetic`): procedural textures (brushed, granular, woven, rings, "
+            "cloudy) with, on half the images, one drawn scratch, spot, crack, hole or stain of varied size, "
+            "contrast and place, and its exact mask. Seed ranges never overlap:",
+            f"- warm-up: {config.sft.steps * config.sft.batch_size} images from seed {splits.sft_seed_offset}, "
+            "each with a reply `<think>there is a <kind> near the <place> of the <texture> surface</think>"
+            "<answer>yes</answer>` (place = the mask centroid on a 3x3 grid) or the clean-surface text and `no`;",
+            f"- CGRO: {splits.grpo_images} images from seed {splits.grpo_seed_offset}, image-level labels only;",
+            f"- threshold calibration: {splits.validation_images} images from seed {splits.validation_seed_offset};",
+            f"- test: {splits.test_images} images from seed {splits.test_seed_offset} (never trained on)."],
+        "evaluation": [
+            "Real = the magnetic-tile subset in `shared/datasets`, never trained on, images resized to the "
+            "model's input size."],
+        "limits": [
+            "- Trained on five procedural textures; expect poor verdicts on real parts (see the zero-shot row).",
+            "- Replies use a small vocabulary; locations are coarse (3x3 grid).",
+            f"- {splits.image_size} px input: defects smaller than a 28 px cell are hard for it to localize."],
+    }
+
+
+def _folder_sections(config) -> dict[str, list[str]]:
+    from inspectd.data.drawn_defects import DRAWN_KINDS
+    from inspectd.training.line_data import split_folder
+
+    data = config.data
+    facts = split_folder(data).facts()
+    rest = 1 - data.clean_share - data.drawn_share
+    return {
+        "intro": [
+            f"**What it is.** A small model of the real Qwen2.5-VL architecture that learnt one production line "
+            f"from its operators' OK/NG photos (`{data.path.name}`): image-level labels only, no pixel label "
+            f"anywhere. It starts from `{config.init.name if config.init else 'a fresh small model'}`, is warmed "
+            "up on the line's good images with defects drawn onto them (their masks teach where) and on the real "
+            "defective images (their folder names teach what), then tuned with CGRO on the real images' labels. "
+            "It shows what the method gives on a real line at this model size on a 2-core CPU; a CGRO-tuned "
+            "Qwen2.5-VL-7B on a GPU box is the production path."],
+        "data": [
+            f"`{data.path}` split once, stratified by folder (seed {data.split_seed}, "
+            f"{data.validation_fraction:.0%} held out): training {facts['train_good']} good + "
+            f"{facts['train_defective']} defective, validation {facts['validation_good']} good + "
+            f"{facts['validation_defective']} defective.",
+            f"- warm-up ({config.sft.steps * config.sft.batch_size} examples, augmented: flips, brightness, "
+            f"contrast): {data.clean_share:.0%} good images replied `the {data.surface} surface is clean and "
+            f"uniform with no visible defect` / `no`; {data.drawn_share:.0%} good images with one drawn defect "
+            f"({', '.join(DRAWN_KINDS)}) replied `there is a <kind> near the <place> of the {data.surface} "
+            f"surface` / `yes` (place = the drawn mask's centroid on a 3x3 grid); {rest:.0%} real defective "
+            f"images replied `there is a <folder name> on the {data.surface} surface` / `yes` (no place: none "
+            "is known);",
+            "- CGRO: the real training images with their image-level labels;",
+            "- threshold calibration: the held-out real images (labels only);",
+            f"- maps judged on: {data.drawn_validation_images} held-out good images, half with a drawn defect "
+            "(exact masks; no human pixel label is used anywhere).",
+            f"- Images are resized to {data.image_size}x{data.image_size} px "
+            f"({(data.image_size // 28) ** 2} image tokens) before the model."],
+        "evaluation": [
+            "Dev = the MVTec-layout subset named under zero-shot in the recipe: never trained on, and no choice "
+            "(steps, threshold, ReAL parameters, score method) was made by looking at it. Per defect kind, each "
+            "kind's images are scored against all good images."],
+        "limits": [
+            f"- {data.image_size} px input ({data.image_size // 28}x{data.image_size // 28} cells of 28 px): "
+            "small pores and thin cracks cover a fraction of a cell, so maps are coarse.",
+            "- Capacity: a few million parameters and a vocabulary of inspection words; the reasoning is a "
+            "template (kind and place), not free text.",
+            "- Data: about 170 real defective images for training; kinds unlike any drawn defect (large, "
+            "low-contrast shading) are learnt from labels alone, with no signal for where.",
+            f"- Score: `{config.score.method}` (see the bundle's `score`); the threshold was calibrated on "
+            f"{facts['validation_good'] + facts['validation_defective']} validation images, so expect it to move "
+            "on a larger hold-out."],
+    }
+
+
 def recipe_model_card(config, stages: dict) -> str:
     sft, grpo, export, evaluation = (stages[n].record() for n in ("sft", "grpo", "export", "eval"))
-    shape, splits = config.model, config.data
+    folder = getattr(config.data, "kind", "synthetic") == "labelled_folder"
+    sections = _folder_sections(config) if folder else _synthetic_sections(config)
+    suites = {**_SUITES, "zero_shot": _SUITES["dev"] if folder else _SUITES["zero_shot"]}
     tables = []
     for path in sorted(stages["eval"].dir.glob("*.txt")):
         tables += [f"`{path.stem}`", "", "```", path.read_text(encoding="utf-8").rstrip(), "```", ""]
@@ -42,41 +147,28 @@ def recipe_model_card(config, stages: dict) -> str:
     total = sft["seconds"] + grpo["seconds"] + sum(v["seconds"] for v in export.values())
     missing = evaluation.get("zero_shot_missing") or []
     sft_losses = sft["losses"]
+    size = config.data.image_size
     return "\n".join([
         f"# {config.name}",
         "",
-        "**What it is.** A small model of the real Qwen2.5-VL architecture "
-        f"({sft['parameters'] / 1e6:.1f}M parameters), trained from scratch on a 2-core CPU by inspectd's own "
-        "pipeline: supervised warm-up on reasoning texts, then CGRO on image-level labels only, then export. "
-        "It is the default model so that the out-of-the-box run of inspectd shows real verdicts, reasoning, "
-        "ReAL maps and alerts, and it is what the end-to-end tests run on. It is **not** a replacement for a "
-        "CGRO-tuned Qwen2.5-VL-7B: it has only seen synthetic textures, its vocabulary is a few hundred "
-        "inspection words, and its figures on real images (below) are what to expect from it on a real line.",
+        *sections["intro"],
         "",
         "## Architecture",
         "",
-        f"- Text: {shape.text_layers} layers, hidden {shape.text_hidden}, {shape.text_heads} heads / "
-        f"{shape.text_kv_heads} KV heads, MLP {shape.text_intermediate}; byte-level BPE vocabulary trained here.",
-        f"- Vision: {shape.vision_depth} blocks, hidden {shape.vision_hidden}, {shape.vision_heads} heads, "
-        f"full attention in block(s) {list(shape.fullatt_blocks)}, windowed elsewhere; patch 14, merge 2.",
-        f"- Input {splits.image_size}x{splits.image_size} px -> {(splits.image_size // 28) ** 2} image tokens. "
-        f"Precision: {config.quantization} (see Export).",
+        f"- {sft['parameters'] / 1e6:.2f}M parameters"
+        + (f", started from the weights of `{config.init.name}`." if config.init else ", trained from scratch."),
+        *_architecture(stages["sft"].dir / "model"),
+        f"- Input {size}x{size} px -> {(size // 28) ** 2} image tokens. Precision: {config.quantization} "
+        "(see Export).",
         "",
         "## Data",
         "",
-        "Synthetic only (`inspectd.data.synthetic`): procedural textures (brushed, granular, woven, rings, "
-        "cloudy) with, on half the images, one drawn scratch, spot, crack, hole or stain of varied size, "
-        "contrast and place, and its exact mask. Seed ranges never overlap:",
-        f"- warm-up: {config.sft.steps * config.sft.batch_size} images from seed {splits.sft_seed_offset}, "
-        "each with a reply `<think>there is a <kind> near the <place> of the <texture> surface</think>"
-        "<answer>yes</answer>` (place = the mask centroid on a 3x3 grid) or the clean-surface text and `no`;",
-        f"- CGRO: {splits.grpo_images} images from seed {splits.grpo_seed_offset}, image-level labels only;",
-        f"- threshold calibration: {splits.validation_images} images from seed {splits.validation_seed_offset};",
-        f"- test: {splits.test_images} images from seed {splits.test_seed_offset} (never trained on).",
+        *sections["data"],
         "",
         "## Recipe and training time",
         "",
-        "`inspectd-train recipe models/recipes/tiny-cgro.yaml` (or `make model`), deterministic seeds.",
+        f"`inspectd-train recipe models/recipes/{config.name}.yaml`, deterministic seeds, "
+        f"{config.threads} torch thread(s).",
         f"- Warm-up: {config.sft.steps} steps of {config.sft.batch_size}, AdamW (betas 0.9/0.98, weight decay "
         f"{config.sft.weight_decay}), peak lr {config.sft.learning_rate}, {config.sft.warmup_steps} warm-up "
         f"steps then cosine, clip {config.sft.grad_clip}, vision encoder trained: {_minutes(sft['seconds'])}; "
@@ -99,27 +191,26 @@ def recipe_model_card(config, stages: dict) -> str:
         "",
         f"Precision {config.quantization}; the reload was checked against the exported model's logits; the "
         f"largest logit change against the float32 model on a probe image was {export['cgro']['drift']:.3g}. "
-        f"Threshold on P(yes): {export['cgro']['threshold']:.4f} (maximum balanced accuracy on the calibration "
-        f"set; the warm-up-only bundle: {export['warmup']['threshold']:.4f}). ReAL parameters: "
+        f"Threshold on the score: {export['cgro']['threshold']:.4f} (maximum balanced accuracy on the "
+        f"calibration set; the warm-up-only bundle: {export['warmup']['threshold']:.4f}). Score: "
+        f"`{json.dumps(config.score.model_dump(mode='json'))}`. ReAL parameters: "
         f"`{json.dumps(config.real.model_dump(mode='json'))}`.",
         "",
         "## Evaluation (`inspectd eval`, percentages)",
         "",
         "Warm-up only vs after CGRO (Tab. 6 ablation); pixel scores from the ReAL map vs the map of all "
-        "reasoning tokens (Tab. 7, first row vs last). Real = the magnetic-tile subset in `shared/datasets`, "
-        "never trained on, images resized to the model's input size.",
+        "reasoning tokens (Tab. 7, first row vs last).",
+        *sections["evaluation"],
         "",
-        *_summary_rows(evaluation["overall"]),
+        *_summary_rows(evaluation["overall"], suites),
         "",
         *(["Zero-shot datasets not found at recipe time (not evaluated): " + ", ".join(missing), ""]
           if missing else []),
-        "Per category:",
+        "Per category" + (" and defect kind:" if folder else ":"),
         "",
         *tables,
         "## Limits",
         "",
-        "- Trained on five procedural textures; expect poor verdicts on real parts (see the zero-shot row).",
-        "- Replies use a small vocabulary; locations are coarse (3x3 grid).",
-        f"- {splits.image_size} px input: defects smaller than a 28 px cell are hard for it to localize.",
+        *sections["limits"],
         "",
     ])
