@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= test
 BIN := $(VENV)/bin
 
-.PHONY: setup run test model clean
+.PHONY: setup run test model model-mt clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: setup
 # hour on 2 CPU cores. Stages resume; delete var/recipe/tiny-cgro to start over.
 model: setup
 	$(BIN)/inspectd-train recipe --config models/recipes/tiny-cgro.yaml
+
+# Learn the magnetic-tile line from its OK/NG folder (shared/datasets/magnetic_tile_train beside the
+# clone): models/magnetic-tile-cgro, about 1 hour on 2 CPU cores. Stages resume likewise.
+model-mt: setup
+	$(BIN)/inspectd-train recipe --config models/recipes/magnetic-tile-cgro.yaml
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

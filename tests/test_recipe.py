@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from inspectd.bundle.files import verify_bundle
-from inspectd.data.synthetic import write_mvtec_layout
+from inspectd.data.synthetic import make_sample, write_mvtec_layout
 from inspectd.errors import InspectdError
 from inspectd.training.recipe import STAGES, load_recipe, run_recipe
 
@@ -70,3 +70,37 @@ def test_recipe_rejects_unknown_keys_naming_them(tmp_path):
     path = _write_recipe(tmp_path, sft={"steps": 2, "learnig_rate": 1e-3})
     with pytest.raises(InspectdError, match=r"sft\.learnig_rate"):
         load_recipe(path)
+
+
+def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
+    line = tmp_path / "line"
+    for kind, seeds in (("good", range(0, 24)), ("scratch", range(24, 32)), ("hole", range(32, 38))):
+        (line / kind).mkdir(parents=True)
+        for seed in seeds:
+            make_sample(seed, 96, anomalous=kind != "good").image.convert("L").save(line / kind / f"{seed}.png")
+    write_mvtec_layout(tmp_path / "dev", "tile", range(900, 908), 96)
+    path = _write_recipe(
+        tmp_path,
+        data={"kind": "labelled_folder", "path": "line", "image_size": 56, "surface": "tile",
+              "validation_fraction": 0.25, "drawn_validation_images": 6},
+        score={"method": "reasoning_branch", "branches": 2},
+        real={"layer_start": 0, "map_scaling": "score_gated"},
+        zero_shot=["dev"],
+        sft={"steps": 150, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 10},
+    )
+    config = load_recipe(path)
+    run_recipe(config)
+    manifest = verify_bundle(config.output)
+    assert manifest.score.method == "reasoning_branch" and manifest.real.map_scaling == "score_gated"
+    assert manifest.image_size == (56, 56)
+    card = (config.output / "MODEL_CARD.md").read_text()
+    assert "learnt one production line" in card
+    assert "training 18 good + 10 defective, validation 6 good + 4 defective" in card
+    assert "held-out good images + drawn defects" in card and "real dev subset" in card
+    evaluation = json.loads((config.work_dir / "eval" / "stage.json").read_text())
+    assert set(evaluation["overall"]) == {"warmup-drawn_validation", "cgro-drawn_validation",
+                                          "warmup-zero_shot", "cgro-zero_shot"}
+    report = json.loads((config.work_dir / "eval" / "cgro-zero_shot.json").read_text())
+    assert any(c["category"].startswith("tile/") for c in report["categories"])  # per defect kind
+    calibration = config.work_dir / "export" / "validation"
+    assert sorted(p.name for p in calibration.iterdir()) == ["good", "hole", "scratch"]
