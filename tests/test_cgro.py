@@ -55,6 +55,15 @@ def test_top_k_follows_the_real_weights():
     assert spatial_consensus(relevant_agree, params, settings) > spatial_consensus(relevant_disagree, params, settings)
 
 
+def test_top_k_fills_by_weight_never_by_position_when_fewer_than_k_are_kept():
+    # Relevance filter only: t1, t2 pass (>= median); t0 (weight 0, elsewhere) and t3 (agreeing) do not.
+    params = RealParams(use_entropy_filter=False, alpha=1.0, beta=0.0)
+    maps = np.stack([_blob(12, 12), _blob(5, 5), _blob(5, 5), _blob(5, 5)])
+    evidence = TokenEvidence(maps, np.array([0.0, 1.0, 0.9, 0.45]))
+    # The third token is t3 (weight 0.45), not t0 (the lowest index, weight 0): the three agree.
+    assert spatial_consensus(evidence, params, ConsistencySettings(k=3)) >= 0.3
+
+
 def test_format_and_accuracy_rewards():
     good_yes = [{"role": "assistant", "content": "<think>a spot</think><answer>yes</answer>"}]
     broken = [{"role": "assistant", "content": "a spot, yes"}]

@@ -174,3 +174,20 @@ def test_score_gated_maps_show_no_hot_spot_on_a_part_scored_normal():
     assert confident.mask.any() and np.allclose(confident.anomaly_map, 0.95 * stretched.anomaly_map, atol=1e-6)
     baseline = all_token_map(evidence, RealParams(smoothing_sigma=0.5, map_scaling="score_gated"), (300, 300), 0.1)
     assert baseline.max() == pytest.approx(0.1, abs=1e-6)  # the Tab. 7 baseline is scaled the same way
+
+
+def test_equally_concentrated_tokens_all_get_full_concentration():
+    maps = np.stack([_blob(centre=(4, 4)), _blob(centre=(9, 9)), _blob(centre=(2, 11))])  # one region each
+    scores = score_tokens(TokenEvidence(maps, np.array([0.1, 0.2, 0.3])), RealParams(alpha=0.0, beta=1.0))
+    assert np.all(scores.entropy == 0.0)
+    assert np.allclose(scores.weights, 1.0)  # not 0: no token is less concentrated than another
+
+
+def test_tokens_without_a_high_region_never_pass_the_entropy_filter():
+    flat = np.full((15, 15), 1.0 / 225)
+    every_flat = score_tokens(TokenEvidence(np.stack([flat] * 4), np.array([0.1, 0.2, 0.3, 0.4])), RealParams())
+    assert np.isinf(every_flat.entropy).all()
+    assert every_flat.fallback and every_flat.kept.all()  # nothing passed: the fallback is recorded
+    mixed = np.stack([flat, _blob(centre=(4, 4)), _blob(centre=(4, 5)), flat])
+    some_flat = score_tokens(TokenEvidence(mixed, np.array([0.4, 0.4, 0.4, 0.4])), RealParams())
+    assert not some_flat.kept[0] and not some_flat.kept[3] and some_flat.kept[1:3].all()

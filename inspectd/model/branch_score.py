@@ -21,6 +21,7 @@ import torch
 
 from inspectd.model.answer_score import recording_answer_logits
 from inspectd.model.reply import ParsedReply, tokens_overlapping
+from inspectd.model.sequences import extend_rows, pad_id_of
 
 
 @dataclass(frozen=True)
@@ -61,45 +62,17 @@ def mixed_score(greedy: float, branches: list[tuple[BranchPoint, float | None]])
     return float(min(1.0, max(0.0, score)))
 
 
-def _image_rows(batch) -> list[tuple[int, int]]:
-    """Each row's slice of the flattened ``pixel_values`` (one image per row)."""
-    counts = batch["image_grid_thw"].prod(dim=-1).tolist()
-    starts = [sum(counts[:i]) for i in range(len(counts))]
-    return [(start, start + count) for start, count in zip(starts, counts)]
-
-
 def run_branches(model, batch, points: list[BranchPoint]) -> list[float | None]:
     """P(yes) of each branch's reply, None where the branch gives no parsable answer."""
-    tokenizer = model.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = batch["input_ids"].device
-    rows = _image_rows(batch)
     budgets = [model.max_new_tokens - len(p.prefix) - 1 for p in points]
     budget = max(budgets)
     if budget <= 0:
         return [None] * len(points)
-    sequences, types = [], []
-    for point in points:
-        real = batch["attention_mask"][point.row].bool()
-        reply = torch.tensor([*point.prefix, point.token], device=device)
-        sequences.append(torch.cat([batch["input_ids"][point.row][real], reply]))
-        if "mm_token_type_ids" in batch:  # 1 at image tokens; the reply is text
-            types.append(torch.cat([batch["mm_token_type_ids"][point.row][real], torch.zeros_like(reply)]))
-    length = max(len(s) for s in sequences)
-    input_ids = torch.full((len(points), length), pad, dtype=torch.long, device=device)
-    attention_mask = torch.zeros((len(points), length), dtype=torch.long, device=device)
-    token_types = torch.zeros((len(points), length), dtype=torch.long, device=device)
-    for i, sequence in enumerate(sequences):  # left padding, as the first pass
-        input_ids[i, length - len(sequence):] = sequence
-        attention_mask[i, length - len(sequence):] = 1
-        if types:
-            token_types[i, length - len(sequence):] = types[i]
-    extra = {"mm_token_type_ids": token_types} if types else {}
-    pixel_values = torch.cat([batch["pixel_values"][slice(*rows[p.row])] for p in points])
-    grids = batch["image_grid_thw"][[p.row for p in points]]
+    extended = extend_rows(batch, [p.row for p in points], [[*p.prefix, p.token] for p in points],
+                           pad_id_of(model.tokenizer))
+    length = extended.inputs["input_ids"].shape[1]
     with recording_answer_logits(model.model, model.answers) as answers:
-        out = model.model.generate(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                                   image_grid_thw=grids, max_new_tokens=budget, do_sample=False, **extra)
+        out = model.model.generate(**extended.inputs, max_new_tokens=budget, do_sample=False)
     yes_no, _, _ = answers.stacked()
     scores = []
     for i, point in enumerate(points):

@@ -66,19 +66,21 @@ def score_tokens(evidence: TokenEvidence, params: RealParams) -> TokenScores:
     relevance = evidence.relevance.astype(np.float64)
     tau_entropy = elbow_threshold(entropy)
     tau_relevance = median_threshold(relevance)
+    finite = np.isfinite(entropy)
     kept = np.ones(count, dtype=bool)
     if params.use_entropy_filter:
-        kept &= entropy <= tau_entropy
+        # A token with no high region (S_I = +inf) singles out no place: never concentrated, even when
+        # every token is so (then nothing passes and the fallback below is recorded).
+        kept &= finite & (entropy <= tau_entropy)
     if params.use_relevance_filter:
         kept &= relevance >= tau_relevance
     fallback = not kept.any()
     if fallback:
         kept = np.ones(count, dtype=bool)
-    # Inverted entropy: most concentrated = 1; a token with no high region = 0.
-    finite = np.isfinite(entropy)
+    # Inverted entropy: most concentrated = 1 (all equally concentrated: all 1); no high region = 0.
     concentration = np.zeros(count)
     if finite.any():
-        concentration[finite] = 1.0 - unit_scale(entropy[finite])
+        concentration[finite] = unit_scale(-entropy[finite])
     weights = params.alpha * unit_scale(relevance) + params.beta * concentration
     return TokenScores(entropy, relevance, weights, kept, tau_entropy, tau_relevance, fallback)
 

@@ -16,6 +16,7 @@ from inspectd.bundle.manifest import PromptSpec
 from inspectd.model.capture import AttentionRecorder, enable_capture, recording
 from inspectd.model.prompting import anomaly_word_token_ids, capture_targets, chat_text
 from inspectd.model.reply import ParseStatus, parse_reply, token_char_spans, tokens_overlapping
+from inspectd.model.sequences import extend_rows, pad_id_of
 from inspectd.real.localize import TokenEvidence, score_tokens
 from inspectd.real.params import RealParams
 
@@ -51,12 +52,13 @@ def accuracy_reward(completions, label, **_) -> list[float]:
 def spatial_consensus(evidence: TokenEvidence, params: RealParams, settings: ConsistencySettings) -> float:
     """Jaccard overlap (|intersection| / |union|) of the top-k tokens' 95th-percentile regions.
 
-    Top-k by the ReAL weight w_r among the tokens ReAL keeps (all, if none
-    pass). Empty union (no token singles out a place) gives 0.
+    Top-k by the ReAL weight w_r, the tokens ReAL keeps first; when fewer
+    than k are kept, the rest are filled by weight from the others (never by
+    position: a token of weight 0 would enter the consensus). Empty union (no
+    token singles out a place) gives 0.
     """
     scores = score_tokens(evidence, params)
-    weights = np.where(scores.kept, scores.weights, -np.inf)
-    top = np.argsort(-weights, kind="stable")[: settings.k]
+    top = np.lexsort((-scores.weights, ~scores.kept))[: settings.k]  # kept first, then by weight
     # Strictly above the percentile: cells tied with a flat background never join a region,
     # so a map that singles out nothing has an empty region.
     regions = [m > np.percentile(m, settings.percentile) for m in evidence.maps[top]]
@@ -89,18 +91,20 @@ class ReplyAttention:
     @torch.no_grad()
     def evidence(self, images, replies: list[str]) -> list[TokenEvidence | None]:
         tokenizer = self.processor.tokenizer
-        batch = self.processor(text=[self.chat + r for r in replies], images=list(images), return_tensors="pt",
-                               padding=True, padding_side="left")
+        prompts = self.processor(text=[self.chat] * len(replies), images=list(images), return_tensors="pt",
+                                 padding=True, padding_side="left")
+        reply_ids = [tokenizer.encode(reply, add_special_tokens=False) for reply in replies]
+        extended = extend_rows(prompts, list(range(len(replies))), reply_ids, pad_id_of(tokenizer))
+        batch = extended.inputs
         length = batch["input_ids"].shape[1]
         reasoning_positions: list[list[int]] = []
-        for reply in replies:
+        for reply, ids, start in zip(replies, reply_ids, extended.tail_starts):
             parsed = parse_reply(reply)
             if parsed.status is not ParseStatus.OK:
                 reasoning_positions.append([])
                 continue
-            ids = tokenizer.encode(reply, add_special_tokens=False)
             spans = token_char_spans(self._decode, ids)
-            reasoning_positions.append([length - len(ids) + j for j in tokens_overlapping(spans, *parsed.think_span)])
+            reasoning_positions.append([start + j for j in tokens_overlapping(spans, *parsed.think_span)])
         widest = max((len(p) for p in reasoning_positions), default=0)
         if widest == 0:
             return [None] * len(replies)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from inspectd.bundle.manifest import PromptSpec
 from inspectd.model.packed_vision import use_packed_vision
 from inspectd.model.prompting import chat_text
+from inspectd.model.sequences import extend_rows, pad_id_of
 
 
 @dataclass(frozen=True)
@@ -52,23 +53,24 @@ def reasoning_reply(sample) -> str:
 
 
 def reply_batch(processor, prompt: PromptSpec, examples: Sequence[ReplyExample]) -> dict[str, torch.Tensor]:
-    """Prompt + reply + end-of-turn, with labels on the reply tokens only."""
+    """Prompt + reply + end-of-turn, with labels on the reply tokens only.
+
+    The reply's ids are appended to the processed prompt, as generation
+    appends them, so no tokenizer merge across the boundary shifts the labels.
+    """
     tokenizer = processor.tokenizer
     end = tokenizer.eos_token or "<|im_end|>"
     chat = chat_text(processor, prompt)
-    texts = [chat + ex.reply + end for ex in examples]
-    batch = processor(
-        text=texts, images=[ex.image for ex in examples], return_tensors="pt", padding=True, padding_side="left"
-    )
+    prompts = processor(text=[chat] * len(examples), images=[ex.image for ex in examples], return_tensors="pt",
+                        padding=True, padding_side="left")
+    replies = [tokenizer.encode(ex.reply + end, add_special_tokens=False) for ex in examples]
+    extended = extend_rows(prompts, list(range(len(examples))), replies, pad_id_of(tokenizer))
+    batch = extended.inputs
     labels = torch.full_like(batch["input_ids"], -100)
-    for row, example in enumerate(examples):
-        reply_ids = tokenizer.encode(example.reply + end, add_special_tokens=False)
-        n = len(reply_ids)
-        if batch["input_ids"][row, -n:].tolist() != reply_ids:
-            raise RuntimeError("reply tokenizes differently inside the chat; cannot place the labels")
-        labels[row, -n:] = batch["input_ids"][row, -n:]
+    for row, start in enumerate(extended.tail_starts):
+        labels[row, start:] = batch["input_ids"][row, start:]
     batch["labels"] = labels
-    return dict(batch)
+    return batch
 
 
 def supervised_warmup(
