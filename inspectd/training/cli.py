@@ -62,8 +62,19 @@ def load_config(path: Path) -> TrainConfig:
     })
 
 
+def _image_size(config: TrainConfig) -> tuple[int, int]:
+    """The size the daemon will feed: the base bundle's, else data.image_size (a real processor takes 12.8 MP)."""
+    from inspectd.bundle.files import MANIFEST_NAME, read_manifest
+
+    if (config.base / MANIFEST_NAME).is_file() and read_manifest(config.base).image_size is not None:
+        return tuple(read_manifest(config.base).image_size)
+    return (config.data.image_size, config.data.image_size)
+
+
 def _labelled_images(config: TrainConfig):
-    """(image, anomalous) pairs; image-level labels only."""
+    """(image, anomalous) pairs at the model's input size; image-level labels only."""
+    from PIL import Image
+
     from inspectd.data.layouts import read_labelled_folder, read_mvtec
     from inspectd.data.synthetic import make_sample
     from inspectd.inspection.images import load_image
@@ -76,18 +87,24 @@ def _labelled_images(config: TrainConfig):
         return
     if data.path is None:
         raise InspectdError(f"data.path is needed for data.kind {data.kind!r}")
+    size = _image_size(config)
     dataset = read_mvtec(data.path) if data.kind == "mvtec" else read_labelled_folder(data.path)
     for image in dataset.images:
-        yield load_image(image.path, 10**8, 10**9), image.anomalous
+        yield load_image(image.path, 10**8, 10**9).resize(size, Image.Resampling.BICUBIC), image.anomalous
 
 
 def _load(base: Path):
+    """The model in float32 (master weights; bf16 runs as autocast where the device supports it)."""
+    import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from inspectd.model.processor import ImageOnlyQwenProcessor
 
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, local_files_only=True, use_safetensors=True)
-    return model, ImageOnlyQwenProcessor.from_pretrained(base, local_files_only=True)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        base, local_files_only=True, use_safetensors=True, dtype=torch.float32)
+    processor = ImageOnlyQwenProcessor.from_pretrained(base, local_files_only=True)
+    processor.tokenizer.padding_side = "left"  # a real checkpoint's tokenizer pads right; generation needs left
+    return model, processor
 
 
 def _prompt_and_real(base: Path):
@@ -101,19 +118,38 @@ def _prompt_and_real(base: Path):
     return PromptSpec(), RealParams()
 
 
-def run_sft(config: TrainConfig) -> Path:
+def _warmup_examples(config: TrainConfig):
+    """Synthetic texts, or a labelled folder's good images (clean / with drawn defects) and defect folders."""
     from inspectd.data.synthetic import make_sample
-    from inspectd.training.sft import ReplyExample, supervised_warmup
-    from inspectd.training.sft import reasoning_reply
+    from inspectd.training.line_data import LabelledFolderData, LineSplit, warmup_examples
+    from inspectd.training.sft import ReplyExample, reasoning_reply
 
-    if config.data.kind != "synthetic":
-        raise InspectdError("sft needs reasoning texts; only data.kind: synthetic provides them")
-    model, processor = _load(config.base)
-    prompt, _ = _prompt_and_real(config.base)
+    data = config.data
+    if data.kind == "labelled":
+        from inspectd.data.layouts import read_labelled_folder
+
+        size = _image_size(config)
+        if size[0] != size[1]:
+            raise InspectdError(f"sft on a labelled folder draws on square images; the image size is {size}")
+        folder = LabelledFolderData(kind="labelled_folder", path=data.path, image_size=size[0])
+        images = read_labelled_folder(data.path).images
+        return warmup_examples(folder, LineSplit(train=images, validation=()), config.seed)
+    if data.kind != "synthetic":
+        raise InspectdError("sft needs reasoning texts: data.kind synthetic or labelled (drawn defects)")
 
     def example(i: int) -> ReplyExample:
-        sample = make_sample(config.data.seed_offset + i % config.data.count, config.data.image_size)
+        sample = make_sample(data.seed_offset + i % data.count, data.image_size)
         return ReplyExample(sample.image, reasoning_reply(sample))
+
+    return example
+
+
+def run_sft(config: TrainConfig) -> Path:
+    from inspectd.training.sft import supervised_warmup
+
+    model, processor = _load(config.base)
+    prompt, _ = _prompt_and_real(config.base)
+    example = _warmup_examples(config)
 
     losses = supervised_warmup(
         model, processor, prompt, example, config.sft.model_copy(update={"seed": config.seed}),

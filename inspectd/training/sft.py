@@ -40,6 +40,7 @@ class WarmupSettings(BaseModel):
     grad_clip: float = Field(1.0, gt=0)
     seed: int = 0
     freeze_vision: bool = False
+    device: str = Field("auto", description="auto = the first CUDA GPU when there is one, else the CPU")
 
 
 def reply_text(reasoning: str, anomalous: bool) -> str:
@@ -81,8 +82,17 @@ def supervised_warmup(
     settings: WarmupSettings,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Train in place; ``sample(i)`` returns the i-th example (deterministic data)."""
+    """Train in place; ``sample(i)`` returns the i-th example (deterministic data).
+
+    Weights and optimizer state stay float32 (master weights); on a GPU with
+    bf16 support the forward runs under bf16 autocast. Pure bf16 AdamW loses
+    small updates, and bf16 matmuls on a CPU without bf16 units are ~20x slower.
+    """
     torch.manual_seed(settings.seed)
+    device = torch.device("cuda:0" if settings.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if settings.device == "auto" else settings.device)
+    model.to(device=device, dtype=torch.float32)
+    autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
     use_packed_vision(model)
     if settings.freeze_vision:
         for parameter in model.model.visual.parameters():
@@ -104,8 +114,9 @@ def supervised_warmup(
     try:
         for step in range(settings.steps):
             examples = [sample(step * settings.batch_size + i) for i in range(settings.batch_size)]
-            batch = reply_batch(processor, prompt, examples)
-            loss = model(**batch).loss
+            batch = {k: v.to(device) for k, v in reply_batch(processor, prompt, examples).items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)

@@ -1,0 +1,131 @@
+"""The plant's path on a checkpoint in the real Qwen2.5-VL-7B-Instruct format (scaled down, random weights).
+
+Export from the checkpoint, inspect, eval, the daemon, ``inspectd-train sft``
+and ``grpo`` on a labelled folder of mixed-size images, export with the
+adapter to NF4 / bf16 / quanto, reload. The tiny model keeps the rest of the
+suite fast; this module guards the real format (right-padding tokenizer,
+yes / Ġyes / Yes ids, repetition_penalty 1.05, 12.8 MP processor, bf16 hub
+weights).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inspectd.bundle.files import verify_bundle
+from inspectd.bundle.load import load_bundle
+from inspectd.data.synthetic import make_sample, write_mvtec_layout
+from inspectd.inspection.inspector import Inspector, InspectorOptions, NamedImage
+from inspectd.inspection.result import Verdict
+from tests import real_format
+from tests.daemon_harness import DaemonProcess, db_rows, wait_for, write_config
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not real_format.available(), reason="shared/qwen2.5-vl-7b-instruct is absent")]
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+
+
+def _run(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=ENV)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return real_format.build_checkpoint(tmp_path_factory.mktemp("real-format") / "Qwen2.5-VL-7B-Instruct-scaled")
+
+
+@pytest.fixture(scope="module")
+def bundle(checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("real-format-bundle") / "bf16"
+    _run("inspectd.export.cli", "--base", str(checkpoint), "--out", str(out), "--name", "real-format",
+         "--quantization", "bfloat16", "--base-model-name", "Qwen/Qwen2.5-VL-7B-Instruct (scaled down)",
+         "--image-size", "112", "112", "--max-new-tokens", "24", "--real-json", '{"layer_start": 1}')
+    return out
+
+
+@pytest.fixture(scope="module")
+def mixed_size_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("line")
+    sizes = [(90, 140), (160, 120), (112, 112), (200, 96)]
+    for kind, seeds in (("good", range(4)), ("scratch", range(4, 8))):
+        (root / kind).mkdir()
+        for i, seed in enumerate(seeds):
+            image = make_sample(seed, 112, anomalous=kind != "good").image.resize(sizes[i % len(sizes)])
+            image.save(root / kind / f"{seed}.png")
+    return root
+
+
+def test_export_keeps_the_real_tokenizer_template_and_generation_config(checkpoint, bundle):
+    manifest = verify_bundle(bundle)
+    assert manifest.dtype == "bfloat16" and manifest.image_size == (112, 112)
+    loaded = load_bundle(bundle, "cpu")
+    tokenizer = loaded.processor.tokenizer
+    assert len(tokenizer) > 150_000 and tokenizer.convert_tokens_to_ids("<|image_pad|>") == 151655
+    assert loaded.model.generation_config.repetition_penalty == pytest.approx(1.05)
+
+
+def test_an_untuned_checkpoint_runs_and_its_free_text_is_recorded_not_guessed(bundle):
+    loaded = load_bundle(bundle, "cpu")
+    inspector = Inspector(loaded, loaded.manifest.real, InspectorOptions(batch_size=2))
+    images = [NamedImage("a.png", make_sample(1, 112).image), NamedImage("b.png", make_sample(2, 140).image)]
+    results = inspector.inspect_images(images)
+    for result in results:  # random weights: free text, kept verbatim, verdict unknown, no map
+        assert result.verdict is Verdict.UNKNOWN and result.reply and result.anomaly_map is None
+
+
+def test_eval_and_the_daemon_run_on_the_real_format(bundle, tmp_path):
+    write_mvtec_layout(tmp_path / "synth", "tiles", range(6), size=112)
+    done = _run("inspectd.cli", "eval", str(tmp_path / "synth"), "--bundle", str(bundle), "--device", "cpu")
+    assert "macro average" in done.stdout
+    config = write_config(tmp_path, bundle)
+    daemon = DaemonProcess(config)
+    try:
+        daemon.wait_ready()
+        for seed in range(3):
+            make_sample(seed, 150).image.save(tmp_path / "drop-line1" / f"{seed}.png")
+        query = "SELECT i.verdict, b.name FROM inspections i JOIN bundles b ON b.id = i.bundle_id"
+        rows = wait_for(lambda: (lambda r: r if len(r) == 3 else None)(db_rows(tmp_path / "var" / "inspectd.db",
+                                                                              query)), 180, "3 rows")
+        assert {name for _, name in rows} == {"real-format"} and {v for v, _ in rows} == {"unknown"}
+    finally:
+        assert daemon.stop() == 0, daemon.output()
+
+
+def test_sft_and_grpo_on_mixed_size_images_then_export_the_adapter(bundle, mixed_size_folder, tmp_path):
+    train = {
+        "base": str(bundle), "output_dir": str(tmp_path / "train"),
+        "data": {"kind": "labelled", "path": str(mixed_size_folder)},
+        "sft": {"steps": 2, "batch_size": 4},
+        "grpo": {"max_steps": 2, "batch_size": 2, "generations": 2, "max_completion_length": 12, "save_steps": 1,
+                 "gradient_checkpointing": False},
+    }
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(train))
+    _run("inspectd.training.cli", "sft", "--config", str(config))
+    sft = json.loads((tmp_path / "train" / "sft" / "training.json").read_text())
+    assert len(sft["losses"]) == 2 and all(loss == loss for loss in sft["losses"])  # finite, float32 training
+    _run("inspectd.training.cli", "grpo", "--config", str(config))
+    adapter = tmp_path / "train" / "adapter"
+    assert (adapter / "adapter_config.json").is_file()
+    image = make_sample(3, 130).image
+    for quantization in ("nf4", "bfloat16", "quanto-int8"):
+        out = tmp_path / f"bundle-{quantization}"
+        _run("inspectd.export.cli", "--base", str(bundle), "--adapter", str(adapter), "--out", str(out),
+             "--name", f"real-format-{quantization}", "--quantization", quantization)
+        loaded = load_bundle(out, "cpu")
+        assert verify_bundle(out).name == f"real-format-{quantization}"
+        result = Inspector(loaded, loaded.manifest.real, InspectorOptions()).inspect_images(
+            [NamedImage("x.png", image)])[0]
+        assert result.verdict is not Verdict.FAILED and result.generated_tokens > 0
