@@ -67,9 +67,15 @@ def _base_manifest(base: Path) -> BundleManifest | None:
     return read_manifest(base) if (base / MANIFEST_NAME).is_file() else None
 
 
+def _work_dtype(device: str) -> torch.dtype:
+    """bfloat16 on a GPU (a 7B merges in ~16 GB of GPU memory, no float32 copy anywhere); float32 on a CPU."""
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
 def _load_merged(request: ExportRequest) -> Qwen2_5_VLForConditionalGeneration:
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        request.base, dtype=torch.float32, local_files_only=True, use_safetensors=True
+        request.base, dtype=_work_dtype(request.device), device_map=request.device, local_files_only=True,
+        use_safetensors=True,
     )
     if request.adapter is not None:
         try:
@@ -92,7 +98,7 @@ def _probe_inputs(processor) -> dict:
 @dataclass(frozen=True)
 class ExportResult:
     manifest: BundleManifest
-    drift: float  # largest logit change on a probe image, converted vs float32 model
+    drift: float  # largest logit change on a probe image, converted vs merged model (float32 on CPU, bf16 on GPU)
 
 
 def export_bundle(request: ExportRequest) -> ExportResult:
@@ -101,7 +107,7 @@ def export_bundle(request: ExportRequest) -> ExportResult:
     merged = _load_merged(request)
     probe = _probe_inputs(processor)
     with torch.inference_mode():
-        float_logits = merged(**probe).logits.float()
+        float_logits = merged(**{k: v.to(merged.device) for k, v in probe.items()}).logits.float().cpu()
     with tempfile.TemporaryDirectory(prefix="inspectd-export-") as scratch:
         merged_dir = Path(scratch) / "merged"
         merged.save_pretrained(merged_dir, safe_serialization=True)
