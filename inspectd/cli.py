@@ -62,6 +62,7 @@ def _unique_stem(path: Path, taken: set[str]) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from inspectd.bundle.load import load_bundle
+    from inspectd.model.cpu_threads import limit_cpu_threads
     from inspectd.config import load_settings
     from inspectd.errors import ImageError
     from inspectd.inspection.images import load_image
@@ -70,6 +71,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     settings = load_settings(_config_path(args.config), require_paths=args.bundle is None)
     bundle_dir = Path(args.bundle) if args.bundle else settings.model.bundle
+    limit_cpu_threads(settings.model.threads)
     bundle = load_bundle(bundle_dir, args.device or settings.model.device)
     real = settings.real.apply(bundle.manifest.real)
     options = InspectorOptions(
@@ -159,12 +161,14 @@ def _at_least_two(text: str) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from inspectd.bundle.load import load_bundle
+    from inspectd.model.cpu_threads import limit_cpu_threads
     from inspectd.config import load_settings
     from inspectd.data.layouts import read_mvtec
     from inspectd.evaluation.runner import evaluate, format_table
     from inspectd.inspection.inspector import Inspector, InspectorOptions
 
     settings = load_settings(_config_path(args.config), require_paths=args.bundle is None)
+    limit_cpu_threads(settings.model.threads)
     bundle = load_bundle(Path(args.bundle) if args.bundle else settings.model.bundle,
                          args.device or settings.model.device)
     real = settings.real.apply(bundle.manifest.real)

@@ -29,6 +29,8 @@ class ModelSettings(_Section):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     batch_size: int = Field(4, ge=1, le=256, description="images per generate call")
     max_new_tokens: int | None = Field(None, ge=8, le=4096, description="null = the bundle's value")
+    threads: int = Field(1, ge=1, le=256, description="torch CPU threads; 1 stays fast when other processes "
+                                                      "share the cores (more collapsed 20-70x)")
 
     @field_validator("device")
     @classmethod

@@ -70,3 +70,11 @@ def test_real_overrides_replace_only_what_is_set(tmp_path):
     path = _write(tmp_path, "model:\n  bundle: bundle\nreal:\n  mask_treshold: 0.7\n")
     with pytest.raises(ConfigError, match=r"real\.mask_treshold: unknown key"):
         load_settings(path)
+
+
+def test_model_threads_default_to_one_and_are_checked(tmp_path):
+    from inspectd.config import ModelSettings
+
+    assert ModelSettings(bundle=tmp_path).threads == 1
+    with pytest.raises(ValueError, match="threads"):
+        ModelSettings(bundle=tmp_path, threads=0)

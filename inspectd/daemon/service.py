@@ -17,6 +17,7 @@ from pathlib import Path
 
 from inspectd.alerts.relay import AlertRelay
 from inspectd.bundle.load import load_bundle
+from inspectd.model.cpu_threads import limit_cpu_threads
 from inspectd.config import Settings, load_settings
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.items import InFlight, ReadyFile
@@ -77,6 +78,7 @@ class Daemon:
     def run(self) -> int:
         settings = self.settings
         self.notifier.status("loading model")
+        limit_cpu_threads(settings.model.threads)
         bundle = load_bundle(settings.model.bundle, settings.model.device)
         real = settings.real.apply(bundle.manifest.real)
         inspector = Inspector(
