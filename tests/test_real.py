@@ -151,7 +151,7 @@ def test_stacked_entropies_equal_one_map_at_a_time():
 
 
 def _reference_entropy(attention_map):
-    """Plain per-map definition, as METHOD.md states it, for comparison."""
+    """Plain per-map definition, as the paper states it, for comparison."""
     from scipy import ndimage
 
     high = np.maximum(attention_map - 2.0 * attention_map.mean(), 0.0)

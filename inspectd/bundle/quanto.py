@@ -3,7 +3,7 @@
 For CPU-only boxes: bitsandbytes NF4 runs on the CPU but is built for GPUs;
 optimum-quanto's weight-only int8/int4 keeps the language model's linear
 layers quantized in memory on any CPU. Its transformers integration cannot
-``save_pretrained`` (PLATFORM.md), so a quanto bundle holds quanto's own
+``save_pretrained`` (0.2.7 raises), so a quanto bundle holds quanto's own
 state dict (``model.safetensors``: ``weight._data`` / ``weight._scale`` ...)
 beside the usual ``config.json``, and is rebuilt by quantizing a freshly
 built model the same way and loading that state dict strictly.

@@ -8,7 +8,7 @@ compute what the converted model computes, and calibrate the threshold on a
 validation folder when one is given. Never imported by the daemon.
 
 NF4 on the CPU: bitsandbytes repacks weights at the first forward pass and a
-checkpoint saved after that reloads wrong (PLATFORM.md), so the model is
+checkpoint saved after that reloads wrong (logits off by up to 1.24), so the model is
 saved before it ever runs.
 """
 

@@ -1,7 +1,7 @@
 """Record only the attention ReAL needs, while generation runs on sdpa.
 
 ``output_attentions=True`` forces eager attention and keeps every layer's full
-attention matrix (PLATFORM.md: about 2x time and memory). Instead, a custom
+attention matrix (measured on a 24M model with 1024 image tokens: about 2x time and memory). Instead, a custom
 attention function is registered with transformers: it runs the stock sdpa
 kernel for the layer's output and, on decode steps only (one query row),
 recomputes that row's softmax over all keys and keeps the weights at the

@@ -2,7 +2,7 @@
 
 The stock vision attention (any non-flash implementation) runs one sdpa call
 per attention window in a Python loop, and the patch embedding is a Conv3d
-whose kernel equals its stride. PLATFORM.md measured these dominating a CPU
+whose kernel equals its stride. Measured on this project's 2-core CPUs, these dominated a CPU
 training step (11 s -> ~1 s); with transformers 5.23 the gain measured here
 is 7-16% (benchmarks/vision_packing.py). Here the windows are
 gathered into one padded batch for a single sdpa call (padding keys masked

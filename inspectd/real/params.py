@@ -10,9 +10,9 @@ DEFAULT_ANOMALY_WORDS = ("defect", "defects", "anomaly", "anomalies", "anomalous
 
 
 class RealParams(BaseModel):
-    """Parameters of Reasoning-driven Anomaly Localization (METHOD.md).
+    """Parameters of Reasoning-driven Anomaly Localization (arXiv 2603.27179).
 
-    Values marked "choice" in METHOD.md are inspectd's own defaults.
+    Values the paper leaves open (README: "ours") are inspectd's own defaults.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

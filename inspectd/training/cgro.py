@@ -1,7 +1,7 @@
 """CGRO: GRPO with format, accuracy and consistency rewards, LoRA on the language model.
 
 Image-level labels only. Uses trl's GRPOTrainer (it runs on the CPU with the
-tiny model, PLATFORM.md) and peft; the vision encoder stays frozen. Training
+tiny model) and peft; the vision encoder stays frozen. Training
 code: the daemon never imports it.
 """
 

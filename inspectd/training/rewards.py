@@ -1,4 +1,4 @@
-"""CGRO's rewards: format, accuracy and spatial consistency (METHOD.md).
+"""CGRO's rewards: format, accuracy and spatial consistency (README, "Training (CGRO)").
 
 The consistency reward reads the reasoning tokens' attention with the same
 capture code as inference (a teacher-forced pass over the sampled reply) and

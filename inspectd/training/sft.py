@@ -1,6 +1,6 @@
 """Supervised warm-up: teach a model the reply format and to describe defects.
 
-A cold-start step before CGRO (METHOD.md): loss on the reply tokens only,
+A cold-start step before CGRO: loss on the reply tokens only,
 AdamW with warm-up and cosine decay, gradient clipping. Training code: the
 daemon never imports this module.
 """
@@ -44,7 +44,7 @@ class WarmupSettings(BaseModel):
 
 
 def reply_text(reasoning: str, anomalous: bool) -> str:
-    """The reply format the warm-up teaches (METHOD.md's <think>/<answer> tags)."""
+    """The reply format the warm-up teaches (the R1 <think>/<answer> tags)."""
     return f"<think>{reasoning}</think><answer>{'yes' if anomalous else 'no'}</answer>"
 
 
