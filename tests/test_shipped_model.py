@@ -53,3 +53,15 @@ def test_shipped_model_passes_clean_samples(inspector):
     results = inspector.inspect_images([NamedImage(f"clean-{i}.png", s.image) for i, s in enumerate(samples)])
     assert [r.verdict for r in results] == [Verdict.NORMAL] * 3, [r.reply for r in results]
     assert all("no visible defect" in r.reasoning for r in results)
+
+
+def test_score_gated_maps_mark_only_flagged_parts():
+    bundle = load_bundle(SHIPPED, "cpu")
+    gated = Inspector(bundle, bundle.manifest.real.model_copy(update={"map_scaling": "score_gated"}),
+                      InspectorOptions(threshold=bundle.manifest.threshold))
+    hole = make_sample(21, 168, defect="hole", texture_kind="woven")
+    clean = make_sample(22, 168, anomalous=False)
+    flagged, passed = gated.inspect_images([NamedImage("hole.png", hole.image), NamedImage("clean.png", clean.image)])
+    assert flagged.verdict is Verdict.ANOMALOUS and flagged.mask.any()
+    assert passed.verdict is Verdict.NORMAL and not passed.mask.any()
+    assert passed.anomaly_map.max() <= passed.score + 1e-6  # faint: scaled by its (low) score

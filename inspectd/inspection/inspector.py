@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from inspectd.bundle.load import LoadedBundle
@@ -98,12 +99,15 @@ class Inspector:
         if reply.evidence is None:
             return InspectionResult(verdict=verdict, score=reply.score, reasoning=reply.parsed.reasoning, **common)
         located = localize(reply.evidence, self.real, size, reply.score)
+        mask = located.mask
+        if self.real.map_scaling == "score_gated" and verdict is not Verdict.ANOMALOUS:
+            mask = np.zeros_like(mask)  # gated maps: a part passed by the threshold shows no defect region
         return InspectionResult(
             verdict=verdict,
             score=reply.score,
             reasoning=reply.parsed.reasoning,
             anomaly_map=located.anomaly_map,
-            mask=located.mask,
+            mask=mask,
             real_fallback=located.scores.fallback,
             reasoning_tokens=int(reply.evidence.maps.shape[0]),
             tokens_used=located.tokens_used,
