@@ -4,10 +4,11 @@
         var/recipe/magnetic-tile-cgro/sft/model [--threads 1]
 
 Prints, for each score method, the image AUROC on the held-out real images
-(labels only) and, for each map scaling, the pixel AUROC / AUPR of ReAL and
-of the all-token map on held-out good images with drawn defects (exact masks).
-This is how magnetic-tile-cgro's `score` and `real.map_scaling` were chosen:
-no figure of the dev subset enters.
+(labels only) and, for each map scaling and ReAL filter setting, the pixel
+AUROC / AUPR of ReAL and of the all-token map on held-out good images with
+drawn defects (exact masks). This is how magnetic-tile-cgro's `score`,
+`real.map_scaling` and `real.use_relevance_filter` were chosen: no figure of
+the dev subset enters.
 """
 
 from __future__ import annotations
@@ -55,11 +56,22 @@ def main() -> None:
             print(f"score {method} (branches {branches}): real validation image AUROC {auroc:.3f}, AP {ap:.3f} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
             for scaling in ("min_max", "score_gated"):
-                real = bundle.manifest.real.model_copy(update={"map_scaling": scaling})
-                m = evaluate(Inspector(bundle, real, InspectorOptions(batch_size=8)), [drawn]).overall
-                print(f"    {scaling:<11}: drawn validation pixel AUROC ReAL {m['pixel_auroc']:.3f} AUPR "
-                      f"{m['pixel_aupr']:.3f} | all tokens {m['pixel_auroc_all_tokens']:.3f} "
-                      f"{m['pixel_aupr_all_tokens']:.3f}", flush=True)
+                _maps(bundle, drawn, scaling, {"map_scaling": scaling})
+        # ReAL's filters and layers, with the chosen score and scaling
+        bundle = dataclasses.replace(base, manifest=base.manifest.model_copy(update={"score": ScoreSpec(
+            method="reasoning_branch", branches=3)}))
+        for name, update in (("both filters", {}), ("no relevance filter", {"use_relevance_filter": False}),
+                             ("no entropy filter", {"use_entropy_filter": False}),
+                             ("layer_start 0", {"layer_start": 0}), ("layer_start 2", {"layer_start": 2}),
+                             ("high_factor 1", {"high_factor": 1.0})):
+            _maps(bundle, drawn, name, {"map_scaling": "score_gated", **update})
+
+
+def _maps(bundle, drawn, label: str, update: dict) -> None:
+    real = bundle.manifest.real.model_copy(update=update)
+    m = evaluate(Inspector(bundle, real, InspectorOptions(batch_size=8)), [drawn]).overall
+    print(f"    {label:<19}: drawn validation pixel AUROC ReAL {m['pixel_auroc']:.3f} AUPR {m['pixel_aupr']:.3f}"
+          f" | all tokens {m['pixel_auroc_all_tokens']:.3f} {m['pixel_aupr_all_tokens']:.3f}", flush=True)
 
 
 if __name__ == "__main__":
