@@ -101,7 +101,7 @@ def _folder_sections(config) -> dict[str, list[str]]:
             "It shows what the method gives on a real line at this model size on a 2-core CPU; a CGRO-tuned "
             "Qwen2.5-VL-7B on a GPU box is the production path."],
         "data": [
-            f"`{data.path}` split once, stratified by folder (seed {data.split_seed}, "
+            f"`{data.path.name}/` split once, stratified by folder (seed {data.split_seed}, "
             f"{data.validation_fraction:.0%} held out): training {facts['train_good']} good + "
             f"{facts['train_defective']} defective, validation {facts['validation_good']} good + "
             f"{facts['validation_defective']} defective.",
@@ -133,6 +133,21 @@ def _folder_sections(config) -> dict[str, list[str]]:
             f"{facts['validation_good'] + facts['validation_defective']} validation images, so expect it to move "
             "on a larger hold-out."],
     }
+
+
+def _comparisons(overall: dict[str, dict[str, float]], suites: dict[str, str]) -> list[str]:
+    """The two questions the Tab. 6 / Tab. 7 ablations answer, per test set, in points of pixel AUROC."""
+    lines = []
+    for suite in dict.fromkeys(name.split("-", 1)[1] for name in overall):
+        cgro, warmup = overall.get(f"cgro-{suite}"), overall.get(f"warmup-{suite}")
+        if not cgro or not warmup:
+            continue
+        gain = 100 * (cgro["pixel_auroc"] - warmup["pixel_auroc"])
+        real = 100 * (cgro["pixel_auroc"] - cgro["pixel_auroc_all_tokens"])
+        lines.append(f"- {suites.get(suite, suite)}: CGRO vs warm-up only {gain:+.1f} points of pixel AUROC "
+                     f"(image {100 * (cgro['image_auroc'] - warmup['image_auroc']):+.1f}); ReAL vs the all-token "
+                     f"map {real:+.1f}.")
+    return lines
 
 
 def recipe_model_card(config, stages: dict) -> str:
@@ -203,6 +218,8 @@ def recipe_model_card(config, stages: dict) -> str:
         *sections["evaluation"],
         "",
         *_summary_rows(evaluation["overall"], suites),
+        "",
+        *_comparisons(evaluation["overall"], suites),
         "",
         *(["Zero-shot datasets not found at recipe time (not evaluated): " + ", ".join(missing), ""]
           if missing else []),

@@ -1,0 +1,63 @@
+"""The bundle learnt from the magnetic-tile line's OK/NG folder flags a defective tile and passes a good one.
+
+Loaded as the daemon loads it (hashes verified), on images of the dev subset
+(shared/datasets/magnetic_tile: never trained or tuned on).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inspectd.bundle.files import verify_bundle
+from inspectd.bundle.load import load_bundle
+from inspectd.inspection.inspector import Inspector, InspectorOptions
+from inspectd.inspection.result import Verdict
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE = REPO / "models" / "magnetic-tile-cgro"
+DEV = REPO.parent / "shared" / "datasets" / "magnetic_tile" / "test"
+
+pytestmark = pytest.mark.skipif(not DEV.is_dir(), reason="shared/datasets/magnetic_tile is absent")
+
+DEFECTIVE = ["blowhole/exp5_num_317558.jpg", "fray/exp4_num_258590.jpg"]
+GOOD = ["good/exp3_num_262246.jpg", "good/exp5_num_154637.jpg"]
+
+
+@pytest.fixture(scope="module")
+def inspector() -> Inspector:
+    bundle = load_bundle(BUNDLE, "cpu")
+    return Inspector(bundle, bundle.manifest.real, InspectorOptions())
+
+
+def test_bundle_is_verified_and_scores_with_reasoning_branches():
+    manifest = verify_bundle(BUNDLE)
+    assert manifest.score.method == "reasoning_branch" and manifest.real.map_scaling == "score_gated"
+    assert manifest.image_size == (168, 168) and manifest.quantization == "nf4"
+
+
+def test_flags_defective_tiles_and_shows_where(inspector):
+    results = inspector.inspect_files([DEV / name for name in DEFECTIVE])
+    for name, result in zip(DEFECTIVE, results):
+        assert result.verdict is Verdict.ANOMALOUS, (name, result.score, result.reply)
+        assert result.anomaly_map is not None and result.mask is not None and result.mask.any(), name
+        assert result.mask.mean() < 0.5, name  # a region, not the whole tile
+        truth = np.asarray(Image.open(DEV.parent / "ground_truth" / name.replace(".jpg", "_mask.png"))) > 127
+        peak = np.unravel_index(np.argmax(result.anomaly_map), result.anomaly_map.shape)
+        # The map's hottest point lies within a grid cell (28 px of the 168 px input) of the defect.
+        cell = 28 * max(truth.shape) / 168
+        ys, xs = np.nonzero(truth)
+        assert np.min(np.hypot(ys - peak[0], xs - peak[1])) <= cell, (name, peak)
+        assert (result.mask & truth).sum() >= 0.3 * truth.sum(), name  # the mask covers the defect
+
+
+def test_passes_good_tiles_without_a_hot_spot(inspector):
+    results = inspector.inspect_files([DEV / name for name in GOOD])
+    for name, result in zip(GOOD, results):
+        assert result.verdict is Verdict.NORMAL, (name, result.score, result.reply)
+        assert "no visible defect" in result.reasoning
+        # Score-gated map: faint, and no mask, on a part scored normal.
+        assert not result.mask.any() and float(np.max(result.anomaly_map)) <= result.score + 1e-6
