@@ -40,9 +40,14 @@ class SyntheticSample:
         return f"there is a {self.defect} near the {self.location} of the {self.texture} surface"
 
 
+def location_names() -> list[str]:
+    """The nine places ``location_of`` can name, row by row."""
+    return [_location_name(row, column) for row in _ROWS for column in _COLUMNS]
+
+
 def description_corpus() -> list[str]:
     """Every description the generator can write (to train a tokenizer on whole words)."""
-    names = [_location_name(row, column) for row in _ROWS for column in _COLUMNS]
+    names = location_names()
     locations = [n for n in names if n != "center"] + ["center"]  # this order trained the shipped tokenizer
     clean = [SyntheticSample(None, None, t, None, None).description() for t in TEXTURES]  # type: ignore[arg-type]
     return clean + [SyntheticSample(None, None, t, d, where).description()  # type: ignore[arg-type]

@@ -115,8 +115,8 @@ class InspectionModel:
         branching = time.perf_counter()
         if branches:
             replies = self._with_branch_scores(batch, replies, branches)
-        branch_s = time.perf_counter() - branching
         finished = time.perf_counter()
+        branch_s = finished - branching
         return replies, BatchTimings(prepared - started, generated - prepared + branch_s,
                                      finished - generated - branch_s)
 

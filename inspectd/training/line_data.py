@@ -101,9 +101,9 @@ def unlocated_reasoning(kind: str, surface: str) -> str:
 
 def reasoning_corpus(data: LabelledFolderData, kinds: list[str]) -> list[str]:
     """Every reasoning the warm-up can teach (for the reply-length check)."""
-    from inspectd.data.synthetic import _COLUMNS, _ROWS, _location_name
+    from inspectd.data.synthetic import location_names
 
-    places = [_location_name(r, c) for r in _ROWS for c in _COLUMNS]
+    places = location_names()
     return ([clean_reasoning(data.surface)]
             + [located_reasoning(k, p, data.surface) for k in DRAWN_KINDS for p in places]
             + [unlocated_reasoning(k, data.surface) for k in kinds])
