@@ -107,6 +107,22 @@ def test_two_grpo_steps_change_the_lora_weights_with_logged_rewards(format_bundl
     assert len(consistency.last_consensus) == 4 * 2, "a step samples `generations` replies for each of `batch_size` prompts"
 
 
+def test_gradient_accumulation_splits_one_generation_batch_into_micro_batches(format_bundle, tmp_path):
+    from inspectd.training.cgro import CgroSettings, build_trainer, grpo_rows
+
+    with pytest.raises(ValueError, match="must divide batch_size x generations"):
+        CgroSettings(batch_size=3, generations=2, gradient_accumulation_steps=4)
+    bundle = load_bundle(format_bundle, "cpu")
+    rows = grpo_rows([(make_sample(96_000 + i, 96).image, i % 2 == 0) for i in range(8)], PromptSpec())
+    settings = CgroSettings(max_steps=1, batch_size=4, generations=2, max_completion_length=24, save_steps=1000,
+                            gradient_accumulation_steps=2, gradient_checkpointing=False)
+    trainer, consistency = build_trainer(bundle.model, bundle.processor, rows, settings, PromptSpec(),
+                                         bundle.manifest.real, tmp_path / "run")
+    assert (trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps) == (4, 2)
+    trainer.train()
+    assert len(consistency.last_consensus) == 4 * 2, "still batch_size x generations replies per step"
+
+
 def test_train_cli_sft_then_grpo_then_export(format_bundle, tmp_path):
     import json
     import os

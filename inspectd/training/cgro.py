@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inspectd.bundle.manifest import PromptSpec
 from inspectd.model.packed_vision import use_packed_vision
@@ -41,8 +41,18 @@ class CgroSettings(BaseModel):
     consistency: ConsistencySettings = ConsistencySettings()
     save_steps: int = Field(50, ge=1)
     use_cpu: bool = True
+    gradient_accumulation_steps: int = Field(1, ge=1, description="split a step's batch_size x generations "
+                                                                   "replies into this many micro-batches (GPU memory)")
     gradient_checkpointing: bool = Field(True, description="trl's default; saves memory on a 7B, costs time on CPU")
     bf16: bool | None = Field(None, description="bf16 autocast; null = on for GPUs (trl's default), off with use_cpu")
+
+    @model_validator(mode="after")
+    def _micro_batches(self) -> CgroSettings:
+        replies = self.batch_size * self.generations
+        if replies % self.gradient_accumulation_steps:
+            raise ValueError(f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must divide "
+                             f"batch_size x generations ({replies})")
+        return self
 
 
 def grpo_rows(images_and_labels, prompt: PromptSpec) -> list[dict]:
@@ -64,8 +74,10 @@ def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, pr
     config = GRPOConfig(
         output_dir=str(output_dir),
         max_steps=settings.max_steps,
-        # trl counts completions per device and step, not prompts
-        per_device_train_batch_size=settings.batch_size * settings.generations,
+        # trl counts completions per device and micro-batch, not prompts; one generation batch
+        # (batch_size x generations replies) feeds the gradient_accumulation_steps micro-batches of a step
+        per_device_train_batch_size=settings.batch_size * settings.generations // settings.gradient_accumulation_steps,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
         num_generations=settings.generations,
         max_completion_length=settings.max_completion_length,
         learning_rate=settings.learning_rate,
