@@ -1,10 +1,14 @@
 """Configuration mistakes are refused at start, naming file, key and value."""
 
+from pathlib import Path
+
 import pytest
 
 from inspectd.config import default_config_path, load_settings
 from inspectd.errors import ConfigError
 from inspectd.real.params import RealParams
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _write(tmp_path, text):
@@ -78,3 +82,14 @@ def test_model_threads_default_to_one_and_are_checked(tmp_path):
     assert ModelSettings(bundle=tmp_path).threads == 1
     with pytest.raises(ValueError, match="threads"):
         ModelSettings(bundle=tmp_path, threads=0)
+
+
+def test_shipped_recipes_and_training_configs_validate():
+    from inspectd.training.cli import load_config
+    from inspectd.training.recipe import load_recipe
+
+    recipes = REPO / "models" / "recipes"
+    assert load_recipe(recipes / "tiny-cgro.yaml").data.kind == "synthetic"
+    assert load_recipe(recipes / "magnetic-tile-cgro.yaml").data.kind == "labelled_folder"
+    seven_b = load_config(recipes / "qwen2.5-vl-7b-cgro.yaml")
+    assert (seven_b.grpo.batch_size, seven_b.grpo.generations, seven_b.data.image_size) == (16, 8, 420)
