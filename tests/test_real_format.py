@@ -51,7 +51,8 @@ def bundle(checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("real-format-bundle") / "bf16"
     _run("inspectd.export.cli", "--base", str(checkpoint), "--out", str(out), "--name", "real-format",
          "--quantization", "bfloat16", "--base-model-name", "Qwen/Qwen2.5-VL-7B-Instruct (scaled down)",
-         "--image-size", "112", "112", "--max-new-tokens", "24", "--real-json", '{"layer_start": 1}')
+         "--image-size", "112", "112", "--max-new-tokens", "24", "--real-json", '{"layer_start": 1}',
+         "--score-json", '{"method": "reasoning_branch", "branches": 2}')
     return out
 
 
@@ -70,6 +71,7 @@ def mixed_size_folder(tmp_path_factory) -> Path:
 def test_export_keeps_the_real_tokenizer_template_and_generation_config(checkpoint, bundle):
     manifest = verify_bundle(bundle)
     assert manifest.dtype == "bfloat16" and manifest.image_size == (112, 112)
+    assert (manifest.score.method, manifest.score.branches) == ("reasoning_branch", 2)
     loaded = load_bundle(bundle, "cpu")
     tokenizer = loaded.processor.tokenizer
     assert len(tokenizer) > 150_000 and tokenizer.convert_tokens_to_ids("<|image_pad|>") == 151655

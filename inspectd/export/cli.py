@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, help="fixed threshold (else the base's, or calibrated)")
     parser.add_argument("--calibration", help="labelled validation folder (good/ + defect folders, or MVTec)")
     parser.add_argument("--real-json", help='ReAL parameters as JSON, e.g. \'{"layer_start": 2}\'')
+    parser.add_argument("--score-json", help='score method as JSON, e.g. \'{"method": "reasoning_branch", '
+                                             '"branches": 3}\' (default: the base bundle\'s, else answer)')
     parser.add_argument("--device", default="cpu", help="where to quantize: cpu or cuda:N")
     parser.add_argument("--eval-report", help="JSON from 'inspectd eval --out' to put in the model card")
     parser.add_argument("--card-notes", default="", help="text for the model card (data, caveats)")
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from inspectd.export.exporter import ExportRequest, export_bundle
+    from inspectd.bundle.manifest import ScoreSpec
     from inspectd.real.params import RealParams
 
     try:
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             base=Path(args.base), out=Path(args.out), name=args.name, quantization=args.quantization,
             adapter=Path(args.adapter) if args.adapter else None, base_model_name=args.base_model_name,
             real=RealParams.model_validate(json.loads(args.real_json)) if args.real_json else None,
+            score=ScoreSpec.model_validate(json.loads(args.score_json)) if args.score_json else None,
             image_size=tuple(args.image_size) if args.image_size else None, max_new_tokens=args.max_new_tokens,
             threshold=args.threshold, calibration=Path(args.calibration) if args.calibration else None,
             device=args.device, card_notes=args.card_notes,
