@@ -71,8 +71,9 @@ class AnswerLogitsRecorder:
     the device until ``stacked`` (no host synchronisation per step).
     """
 
-    def __init__(self, tokens: AnswerTokens) -> None:
+    def __init__(self, tokens: AnswerTokens, keep_top: bool = False) -> None:
         self.tokens = tokens
+        self.keep_top = keep_top  # the two likeliest tokens per step: only the reasoning_branch score needs them
         self._columns: torch.Tensor | None = None
         self.steps: list[torch.Tensor] = []
         self.top_probs: list[torch.Tensor] = []
@@ -83,22 +84,25 @@ class AnswerLogitsRecorder:
         if self._columns is None or self._columns.device != last.device:
             self._columns = torch.tensor(self.tokens.columns, device=last.device)
         self.steps.append(last.index_select(-1, self._columns))
-        top = torch.softmax(last.float(), dim=-1).topk(2, dim=-1)
-        self.top_probs.append(top.values)
-        self.top_ids.append(top.indices)
+        if self.keep_top:
+            top = torch.softmax(last.float(), dim=-1).topk(2, dim=-1)
+            self.top_probs.append(top.values)
+            self.top_ids.append(top.indices)
 
-    def stacked(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Answer logits (steps, batch, columns), top-2 probabilities and ids (steps, batch, 2), on the CPU."""
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Answer logits (steps, batch, columns) and, when kept, top-2 probabilities and ids (steps, batch, 2)."""
         if not self.steps:
-            empty = torch.zeros(0, 0, 2)
-            return torch.zeros(0, 0, len(self.tokens.columns)), empty, empty.long()
+            return torch.zeros(0, 0, len(self.tokens.columns)), None, None
+        if not self.keep_top:
+            return torch.stack(self.steps).float().cpu(), None, None
         return (torch.stack(self.steps).float().cpu(), torch.stack(self.top_probs).float().cpu(),
                 torch.stack(self.top_ids).cpu())
 
 
 @contextmanager
-def recording_answer_logits(model: torch.nn.Module, tokens: AnswerTokens) -> Iterator[AnswerLogitsRecorder]:
-    recorder = AnswerLogitsRecorder(tokens)
+def recording_answer_logits(model: torch.nn.Module, tokens: AnswerTokens,
+                            keep_top: bool = False) -> Iterator[AnswerLogitsRecorder]:
+    recorder = AnswerLogitsRecorder(tokens, keep_top)
     handle = model.get_output_embeddings().register_forward_hook(recorder)
     try:
         yield recorder

@@ -91,7 +91,8 @@ class InspectionModel:
         )
         recorder = AttentionRecorder(targets, self.num_layers)
         prepared = time.perf_counter()
-        with recording(recorder), recording_answer_logits(self.model, self.answers) as answers:
+        branching = self.score_spec.method == "reasoning_branch"
+        with recording(recorder), recording_answer_logits(self.model, self.answers, branching) as answers:
             sequences = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False)
         generated = time.perf_counter()
         attention = recorder.stacked()  # (steps, layers, batch, K)
@@ -109,14 +110,14 @@ class InspectionModel:
             grid = (grid_h // merge, grid_w // merge)
             reply, spans = self._reply(row, new_ids, attention, yes_no, grid, image_counts[row], max_images)
             replies.append(reply)
-            if self.score_spec.method == "reasoning_branch" and reply.score is not None:
+            if branching and reply.score is not None:
                 branches += branch_points(row, new_ids, spans, reply.parsed, top_probs[:, row], top_ids[:, row],
                                           self.score_spec.branches, self.score_spec.min_branch_probability)
-        branching = time.perf_counter()
+        branch_started = time.perf_counter()
         if branches:
             replies = self._with_branch_scores(batch, replies, branches)
         finished = time.perf_counter()
-        branch_s = finished - branching
+        branch_s = finished - branch_started
         return replies, BatchTimings(prepared - started, generated - prepared + branch_s,
                                      finished - generated - branch_s)
 
