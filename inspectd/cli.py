@@ -42,13 +42,9 @@ def _quiet_libraries() -> None:
 
 
 def _config_path(arg: str | None) -> Path:
-    from inspectd.config import default_config_path
+    from inspectd.config import config_path
 
-    if arg:
-        return Path(arg)
-    if os.environ.get("INSPECTD_CONFIG"):
-        return Path(os.environ["INSPECTD_CONFIG"])
-    return default_config_path()
+    return config_path(arg)
 
 
 def _unique_stem(path: Path, taken: set[str]) -> str:

@@ -68,7 +68,7 @@ def render(rows: list[dict], fmt: str, columns: list[str] | None = None, width: 
 
 
 def _engine(args):
-    from inspectd.cli import _config_path
+    from inspectd.config import config_path as _config_path
     from inspectd.config import load_settings
     from inspectd.store.database import current_revision, head_revision, open_engine
 

@@ -8,6 +8,8 @@ folder of the YAML file, so a config and its bundle can move together.
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -282,3 +284,12 @@ def _resolve_paths(settings: Settings, base: Path, bundle: Path) -> Settings:
 def default_config_path() -> Path:
     """The shipped default, next to the package in a source checkout."""
     return Path(__file__).resolve().parent.parent / "config" / "inspectd.yaml"
+
+
+def config_path(given: str | None) -> Path:
+    """The config a command reads: ``--config``, else $INSPECTD_CONFIG, else the shipped default."""
+    if given:
+        return Path(given)
+    if os.environ.get("INSPECTD_CONFIG"):
+        return Path(os.environ["INSPECTD_CONFIG"])
+    return default_config_path()
