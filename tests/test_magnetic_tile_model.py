@@ -23,7 +23,7 @@ DEV = REPO.parent / "shared" / "datasets" / "magnetic_tile" / "test"
 
 pytestmark = pytest.mark.skipif(not DEV.is_dir(), reason="shared/datasets/magnetic_tile is absent")
 
-DEFECTIVE = ["blowhole/exp5_num_317558.jpg", "fray/exp4_num_258590.jpg"]
+DEFECTIVE = ["blowhole/exp5_num_317558.jpg", "fray/exp5_num_77692.jpg"]
 GOOD = ["good/exp3_num_262246.jpg", "good/exp5_num_154637.jpg"]
 
 
