@@ -182,7 +182,7 @@ def recipe_model_card(config, stages: dict) -> str:
         "",
         "## Recipe and training time",
         "",
-        f"`inspectd-train recipe models/recipes/{config.name}.yaml`, deterministic seeds, "
+        f"`inspectd-train recipe --config models/recipes/{config.name}.yaml`, deterministic seeds, "
         f"{config.threads} torch thread(s).",
         f"- Warm-up: {config.sft.steps} steps of {config.sft.batch_size}, AdamW (betas 0.9/0.98, weight decay "
         f"{config.sft.weight_decay}), peak lr {config.sft.learning_rate}, {config.sft.warmup_steps} warm-up "
