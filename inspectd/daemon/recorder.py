@@ -22,6 +22,7 @@ from inspectd.alerts.rules import matching_alerts
 from inspectd.bundle.load import LoadedBundle
 from inspectd.config import AlertSettings
 from inspectd.daemon.archive import Archiver
+from inspectd.daemon.file_names import as_text
 from inspectd.daemon.items import ReadyFile
 from inspectd.inspection.render import map_image, mask_image, png_bytes
 from inspectd.inspection.result import InspectionResult, Verdict
@@ -115,7 +116,7 @@ class Recorder:
         row = InspectionRow(
             created_at=now,
             camera=item.ready.camera,
-            source_path=str(item.ready.path),
+            source_path=as_text(item.ready.path),
             sha256=item.sha256,
             size_bytes=item.size_bytes,
             verdict=result.verdict.value,
@@ -158,7 +159,7 @@ class Recorder:
             return None
         log.info(
             "#%d %s %s %s score=%s%s",
-            inspection_id, item.ready.camera, item.ready.path.name, result.verdict.value,
+            inspection_id, item.ready.camera, as_text(item.ready.path.name), result.verdict.value,
             "n/a" if result.score is None else f"{result.score:.3f}",
             f" error={result.error}" if result.error else "",
         )
@@ -220,7 +221,8 @@ class Recorder:
             else:
                 target = self.archiver.archive(ready.path, ready.camera, from_timestamp(ready.ready_at))
         except OSError as exc:
-            log.error("#%d recorded but %s could not be moved: %s (will retry)", inspection_id, ready.path, exc)
+            log.error("#%d recorded but %s could not be moved: %s (will retry)", inspection_id, as_text(ready.path),
+                      exc)
             return
         if target is not None:
             self._set_archived(inspection_id, target)
@@ -233,17 +235,17 @@ class Recorder:
 
     def finish_recorded(self, ready: ReadyFile, existing: Existing) -> None:
         """The bytes are in the store already: finish an interrupted archive, or archive a duplicate."""
-        if existing.source_path == str(ready.path) and existing.archived_path is None:
+        if existing.source_path == as_text(ready.path) and existing.archived_path is None:
             if self.archiver.settings.mode == "keep":
                 return
-            log.info("#%d was recorded before a restart; archiving %s now", existing.id, ready.path.name)
+            log.info("#%d was recorded before a restart; archiving %s now", existing.id, as_text(ready.path.name))
             self._archive(existing.id, ready, existing.verdict, existing.error)
             return
         if self.archiver.settings.mode == "keep":
             return
         log.warning("%s is a duplicate of inspection #%d (%s); archived without inspecting",
-                    ready.path, existing.id, existing.source_path)
+                    as_text(ready.path), existing.id, existing.source_path)
         try:
             self.archiver.archive(ready.path, ready.camera, from_timestamp(ready.ready_at))
         except OSError as exc:
-            log.error("cannot archive duplicate %s: %s", ready.path, exc)
+            log.error("cannot archive duplicate %s: %s", as_text(ready.path), exc)

@@ -9,17 +9,21 @@ main thread handles signals, periodic rescans and systemd's watchdog.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from inspectd.alerts.relay import AlertRelay
 from inspectd.bundle.load import load_bundle
 from inspectd.model.cpu_threads import limit_cpu_threads
 from inspectd.config import Settings, load_settings
 from inspectd.daemon.archive import Archiver
+from inspectd.daemon.archive_repair import ArchiveRepair
 from inspectd.daemon.items import InFlight, ReadyFile
 from inspectd.daemon.recorder import Recorder, register_bundle
 from inspectd.daemon.systemd import SystemdNotifier
@@ -97,9 +101,10 @@ class Daemon:
         log.info("store %s at schema %s", engine.url.render_as_string(hide_password=True), revision)
         bundle_id = register_bundle(engine, bundle)
         relay = AlertRelay(engine, settings.alerts)
-        recorder = Recorder(
-            engine, bundle_id, real, Archiver(settings.archive), settings.alerts, settings.store.save_maps, relay.wake
-        )
+        archiver = Archiver(settings.archive)
+        recorder = Recorder(engine, bundle_id, real, archiver, settings.alerts, settings.store.save_maps, relay.wake)
+        repair = ArchiveRepair(engine, archiver)
+        repair.run()
         ready: queue.Queue = queue.Queue()
         work: queue.Queue = queue.Queue(maxsize=settings.queue.capacity)
         in_flight = InFlight()
@@ -130,6 +135,7 @@ class Daemon:
                 self._reload.clear()
                 self._reload_alerts(recorder, relay)
             if time.monotonic() >= next_rescan:
+                repair.run()
                 watcher.rescan()
                 next_rescan = time.monotonic() + settings.watch.reconcile_interval_s
             self.notifier.status(f"recorded {worker.recorded}, queued {work.qsize()}, in flight {len(in_flight)}")
@@ -154,9 +160,15 @@ class Daemon:
         log.info("SIGHUP: reloaded %d alert rule(s) and %d channel(s)", len(fresh.alerts.rules), len(fresh.alerts.channels))
 
 
-def run_daemon(settings: Settings) -> int:
+def run_daemon(settings: Settings) -> NoReturn:
     daemon = Daemon(settings)
     signal.signal(signal.SIGTERM, daemon.request_stop)
     signal.signal(signal.SIGINT, daemon.request_stop)
     signal.signal(signal.SIGHUP, daemon.request_reload)
-    return daemon.run()
+    code = daemon.run()
+    # Every thread is joined and the store closed: what is left is the interpreter tearing down torch and
+    # bitsandbytes, 1-4 s that systemd and a restart would wait on for nothing. Flush the logs and leave.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

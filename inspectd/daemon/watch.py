@@ -15,6 +15,7 @@ import fnmatch
 import logging
 import os
 import queue
+import stat
 import threading
 import time
 from pathlib import Path
@@ -26,16 +27,26 @@ from watchdog.events import (
     FileMovedEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
+from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
 from inspectd.config import WatchSettings
+from inspectd.daemon.file_names import as_text
 from inspectd.daemon.items import ReadyFile
 from inspectd.threads import LoopThread
 
 log = logging.getLogger("inspectd.watch")
 
 _WRITE_GRACE_S = 300.0
+
+
+def _offerable(path: Path) -> bool:
+    """A regular file, or a symbolic link (handed on so that the worker refuses it with a failed row)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 def ignored(name: str, patterns: tuple[str, ...]) -> bool:
@@ -77,7 +88,9 @@ class _Handler(FileSystemEventHandler):
         if event.is_directory:
             return
         if (path := self._ours(event.src_path)) is not None:
-            if self.watcher.polling:
+            if os.path.islink(path):
+                self.watcher.mark_complete(path, self.camera)  # a link is whole when made (and is refused)
+            elif self.watcher.polling:
                 self.watcher.mark_candidate(path, self.camera)
             else:
                 self.watcher.mark_writing(path)
@@ -97,10 +110,14 @@ class FolderWatcher(LoopThread):
         self._writing: dict[Path, float] = {}
         # candidate path -> (camera, (size, mtime_ns), since)
         self._candidates: dict[Path, tuple[str, tuple[int, int], float]] = {}
+        self._noted: set[Path] = set()  # subfolders already logged
         self._observer = None
 
     def start(self) -> None:
-        observer = PollingObserver(timeout=self.settings.poll_interval_s) if self.polling else Observer()
+        # Full inotify events: a file renamed in from a folder we do not watch is reported as a move (complete),
+        # not as a creation that would wait for a close that never comes.
+        observer = PollingObserver(timeout=self.settings.poll_interval_s) if self.polling else \
+            InotifyObserver(generate_full_events=True)
         for folder in self.settings.folders:
             folder.path.mkdir(parents=True, exist_ok=True)
             observer.schedule(_Handler(self, folder.path, folder.camera), str(folder.path), recursive=False)
@@ -127,13 +144,15 @@ class FolderWatcher(LoopThread):
         with self._lock:
             self._writing.pop(path, None)
             self._candidates.pop(path, None)
-        if path.is_file():
-            log.debug("complete: %s", path.name)
+        if _offerable(path):
+            log.debug("complete: %s", as_text(path.name))
             self.ready.put(ReadyFile(path, camera, time.time()))
+        elif path.is_dir():
+            self._note_skipped(path, "a folder")
 
     def mark_candidate(self, path: Path, camera: str) -> None:
         try:
-            stat = path.stat()
+            status = os.lstat(path)
         except OSError:
             return
         with self._lock:
@@ -143,13 +162,15 @@ class FolderWatcher(LoopThread):
                     return
                 del self._writing[path]
             previous = self._candidates.get(path)
-            signature = (stat.st_size, stat.st_mtime_ns)
+            signature = (status.st_size, status.st_mtime_ns)
             if previous is None or previous[1] != signature:
                 self._candidates[path] = (camera, signature, time.monotonic())
 
     def rescan(self) -> int:
-        """Offer every file in the folders; the intake skips recorded ones."""
+        """Offer every file in the folders (symbolic links too: the worker refuses them with a row); the intake
+        skips recorded ones. Subfolders are not inspected: each is logged once."""
         found = 0
+        seen_folders: set[Path] = set()
         for folder in self.settings.folders:
             try:
                 entries = list(os.scandir(folder.path))
@@ -157,10 +178,24 @@ class FolderWatcher(LoopThread):
                 log.error("cannot list %s: %s", folder.path, exc)
                 continue
             for entry in entries:
-                if entry.is_file(follow_symlinks=False) and not ignored(entry.name, self.settings.ignore_patterns):
+                if ignored(entry.name, self.settings.ignore_patterns):
+                    continue
+                if entry.is_file(follow_symlinks=False) or entry.is_symlink():
                     self.mark_candidate(Path(entry.path), folder.camera)
                     found += 1
+                elif entry.is_dir(follow_symlinks=False):
+                    seen_folders.add(Path(entry.path))
+                    self._note_skipped(Path(entry.path), "a folder")
+        with self._lock:
+            self._noted &= seen_folders  # a folder removed and made again is logged again
         return found
+
+    def _note_skipped(self, path: Path, what: str) -> None:
+        with self._lock:
+            if path in self._noted:
+                return
+            self._noted.add(path)
+        log.warning("%s in the drop folder is %s: not inspected (subfolders are not watched)", as_text(path), what)
 
     def _loop(self) -> None:
         """Hand over candidates whose size and mtime held still for ``stable_s``."""
@@ -171,12 +206,12 @@ class FolderWatcher(LoopThread):
                 items = list(self._candidates.items())
             for path, (camera, signature, since) in items:
                 try:
-                    stat = path.stat()
+                    status = os.lstat(path)
                 except OSError:
                     with self._lock:
                         self._candidates.pop(path, None)
                     continue
-                current = (stat.st_size, stat.st_mtime_ns)
+                current = (status.st_size, status.st_mtime_ns)
                 with self._lock:
                     if path not in self._candidates:
                         continue

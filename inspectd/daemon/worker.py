@@ -6,10 +6,13 @@ import hashlib
 import logging
 import os
 import queue
+import stat
 import time
+from pathlib import Path
 
 import torch
 
+from inspectd.daemon.file_names import as_text, link_digest
 from inspectd.daemon.items import InFlight, ReadyFile
 from inspectd.daemon.recorder import Processed, Recorder
 from inspectd.errors import ImageError
@@ -64,6 +67,12 @@ class ModelWorker(LoopThread):
             batch = self._gather()
             if not batch:
                 continue
+            if self._stop.is_set():
+                # Stopping: a batch gathered after the stop request is not started; its files stay in the
+                # drop folder and the next start finds them.
+                for ready in batch:
+                    self.in_flight.release(ready.path)
+                return
             try:
                 self.process(batch)
             except Exception:
@@ -76,17 +85,18 @@ class ModelWorker(LoopThread):
 
     def process(self, batch: list[ReadyFile]) -> None:
         started = time.time()
-        log.debug("batch of %d: %s", len(batch), ", ".join(r.path.name for r in batch))
+        log.debug("batch of %d: %s", len(batch), ", ".join(as_text(r.path.name) for r in batch))
         max_pixels = self.inspector.options.max_pixels
         max_bytes = self.inspector.options.max_file_bytes
         to_infer: list[tuple[ReadyFile, str, int, NamedImage]] = []
         for ready in batch:
+            name = as_text(ready.path)
             load_started = time.perf_counter()
             try:
-                data = read_image_bytes(ready.path, max_bytes)
+                data = read_image_bytes(ready.path, max_bytes, follow_symlinks=False)
             except ImageError as exc:
-                if not ready.path.exists():
-                    log.warning("%s vanished before it was read; nothing recorded", ready.path)
+                if not os.path.lexists(ready.path):
+                    log.warning("%s vanished before it was read; nothing recorded", name)
                     continue
                 self._record_failure(ready, *_digest_and_size(ready.path), exc.reason, started)
                 continue
@@ -96,11 +106,11 @@ class ModelWorker(LoopThread):
                 self.recorder.finish_recorded(ready, existing)
                 continue
             try:
-                image = decode_image(data, str(ready.path), max_pixels)
+                image = decode_image(data, name, max_pixels)
             except ImageError as exc:
                 self._record_failure(ready, sha256, len(data), exc.reason, started)
                 continue
-            named = NamedImage(str(ready.path), image, time.perf_counter() - load_started)
+            named = NamedImage(name, image, time.perf_counter() - load_started)
             to_infer.append((ready, sha256, len(data), named))
         if to_infer:
             results = self._infer([entry[3] for entry in to_infer])
@@ -129,19 +139,36 @@ class ModelWorker(LoopThread):
     def _record_failure(self, ready: ReadyFile, sha256: str | None, size: int, reason: str, started: float) -> None:
         """A failed row; bytes already in the store are handled by ``record`` like any duplicate."""
         if sha256 is None:
-            log.warning("%s could not be read (%s); nothing recorded", ready.path, reason)
+            log.warning("%s could not be read (%s); nothing recorded", as_text(ready.path), reason)
             return
-        self._record(Processed(ready, sha256, size, self.inspector.failed(str(ready.path), reason), started))
+        self._record(Processed(ready, sha256, size, self.inspector.failed(as_text(ready.path), reason), started))
 
     def _record(self, item: Processed) -> None:
-        if self.recorder.record(item) is not None:
+        """One file's row; whatever breaks it fails that file alone (it stays in the folder for the next pass)."""
+        try:
+            inspection_id = self.recorder.record(item)
+        except Exception:
+            log.exception("%s could not be recorded; it stays in the drop folder and is offered again",
+                          as_text(item.ready.path))
+            return
+        if inspection_id is not None:
             self.recorded += 1
 
 
-def _digest_and_size(path) -> tuple[str | None, int]:
-    """For files refused before reading (too large): hash them as a stream."""
+def _digest_and_size(path: Path) -> tuple[str | None, int]:
+    """For files refused before reading (too large, not a regular file, a link): hash without following links.
+
+    A symbolic link's identity is its own name and target, never the target's bytes.
+    """
     try:
-        with open(path, "rb") as handle:
+        status = os.lstat(path)
+        if stat.S_ISLNK(status.st_mode):
+            return link_digest(path, os.readlink(path)), 0
+        if not stat.S_ISREG(status.st_mode):
+            identity = f"not a regular file\0{status.st_mode:o}\0".encode() + os.fsencode(path)
+            return hashlib.sha256(identity).hexdigest(), 0
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest(), os.fstat(handle.fileno()).st_size
     except OSError:
         return None, 0

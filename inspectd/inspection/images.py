@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -10,6 +13,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from inspectd.errors import ImageError
+
+SYMLINK_REFUSED = "symbolic link refused (drop folders take regular files only)"
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -22,23 +27,38 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_image_bytes(path: Path, max_bytes: int) -> bytes:
-    """Read a whole file once; size limits checked before reading."""
+def read_image_bytes(path: Path, max_bytes: int, follow_symlinks: bool = True) -> bytes:
+    """Read a whole file once through one descriptor; type and size are checked on it before reading.
+
+    ``follow_symlinks=False`` (the daemon's drop folders) refuses a symbolic link instead of reading its
+    target: whoever can write a drop folder must not make the daemon read any file it can reach.
+    """
     path = Path(path)
+    name = str(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)  # O_NONBLOCK: a FIFO must not hang us
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
     try:
-        size = path.stat().st_size
+        fd = os.open(path, flags)
     except FileNotFoundError:
-        raise ImageError(str(path), "file does not exist") from None
+        raise ImageError(name, "file does not exist") from None
     except OSError as exc:
-        raise ImageError(str(path), f"cannot read file ({exc.strerror or exc})") from exc
-    if not path.is_file():
-        raise ImageError(str(path), "not a regular file")
-    if size > max_bytes:
-        raise ImageError(str(path), f"file is {size} bytes, over the limit of {max_bytes} (images.max_file_bytes)")
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise ImageError(name, SYMLINK_REFUSED) from None
+        raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from exc
     try:
-        return path.read_bytes()
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise ImageError(name, "not a regular file")
+        if status.st_size > max_bytes:
+            raise ImageError(name, f"file is {status.st_size} bytes, over the limit of {max_bytes} "
+                                   "(images.max_file_bytes)")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
     except OSError as exc:
-        raise ImageError(str(path), f"cannot read file ({exc.strerror or exc})") from exc
+        raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from exc
+    finally:
+        os.close(fd)
 
 
 def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:

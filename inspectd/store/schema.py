@@ -19,6 +19,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -75,6 +76,9 @@ class InspectionRow(Base):
         Index("ix_inspections_created_at", "created_at"),
         Index("ix_inspections_camera_created_at", "camera", "created_at"),
         Index("ix_inspections_verdict_created_at", "verdict", "created_at"),
+        # Rows whose file is not (yet) in the archive: few in move mode; the crash-window repair reads them.
+        Index("ix_inspections_unarchived", "id", sqlite_where=text("archived_path IS NULL"),
+              postgresql_where=text("archived_path IS NULL")),
     )
 
 
