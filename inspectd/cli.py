@@ -62,22 +62,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from inspectd.config import load_settings
     from inspectd.errors import ImageError
     from inspectd.inspection.images import load_image
-    from inspectd.inspection.inspector import Inspector, InspectorOptions
+    from inspectd.inspection.build import build_inspector
     from inspectd.inspection.render import map_image, mask_image, overlay_image
 
     settings = load_settings(_config_path(args.config), require_paths=args.bundle is None)
     bundle_dir = Path(args.bundle) if args.bundle else settings.model.bundle
     limit_cpu_threads(settings.model.threads)
     bundle = load_bundle(bundle_dir, args.device or settings.model.device)
-    real = settings.real.apply(bundle.manifest.real)
-    options = InspectorOptions(
-        batch_size=settings.model.batch_size,
-        max_new_tokens=settings.model.max_new_tokens,
-        threshold=settings.threshold,
-        max_pixels=settings.images.max_pixels,
-        max_file_bytes=settings.images.max_file_bytes,
-    )
-    inspector = Inspector(bundle, real, options)
+    inspector = build_inspector(settings, bundle)
     paths = [Path(p) for p in args.images]
     results = inspector.inspect_files(paths)
     out = Path(args.out) if args.out else None
@@ -97,7 +89,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             map_image(result.anomaly_map).save(files["map"])
             mask_image(result.mask).save(files["mask"])
             try:
-                photo = load_image(path, options.max_pixels, options.max_file_bytes)
+                photo = load_image(path, inspector.options.max_pixels, inspector.options.max_file_bytes)
                 overlay_image(photo, result.anomaly_map, result.mask).save(files["overlay"])
             except ImageError as exc:
                 log.warning("overlay not written: %s", exc)
@@ -161,17 +153,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from inspectd.config import load_settings
     from inspectd.data.layouts import read_mvtec
     from inspectd.evaluation.runner import evaluate, format_table
-    from inspectd.inspection.inspector import Inspector, InspectorOptions
+    from inspectd.inspection.build import build_inspector
 
     settings = load_settings(_config_path(args.config), require_paths=args.bundle is None)
     limit_cpu_threads(settings.model.threads)
     bundle = load_bundle(Path(args.bundle) if args.bundle else settings.model.bundle,
                          args.device or settings.model.device)
-    real = settings.real.apply(bundle.manifest.real)
-    inspector = Inspector(bundle, real, InspectorOptions(
-        batch_size=settings.model.batch_size, max_new_tokens=settings.model.max_new_tokens,
-        threshold=settings.threshold, max_pixels=settings.images.max_pixels,
-        max_file_bytes=settings.images.max_file_bytes))
+    inspector = build_inspector(settings, bundle)
     datasets = [read_mvtec(Path(p)) for p in args.datasets]
     for dataset in datasets:
         for path in dataset.skipped:

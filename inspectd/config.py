@@ -33,6 +33,10 @@ class ModelSettings(_Section):
     max_new_tokens: int | None = Field(None, ge=8, le=4096, description="null = the bundle's value")
     threads: int = Field(1, ge=1, le=256, description="torch CPU threads; 1 stays fast when other processes "
                                                       "share the cores (more collapsed 20-70x)")
+    canary_image: Path | None = Field(None, description="image a reloaded bundle must inspect before it is used "
+                                                         "(null = a plain grey image)")
+    canary_verdict: Literal["normal", "anomalous"] | None = Field(
+        None, description="verdict the canary image must get (null = any verdict whose reply parses)")
 
     @field_validator("device")
     @classmethod
@@ -272,7 +276,10 @@ def _resolve_paths(settings: Settings, base: Path, bundle: Path) -> Settings:
             raise ValueError(f"alerts.rules: rule {rule.name!r} names cameras {unknown} not in watch.folders")
     return settings.model_copy(
         update={
-            "model": settings.model.model_copy(update={"bundle": bundle}),
+            "model": settings.model.model_copy(update={
+                "bundle": bundle,
+                "canary_image": _resolve(base, settings.model.canary_image) if settings.model.canary_image else None,
+            }),
             "watch": settings.watch.model_copy(update={"folders": folders}),
             "archive": archive,
             "store": settings.store.model_copy(update={"url": url}),

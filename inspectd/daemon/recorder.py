@@ -94,6 +94,11 @@ class Recorder:
         self.save_maps = save_maps
         self.on_alerts = on_alerts
 
+    def use_model(self, bundle_id: int, real: RealParams) -> None:
+        """Rows from now on name this bundle and these ReAL parameters (called by the worker between batches)."""
+        self.bundle_id = bundle_id
+        self.real = real.model_dump(mode="json")
+
     def reload_alerts(self, alerts: AlertSettings) -> None:
         self.alerts = alerts
 

@@ -24,13 +24,13 @@ from inspectd.model.cpu_threads import limit_cpu_threads
 from inspectd.config import Settings, load_settings
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.archive_repair import ArchiveRepair
+from inspectd.daemon.model_reload import ModelReloader, activate
 from inspectd.daemon.items import InFlight, ReadyFile
-from inspectd.daemon.recorder import Recorder, register_bundle
+from inspectd.daemon.recorder import Recorder
 from inspectd.daemon.systemd import SystemdNotifier
 from inspectd.daemon.watch import FolderWatcher
 from inspectd.daemon.worker import ModelWorker
 from inspectd.errors import ConfigError
-from inspectd.inspection.inspector import Inspector, InspectorOptions
 from inspectd.store.database import migrate, open_engine
 from inspectd.threads import LoopThread
 
@@ -84,31 +84,21 @@ class Daemon:
         self.notifier.status("loading model")
         limit_cpu_threads(settings.model.threads)
         bundle = load_bundle(settings.model.bundle, settings.model.device)
-        real = settings.real.apply(bundle.manifest.real)
-        inspector = Inspector(
-            bundle,
-            real,
-            InspectorOptions(
-                batch_size=settings.model.batch_size,
-                max_new_tokens=settings.model.max_new_tokens,
-                threshold=settings.threshold,
-                max_pixels=settings.images.max_pixels,
-                max_file_bytes=settings.images.max_file_bytes,
-            ),
-        )
         engine = open_engine(settings.store.url)
         revision = migrate(engine)
         log.info("store %s at schema %s", engine.url.render_as_string(hide_password=True), revision)
-        bundle_id = register_bundle(engine, bundle)
+        model = activate(settings, engine, bundle)
         relay = AlertRelay(engine, settings.alerts)
         archiver = Archiver(settings.archive)
-        recorder = Recorder(engine, bundle_id, real, archiver, settings.alerts, settings.store.save_maps, relay.wake)
+        recorder = Recorder(engine, model.bundle_id, model.inspector.real, archiver, settings.alerts,
+                            settings.store.save_maps, relay.wake)
         repair = ArchiveRepair(engine, archiver)
         repair.run()
         ready: queue.Queue = queue.Queue()
         work: queue.Queue = queue.Queue(maxsize=settings.queue.capacity)
         in_flight = InFlight()
-        worker = ModelWorker(inspector, recorder, work, in_flight, settings.model.batch_size, settings.queue.max_wait_ms)
+        worker = ModelWorker(model.inspector, recorder, work, in_flight, model.batch_size, settings.queue.max_wait_ms)
+        reloader = ModelReloader(engine, model, settings, worker.swap)
         intake = _Intake(ready, work, in_flight)
         watcher = FolderWatcher(settings.watch, ready)
         relay.start()
@@ -133,7 +123,7 @@ class Daemon:
                 self.notifier.watchdog()
             if self._reload.is_set():
                 self._reload.clear()
-                self._reload_alerts(recorder, relay)
+                self._apply_reload(recorder, relay, reloader)
             if time.monotonic() >= next_rescan:
                 repair.run()
                 watcher.rescan()
@@ -149,15 +139,20 @@ class Daemon:
         log.info("stopped after recording %d inspection(s)", worker.recorded)
         return exit_code
 
-    def _reload_alerts(self, recorder: Recorder, relay: AlertRelay) -> None:
+    def _apply_reload(self, recorder: Recorder, relay: AlertRelay, reloader: ModelReloader) -> None:
+        """SIGHUP: alert rules and channels at once; the model on the reloader's thread (see model_reload)."""
+        self.notifier.reloading()
         try:
             fresh = load_settings(Path(self.settings.source))
         except ConfigError as exc:
-            log.error("SIGHUP: configuration not reloaded, keeping the old alert rules: %s", exc)
+            log.error("SIGHUP: configuration not reloaded, keeping the old alert rules and model: %s", exc)
+            self.notifier.ready("reload refused: configuration invalid")
             return
         recorder.reload_alerts(fresh.alerts)
         relay.reload(fresh.alerts)
         log.info("SIGHUP: reloaded %d alert rule(s) and %d channel(s)", len(fresh.alerts.rules), len(fresh.alerts.channels))
+        if not reloader.request(fresh, done=lambda: self.notifier.ready("reloaded")):
+            self.notifier.ready("reload already in progress")
 
 
 def run_daemon(settings: Settings) -> NoReturn:

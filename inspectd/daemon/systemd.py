@@ -1,4 +1,4 @@
-"""sd_notify over $NOTIFY_SOCKET: READY, WATCHDOG, STOPPING, STATUS.
+"""sd_notify over $NOTIFY_SOCKET: READY, RELOADING, WATCHDOG, STOPPING, STATUS.
 
 The protocol is a datagram of newline-separated assignments to a Unix socket
 (an abstract one when the path starts with '@'); it needs no library. Outside
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 
 class SystemdNotifier:
@@ -41,6 +42,11 @@ class SystemdNotifier:
 
     def watchdog(self) -> bool:
         return self.notify("WATCHDOG=1")
+
+    def reloading(self) -> bool:
+        """Followed by ``ready`` when the reload is over (systemd's protocol for ``systemctl reload``)."""
+        return self.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}",
+                           "STATUS=reloading")
 
     def stopping(self) -> bool:
         return self.notify("STOPPING=1", "STATUS=stopping")

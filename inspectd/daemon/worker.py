@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
 import queue
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import torch
 
 from inspectd.daemon.file_names import as_text, link_digest
 from inspectd.daemon.items import InFlight, ReadyFile
+from inspectd.daemon.model_reload import ActiveModel
 from inspectd.daemon.recorder import Processed, Recorder
 from inspectd.errors import ImageError
 from inspectd.inspection.images import decode_image, read_image_bytes
@@ -42,6 +45,25 @@ class ModelWorker(LoopThread):
         self.batch_size = batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.recorded = 0
+        self._next_model: ActiveModel | None = None
+        self._next_lock = threading.Lock()
+
+    def swap(self, model: ActiveModel) -> None:
+        """Use ``model`` from the next batch on (the batch in flight finishes with the old one)."""
+        with self._next_lock:
+            self._next_model = model
+
+    def _take_new_model(self) -> None:
+        with self._next_lock:
+            model, self._next_model = self._next_model, None
+        if model is None:
+            return
+        self.inspector, self.batch_size = model.inspector, model.batch_size
+        self.recorder.use_model(model.bundle_id, model.inspector.real)
+        gc.collect()  # the old weights go now, not at some later collection
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.info("now inspecting with bundle %s (%s)", model.bundle.manifest.name, model.bundle.digest[:12])
 
     def stop(self, timeout: float | None = None) -> None:
         """Finish the batch in flight; files still queued stay in the folder for the next start."""
@@ -65,6 +87,7 @@ class ModelWorker(LoopThread):
     def _loop(self) -> None:
         while not self._stop.is_set():
             batch = self._gather()
+            self._take_new_model()  # a batch started after the swap was offered uses the new model
             if not batch:
                 continue
             if self._stop.is_set():
