@@ -149,8 +149,9 @@ def cmd_stats(args) -> int:
 
 def cmd_alerts(args) -> int:
     from inspectd.store.queries import alerts
+    from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertStatus
 
-    status = ("pending", "failed", "delivered") if args.all else ("pending", "failed")
+    status = tuple(s.value for s in AlertStatus) if args.all else OPEN_ALERT_STATUSES
     sys.stdout.write(render(alerts(_engine(args), status, args.limit), args.format, width={"last_error": 60}))
     return 0
 

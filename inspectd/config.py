@@ -103,6 +103,13 @@ class StoreSettings(_Section):
     save_maps: bool = True
 
 
+class DiskGuardSettings(_Section):
+    min_free_mb: float = Field(1024, ge=0, description="below this many free MiB on the store's or the archive's "
+                                                       "file system, no new file is taken (0 = off)")
+    check_interval_s: float = Field(10.0, gt=0, le=3600, description="how often free space is measured")
+    channels: tuple[str, ...] = Field((), description="alert channels told when the guard pauses and resumes")
+
+
 class WebhookChannel(_Section):
     type: Literal["webhook"]
     name: str
@@ -199,6 +206,15 @@ class Settings(_Section):
     archive: ArchiveSettings = ArchiveSettings()
     store: StoreSettings = StoreSettings()
     alerts: AlertSettings = AlertSettings()
+    disk_guard: DiskGuardSettings = DiskGuardSettings()
+
+    @model_validator(mode="after")
+    def _guard_channels(self) -> Settings:
+        names = [c.name for c in self.alerts.channels]
+        unknown = [c for c in self.disk_guard.channels if c not in names]
+        if unknown:
+            raise ValueError(f"disk_guard.channels names unknown channels {unknown}; defined: {names}")
+        return self
 
 
 def _describe(errors: list[dict[str, Any]]) -> str:

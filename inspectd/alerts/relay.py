@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from inspectd.alerts.channels import Delivery, DeliveryError, send
 from inspectd.config import AlertSettings
 from inspectd.store.clock import utcnow
-from inspectd.store.schema import AlertRow
+from inspectd.store.schema import AlertRow, AlertStatus
 from inspectd.threads import LoopThread
 
 log = logging.getLogger("inspectd.alerts")
@@ -63,7 +63,7 @@ class AlertRelay(LoopThread):
         with Session(self.engine) as session:
             due = session.scalars(
                 select(AlertRow)
-                .where(AlertRow.status == "pending", AlertRow.next_attempt_at <= now)
+                .where(AlertRow.status == AlertStatus.PENDING.value, AlertRow.next_attempt_at <= now)
                 .order_by(AlertRow.id)
                 .limit(limit)
             ).all()
@@ -81,7 +81,7 @@ class AlertRelay(LoopThread):
             except DeliveryError as exc:
                 self._failed(alert_id, attempts + 1, str(exc))
                 continue
-            self._update(alert_id, status="delivered", attempts=attempts + 1, delivered_at=utcnow(), last_error=None)
+            self._update(alert_id, status=AlertStatus.DELIVERED.value, attempts=attempts + 1, delivered_at=utcnow(), last_error=None)
             sent += 1
         return sent
 
@@ -89,7 +89,7 @@ class AlertRelay(LoopThread):
         retry = self.settings.retry
         if attempts >= retry.max_attempts:
             log.error("alert %d gave up after %d attempts: %s", alert_id, attempts, error)
-            self._update(alert_id, status="failed", attempts=attempts, last_error=error)
+            self._update(alert_id, status=AlertStatus.FAILED.value, attempts=attempts, last_error=error)
             return
         delay = backoff_s(attempts, retry.base_s, retry.max_s, self._rng)
         log.warning("alert %d attempt %d failed (%s); next try in %.1f s", alert_id, attempts, error, delay)

@@ -8,17 +8,15 @@ finishes the move.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from inspectd.alerts.rules import matching_alerts
+from inspectd.alerts.outbox import add_inspection_alerts
 from inspectd.bundle.load import LoadedBundle
 from inspectd.config import AlertSettings
 from inspectd.daemon.archive import Archiver
@@ -28,7 +26,7 @@ from inspectd.inspection.render import map_image, mask_image, png_bytes
 from inspectd.inspection.result import InspectionResult, Verdict
 from inspectd.real.params import RealParams
 from inspectd.store.clock import from_timestamp, utcnow
-from inspectd.store.schema import AlertRow, ArtifactRow, BundleRow, InspectionRow
+from inspectd.store.schema import ArtifactRow, BundleRow, InspectionRow
 
 log = logging.getLogger("inspectd.recorder")
 
@@ -51,11 +49,6 @@ class Existing:
     archived_path: str | None
     verdict: str
     error: str | None
-
-
-def alert_key(sha256: str, rule: str, channel: str) -> str:
-    """Stable per (image bytes, rule, channel): a resend after a crash carries the same key."""
-    return hashlib.sha256(f"{sha256}|{rule}|{channel}".encode()).hexdigest()
 
 
 def register_bundle(engine: Engine, bundle: LoadedBundle) -> int:
@@ -154,7 +147,7 @@ class Recorder:
                 session.flush()
                 if artifacts is not None:
                     session.add(ArtifactRow(inspection_id=row.id, map_png=artifacts[0], mask_png=artifacts[1]))
-                alerts_added = self._add_alerts(session, row, now)
+                alerts_added = add_inspection_alerts(session, self.alerts.rules, row, now)
                 inspection_id = row.id
         except IntegrityError:
             existing = self.lookup(item.sha256)
@@ -172,52 +165,6 @@ class Recorder:
         if alerts_added and self.on_alerts is not None:
             self.on_alerts()
         return inspection_id
-
-    def _add_alerts(self, session: Session, row: InspectionRow, now) -> int:
-        added = 0
-        for draft in matching_alerts(self.alerts.rules, row.camera, row.verdict, row.score):
-            if draft.cooldown_s > 0:
-                recent = session.scalar(
-                    select(AlertRow.id)
-                    .where(
-                        AlertRow.rule == draft.rule,
-                        AlertRow.camera == row.camera,
-                        AlertRow.channel == draft.channel,
-                        AlertRow.created_at > now - timedelta(seconds=draft.cooldown_s),
-                    )
-                    .limit(1)
-                )
-                if recent is not None:
-                    log.info("alert %s/%s for #%d suppressed by cooldown", draft.rule, draft.channel, row.id)
-                    continue
-            payload = {
-                "inspection_id": row.id,
-                "rule": draft.rule,
-                "camera": row.camera,
-                "verdict": row.verdict,
-                "score": row.score,
-                "threshold": row.threshold,
-                "reasoning": row.reasoning,
-                "source_path": row.source_path,
-                "sha256": row.sha256,
-                "created_at": now.isoformat(timespec="milliseconds") + "Z",
-            }
-            session.add(
-                AlertRow(
-                    inspection_id=row.id,
-                    rule=draft.rule,
-                    channel=draft.channel,
-                    camera=row.camera,
-                    idempotency_key=alert_key(row.sha256, draft.rule, draft.channel),
-                    payload=payload,
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
-            added += 1
-        return added
 
     def _archive(self, inspection_id: int, ready: ReadyFile, verdict: str, error: str | None) -> None:
         try:

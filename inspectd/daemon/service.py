@@ -18,12 +18,16 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
+from sqlalchemy.orm import Session
+
+from inspectd.alerts.outbox import add_system_alerts
 from inspectd.alerts.relay import AlertRelay
 from inspectd.bundle.load import load_bundle
 from inspectd.model.cpu_threads import limit_cpu_threads
 from inspectd.config import Settings, load_settings
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.archive_repair import ArchiveRepair
+from inspectd.daemon.disk_guard import DiskGuard, FreeSpace, GuardChange, free_bytes
 from inspectd.daemon.model_reload import ModelReloader, activate
 from inspectd.daemon.items import InFlight, ReadyFile
 from inspectd.daemon.recorder import Recorder
@@ -31,6 +35,7 @@ from inspectd.daemon.systemd import SystemdNotifier
 from inspectd.daemon.watch import FolderWatcher
 from inspectd.daemon.worker import ModelWorker
 from inspectd.errors import ConfigError
+from inspectd.store.clock import utcnow
 from inspectd.store.database import migrate, open_engine
 from inspectd.threads import LoopThread
 
@@ -40,11 +45,12 @@ log = logging.getLogger("inspectd.daemon")
 class _Intake(LoopThread):
     """Moves ready files into the bounded queue without ever blocking the observer."""
 
-    def __init__(self, ready: queue.Queue, work: queue.Queue, in_flight: InFlight) -> None:
+    def __init__(self, ready: queue.Queue, work: queue.Queue, in_flight: InFlight, paused: threading.Event) -> None:
         super().__init__("inspectd-intake")
         self.ready = ready
         self.work = work
         self.in_flight = in_flight
+        self.paused = paused  # disk guard: files stay in the folder; the rescan on resume offers them again
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -52,7 +58,7 @@ class _Intake(LoopThread):
                 item: ReadyFile = self.ready.get(timeout=0.2)
             except queue.Empty:
                 continue
-            if not self.in_flight.claim(item.path):
+            if self.paused.is_set() or not self.in_flight.claim(item.path):
                 continue
             while not self._stop.is_set():
                 try:
@@ -65,13 +71,15 @@ class _Intake(LoopThread):
 
 
 class Daemon:
-    def __init__(self, settings: Settings, notifier: SystemdNotifier | None = None) -> None:
+    def __init__(self, settings: Settings, notifier: SystemdNotifier | None = None,
+                 free_space: FreeSpace = free_bytes) -> None:
         if not settings.watch.folders:
             raise ConfigError(f"{settings.source}: watch.folders: at least one folder is needed to run the daemon")
         self.settings = settings
         self.notifier = notifier or SystemdNotifier()
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self.free_space = free_space
 
     def request_stop(self, *_args) -> None:
         self._stop.set()
@@ -94,12 +102,15 @@ class Daemon:
                             settings.store.save_maps, relay.wake)
         repair = ArchiveRepair(engine, archiver)
         repair.run()
+        guard = DiskGuard(settings, self.free_space)
+        self._guard_changed(guard.check(), engine, relay)
         ready: queue.Queue = queue.Queue()
         work: queue.Queue = queue.Queue(maxsize=settings.queue.capacity)
         in_flight = InFlight()
-        worker = ModelWorker(model.inspector, recorder, work, in_flight, model.batch_size, settings.queue.max_wait_ms)
+        worker = ModelWorker(model.inspector, recorder, work, in_flight, model.batch_size, settings.queue.max_wait_ms,
+                             guard.paused)
         reloader = ModelReloader(engine, model, settings, worker.swap)
-        intake = _Intake(ready, work, in_flight)
+        intake = _Intake(ready, work, in_flight, guard.paused)
         watcher = FolderWatcher(settings.watch, ready)
         relay.start()
         worker.start()
@@ -111,6 +122,7 @@ class Daemon:
         self.notifier.ready(f"watching {len(settings.watch.folders)} folder(s)")
         parts = {"watcher": watcher, "intake": intake, "model worker": worker, "alert relay": relay}
         next_rescan = time.monotonic() + settings.watch.reconcile_interval_s
+        next_space_check = time.monotonic() + settings.disk_guard.check_interval_s
         tick = min(1.0, self.notifier.watchdog_interval_s or 1.0)
         exit_code = 0
         while not self._stop.wait(tick):
@@ -124,11 +136,19 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload(recorder, relay, reloader)
+            if time.monotonic() >= next_space_check:
+                change = guard.check()
+                self._guard_changed(change, engine, relay)
+                if change is not None and not change.paused:
+                    next_rescan = 0.0  # offer the files that waited in the folders now
+                next_space_check = time.monotonic() + settings.disk_guard.check_interval_s
             if time.monotonic() >= next_rescan:
                 repair.run()
                 watcher.rescan()
                 next_rescan = time.monotonic() + settings.watch.reconcile_interval_s
-            self.notifier.status(f"recorded {worker.recorded}, queued {work.qsize()}, in flight {len(in_flight)}")
+            paused = "PAUSED, disk space below the floor; " if guard.paused.is_set() else ""
+            self.notifier.status(f"{paused}recorded {worker.recorded}, queued {work.qsize()}, "
+                                 f"in flight {len(in_flight)}")
         log.info("stopping: no new files; finishing the batch in flight")
         self.notifier.stopping()
         watcher.stop()
@@ -138,6 +158,25 @@ class Daemon:
         engine.dispose()
         log.info("stopped after recording %d inspection(s)", worker.recorded)
         return exit_code
+
+    def _guard_changed(self, change: GuardChange | None, engine, relay: AlertRelay) -> None:
+        if change is None:
+            return
+        if change.paused:
+            log.error("disk guard: PAUSED, no new file is taken (they stay in the drop folders): %s", change.describe())
+        else:
+            log.warning("disk guard: resumed: %s", change.describe())
+        channels = self.settings.disk_guard.channels
+        if not channels:
+            return
+        try:
+            with Session(engine) as session, session.begin():
+                add_system_alerts(session, channels, "disk_low" if change.paused else "disk_ok", change.details(),
+                                  utcnow())
+        except Exception as exc:  # a full disk may refuse even this row: the log line above stays
+            log.error("disk guard: alert not queued: %s", exc)
+            return
+        relay.wake()
 
     def _apply_reload(self, recorder: Recorder, relay: AlertRelay, reloader: ModelReloader) -> None:
         """SIGHUP: alert rules and channels at once; the model on the reloader's thread (see model_reload)."""

@@ -36,6 +36,7 @@ class ModelWorker(LoopThread):
         in_flight: InFlight,
         batch_size: int,
         max_wait_ms: int,
+        paused: threading.Event | None = None,
     ) -> None:
         super().__init__("inspectd-model")
         self.inspector = inspector
@@ -45,6 +46,7 @@ class ModelWorker(LoopThread):
         self.batch_size = batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.recorded = 0
+        self.paused = paused or threading.Event()  # the disk guard's: take no new batch while set
         self._next_model: ActiveModel | None = None
         self._next_lock = threading.Lock()
 
@@ -90,12 +92,12 @@ class ModelWorker(LoopThread):
             self._take_new_model()  # a batch started after the swap was offered uses the new model
             if not batch:
                 continue
-            if self._stop.is_set():
-                # Stopping: a batch gathered after the stop request is not started; its files stay in the
-                # drop folder and the next start finds them.
+            if self._stop.is_set() or self.paused.is_set():
+                # Stopping, or the disk guard paused: a batch gathered now is not started; its files stay in the
+                # drop folder for the next start or the rescan at resume.
                 for ready in batch:
                     self.in_flight.release(ready.path)
-                return
+                continue
             try:
                 self.process(batch)
             except Exception:

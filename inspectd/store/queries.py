@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from inspectd.store.schema import AlertRow, ArtifactRow, BundleRow, InspectionRow
+from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertRow, ArtifactRow, BundleRow, InspectionRow
 
 HISTORY_COLUMNS = ("id", "created_at", "camera", "verdict", "score", "source_path", "reasoning", "latency_ms")
 
@@ -79,7 +79,7 @@ def daily_stats(engine: Engine, since: datetime | None = None, camera: str | Non
         return [dict(row._mapping) for row in connection.execute(text(sql), params)]
 
 
-def alerts(engine: Engine, status: tuple[str, ...] = ("pending", "failed"), limit: int = 100) -> list[dict]:
+def alerts(engine: Engine, status: tuple[str, ...] = OPEN_ALERT_STATUSES, limit: int = 100) -> list[dict]:
     query = (
         select(AlertRow.id, AlertRow.created_at, AlertRow.rule, AlertRow.channel, AlertRow.camera, AlertRow.status,
                AlertRow.attempts, AlertRow.next_attempt_at, AlertRow.last_error, AlertRow.inspection_id)

@@ -6,6 +6,7 @@ The schema is created and changed only by the Alembic migrations in
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 from sqlalchemy import (
@@ -92,19 +93,35 @@ class ArtifactRow(Base):
     mask_png: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class AlertStatus(str, enum.Enum):
+    """Values of ``alerts.status``."""
+
+    PENDING = "pending"  # waiting for its next attempt
+    DELIVERED = "delivered"
+    FAILED = "failed"  # gave up after alerts.retry.max_attempts
+
+    def __str__(self) -> str:
+        return self.value
+
+
+OPEN_ALERT_STATUSES = (AlertStatus.PENDING.value, AlertStatus.FAILED.value)
+
+
 class AlertRow(Base):
     """Outbox: written with its inspection, sent and marked by the relay."""
 
     __tablename__ = "alerts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
+    # Empty for alerts about the box itself (disk guard); rule names the event then.
+    inspection_id: Mapped[int | None] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"),
+                                                      nullable=True)
     rule: Mapped[str] = mapped_column(String(200))
     channel: Mapped[str] = mapped_column(String(200))
     camera: Mapped[str] = mapped_column(String(200))
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     payload: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    status: Mapped[str] = mapped_column(String(16), default=AlertStatus.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime())
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,0 +1,82 @@
+"""The alerts outbox: what goes into it (payload, key, cooldown), written inside the caller's transaction.
+
+The relay (``relay.py``) sends what is here; rules (``rules.py``) say which
+inspections raise alerts. Alerts about the box itself (the disk guard) carry
+no inspection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from inspectd.alerts.rules import matching_alerts
+from inspectd.config import AlertRule
+from inspectd.store.schema import AlertRow, AlertStatus, InspectionRow
+
+log = logging.getLogger("inspectd.alerts")
+
+
+
+def alert_key(identity: str, rule: str, channel: str) -> str:
+    """Stable per (image bytes or event, rule, channel): a resend after a crash carries the same key."""
+    return hashlib.sha256(f"{identity}|{rule}|{channel}".encode()).hexdigest()
+
+
+def _row(inspection_id: int | None, rule: str, channel: str, camera: str, key: str, payload: dict,
+         now: datetime) -> AlertRow:
+    return AlertRow(inspection_id=inspection_id, rule=rule, channel=channel, camera=camera, idempotency_key=key,
+                    payload=payload, status=AlertStatus.PENDING.value, attempts=0, next_attempt_at=now,
+                    created_at=now)
+
+
+def add_inspection_alerts(session: Session, rules: tuple[AlertRule, ...], row: InspectionRow,
+                          now: datetime) -> int:
+    """Queue the alerts ``row`` raises (rules matched, cooldowns applied); returns how many."""
+    added = 0
+    for draft in matching_alerts(rules, row.camera, row.verdict, row.score):
+        if draft.cooldown_s > 0:
+            recent = session.scalar(
+                select(AlertRow.id)
+                .where(
+                    AlertRow.rule == draft.rule,
+                    AlertRow.camera == row.camera,
+                    AlertRow.channel == draft.channel,
+                    AlertRow.created_at > now - timedelta(seconds=draft.cooldown_s),
+                )
+                .limit(1)
+            )
+            if recent is not None:
+                log.info("alert %s/%s for #%d suppressed by cooldown", draft.rule, draft.channel, row.id)
+                continue
+        payload = {
+            "inspection_id": row.id,
+            "rule": draft.rule,
+            "camera": row.camera,
+            "verdict": row.verdict,
+            "score": row.score,
+            "threshold": round(row.threshold, 4),
+            "reasoning": row.reasoning,
+            "error": row.error,
+            "source_path": row.source_path,
+            "sha256": row.sha256,
+            "created_at": now.isoformat(timespec="milliseconds") + "Z",
+        }
+        session.add(_row(row.id, draft.rule, draft.channel, row.camera,
+                         alert_key(row.sha256, draft.rule, draft.channel), payload, now))
+        added += 1
+    return added
+
+
+def add_system_alerts(session: Session, channels: tuple[str, ...], event: str, details: dict,
+                      now: datetime) -> int:
+    """Queue one alert per channel about the box itself (``event``, e.g. ``disk_low``); returns how many."""
+    stamp = now.isoformat(timespec="milliseconds") + "Z"
+    payload = {"event": event, "created_at": stamp, **details}
+    for channel in channels:
+        session.add(_row(None, event, channel, "", alert_key(f"{event}|{stamp}", event, channel), payload, now))
+    return len(channels)
