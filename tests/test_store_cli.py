@@ -179,7 +179,7 @@ def test_systemd_unit_verifies(tmp_path):
     problems = [line for line in done.stderr.splitlines() if "inspectd.service" in line]
     assert done.returncode == 0 and not problems, done.stderr
     for needed in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=", "LoadCredential=",
-                   "DeviceAllow=/dev/nvidiactl", "ExecReload=/bin/kill -HUP"):
+                   "DeviceAllow=/dev/nvidiactl", "ExecReload=/bin/kill -HUP", "CPUWeight="):
         assert needed in unit
     assert not [l for l in unit.splitlines() if l.startswith("PrivateDevices=")]
 
