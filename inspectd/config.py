@@ -309,10 +309,17 @@ def default_config_path() -> Path:
     return Path(__file__).resolve().parent.parent / "config" / "inspectd.yaml"
 
 
+SERVICE_CONFIG = Path("/etc/inspectd/inspectd.yaml")
+
+
 def config_path(given: str | None) -> Path:
-    """The config a command reads: ``--config``, else $INSPECTD_CONFIG, else the shipped default."""
+    """The config a command reads: ``--config``, else $INSPECTD_CONFIG, else the service's
+    ``/etc/inspectd/inspectd.yaml`` when it exists (so an engineer's ``inspectd history`` reads the store the
+    service writes), else the shipped default."""
     if given:
         return Path(given)
     if os.environ.get("INSPECTD_CONFIG"):
         return Path(os.environ["INSPECTD_CONFIG"])
+    if SERVICE_CONFIG.is_file():
+        return SERVICE_CONFIG
     return default_config_path()

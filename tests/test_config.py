@@ -93,3 +93,17 @@ def test_shipped_recipes_and_training_configs_validate():
     assert load_recipe(recipes / "magnetic-tile-cgro.yaml").data.kind == "labelled_folder"
     seven_b = load_config(recipes / "qwen2.5-vl-7b-cgro.yaml")
     assert (seven_b.grpo.batch_size, seven_b.grpo.generations, seven_b.data.image_size) == (16, 8, 420)
+
+
+def test_reader_commands_find_the_service_config_before_the_shipped_default(tmp_path, monkeypatch):
+    import inspectd.config as config
+
+    service = tmp_path / "etc-inspectd.yaml"
+    monkeypatch.setattr(config, "SERVICE_CONFIG", service)
+    monkeypatch.delenv("INSPECTD_CONFIG", raising=False)
+    assert config.config_path(None) == default_config_path(), "no service config: the shipped one"
+    service.write_text("model: {bundle: x}\n")
+    assert config.config_path(None) == service
+    monkeypatch.setenv("INSPECTD_CONFIG", str(tmp_path / "env.yaml"))
+    assert config.config_path(None) == tmp_path / "env.yaml"
+    assert config.config_path("given.yaml") == Path("given.yaml")

@@ -205,3 +205,25 @@ def test_a_failed_row_whose_move_was_interrupted_is_finished_into_failed(tmp_pat
     with engine.connect() as connection:
         assert connection.execute(text("SELECT archived_path FROM inspections")).scalar() == str(moved)
     engine.dispose()
+
+
+def test_the_per_line_template_unit_verifies_and_keeps_each_line_apart(tmp_path):
+    import shutil
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here (.ci/run installs it where apt works)")
+    unit = (REPO / "systemd" / "inspectd@.service").read_text()
+    (tmp_path / "inspectd@line1.service").write_text(
+        unit.replace("/opt/inspectd/.venv/bin/inspectd", str(Path(sys.executable).parent / "inspectd")))
+    done = subprocess.run([analyze, "verify", str(tmp_path / "inspectd@line1.service")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and "inspectd@" not in done.stderr, done.stderr
+    for per_line in ("INSPECTD_CONFIG=/etc/inspectd/%i.yaml", "StateDirectory=inspectd/%i",
+                     "LoadCredential=webhook-secret:/etc/inspectd/%i-webhook-secret"):
+        assert per_line in unit
+    single = (REPO / "systemd" / "inspectd.service").read_text()
+    per_line_keys = ("#", "Description=", "Environment=INSPECTD_CONFIG=", "StateDirectory=", "LogsDirectory=",
+                     "LoadCredential=")
+    shared = lambda text: [line for line in text.splitlines() if not line.startswith(per_line_keys)]  # noqa: E731
+    assert shared(unit) == shared(single), "the template differs from the single-line unit only per line"
