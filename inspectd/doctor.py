@@ -31,7 +31,13 @@ def _writable_dir(path: Path) -> tuple[bool, str]:
         return False, f"{probe} is not a folder"
     if not os.access(probe, os.W_OK | os.X_OK):
         return False, f"{probe} is not writable by uid {os.geteuid()}"
-    return True, "exists" if probe == path else f"will be created under {probe}"
+    return True, "writable" if probe == path else f"will be created under {probe}"
+
+
+def _systemd_credential(path: Path) -> bool:
+    """A credential path of a unit, looked at from outside that unit (where it does not exist)."""
+    inside = os.environ.get("CREDENTIALS_DIRECTORY")
+    return Path(path).is_relative_to("/run/credentials") and not (inside and Path(path).is_relative_to(inside))
 
 
 def check_bundle(settings: Settings) -> list[Check]:
@@ -102,9 +108,10 @@ def check_store(settings: Settings) -> list[Check]:
         engine = open_engine(settings.store.url, create=False)
         revision = current_revision(engine)
     except InspectdError as exc:
-        ok, why = _writable_dir(Path(settings.store.url.replace("sqlite:///", "", 1)).parent) \
-            if settings.store.url.startswith("sqlite:///") else (False, str(exc))
-        return [Check("warn" if ok else "FAIL", "store", f"{exc}; {why}" if ok else str(exc))]
+        folder = Path(settings.store.url.replace("sqlite:///", "", 1)).parent
+        ok, why = _writable_dir(folder) if settings.store.url.startswith("sqlite:///") else (False, str(exc))
+        detail = f"{exc}; the daemon creates it at its first start (folder {folder}: {why})"
+        return [Check("warn" if ok else "FAIL", "store", detail if ok else f"{exc}; folder {folder}: {why}")]
     except Exception as exc:  # driver errors: unreachable server, bad credentials
         return [Check("FAIL", "store", f"cannot connect: {exc}")]
     url = engine.url.render_as_string(hide_password=True)
@@ -129,7 +136,10 @@ def check_alerts(settings: Settings, timeout_s: float = 3.0) -> list[Check]:
     for channel in settings.alerts.channels:
         name = f"alert channel {channel.name}"
         secret = getattr(channel, "secret_file", None) or getattr(channel, "password_file", None)
-        if secret is not None and not os.access(secret, os.R_OK):
+        if secret is not None and _systemd_credential(secret):
+            checks.append(Check("ok", name, f"secret {secret} is a systemd credential (LoadCredential=): systemd "
+                                            "checks it when the service starts; it exists only inside the service"))
+        elif secret is not None and not os.access(secret, os.R_OK):
             checks.append(Check("FAIL", name, f"secret file {secret} is not readable"))
         if isinstance(channel, WebhookChannel):
             parts = urlsplit(channel.url)

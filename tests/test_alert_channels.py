@@ -168,6 +168,8 @@ def test_doctor_reports_what_is_wrong(random_bundle, tmp_path):
                 {"type": "webhook", "name": "up", "url": receiver.url},
                 {"type": "webhook", "name": "down", "url": f"http://127.0.0.1:{_free_port()}/x"},
                 {"type": "command", "name": "siren", "argv": ["/nonexistent/siren"]},
+                {"type": "webhook", "name": "cred", "url": receiver.url,
+                 "secret_file": "/run/credentials/inspectd.service/webhook-secret"},
             ],
             "rules": [{"name": "r", "channels": ["up"]}],
         },
@@ -185,5 +187,8 @@ def test_doctor_reports_what_is_wrong(random_bundle, tmp_path):
     assert any(line.startswith("ok    alert channel up:") for line in lines)
     assert any(line.startswith("FAIL  alert channel down:") and "unreachable" in line for line in lines)
     assert any(line.startswith("FAIL  alert channel siren:") for line in lines)
-    assert any(line.startswith("warn  store:") for line in lines)
+    assert any(line.startswith("warn  store:") and "creates it at its first start" in line for line in lines)
+    assert any(line.startswith("ok    alert channel cred:") and "systemd checks it" in line for line in lines), \
+        "a credential of the unit is not a failure outside the unit"
+    assert not [line for line in lines if "does not exist" in line and "; exists" in line]
     assert lines[-1].endswith("checks: 2 failed, 2 warnings")
