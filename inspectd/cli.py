@@ -63,7 +63,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from inspectd.errors import ImageError
     from inspectd.inspection.images import load_image
     from inspectd.inspection.build import build_inspector
-    from inspectd.inspection.render import map_image, mask_image, overlay_image
+    from inspectd.inspection.render import map_image, mask_image, overlay_image, verdict_label
 
     settings = load_settings(_config_path(args.config), require_paths=args.bundle is None)
     bundle_dir = Path(args.bundle) if args.bundle else settings.model.bundle
@@ -90,7 +90,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             mask_image(result.mask).save(files["mask"])
             try:
                 photo = load_image(path, inspector.options.max_pixels, inspector.options.max_file_bytes)
-                overlay_image(photo, result.anomaly_map, result.mask).save(files["overlay"])
+                label = verdict_label(result.verdict.value, result.score, result.threshold)
+                overlay_image(photo, result.anomaly_map, result.mask, label).save(files["overlay"])
             except ImageError as exc:
                 log.warning("overlay not written: %s", exc)
                 files.pop("overlay")

@@ -96,9 +96,22 @@ def cmd_history(args) -> int:
     return 0
 
 
+# What a field of `show` means where its name does not say it.
+_SHOW_NOTES = {
+    "score": "P(yes), by the bundle's score method",
+    "reasoning_tokens": "tokens between <think> and </think>",
+    "tokens_used": "reasoning tokens ReAL kept (both filters) to build the map",
+    "queue_ms": "file complete -> its batch started",
+    "load_ms": "reading and decoding this file",
+    "model_ms": "this image's share of its batch's model time: batch time / images in the batch",
+    "real_ms": "ReAL for this image alone",
+    "latency_ms": "file complete -> row written",
+}
+
+
 def cmd_show(args) -> int:
     from inspectd.inspection.images import load_image
-    from inspectd.inspection.render import overlay_image
+    from inspectd.inspection.render import overlay_image, verdict_label
     from inspectd.store.queries import artifacts, inspection
 
     engine = _engine(args)
@@ -114,7 +127,8 @@ def cmd_show(args) -> int:
                     print(f"alert: {alert['rule']} -> {alert['channel']}: {alert['status']} "
                           f"(attempts {alert['attempts']}){' ' + alert['last_error'] if alert['last_error'] else ''}")
             else:
-                print(f"{key}: {_cell(value) if not isinstance(value, dict) else json.dumps(value)}")
+                note = f"   ({_SHOW_NOTES[key]})" if key in _SHOW_NOTES and value is not None else ""
+                print(f"{key}: {_cell(value) if not isinstance(value, dict) else json.dumps(value)}{note}")
     wanted = {k: getattr(args, k) for k in ("map", "mask", "overlay") if getattr(args, k)}
     if wanted:
         pngs = artifacts(engine, args.id)
@@ -133,7 +147,8 @@ def cmd_show(args) -> int:
             with Image.open(io.BytesIO(pngs[0])) as m, Image.open(io.BytesIO(pngs[1])) as k:
                 heat = np.asarray(m, dtype=np.float32) / 255.0
                 mask = np.asarray(k) > 127
-            overlay_image(photo, heat, mask).save(args.overlay)
+            overlay_image(photo, heat, mask, verdict_label(record["verdict"], record["score"],
+                                                           record["threshold"])).save(args.overlay)
         for kind, path in wanted.items():
             print(f"wrote {kind}: {path}", file=sys.stderr)
     return 0

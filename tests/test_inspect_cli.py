@@ -56,9 +56,11 @@ def test_inspect_reports_each_file_and_exits_non_zero_on_bad_ones(format_bundle,
         assert entry["verdict"] in ("anomalous", "normal"), entry
         assert entry["parse_status"] == "ok" and 0.0 <= entry["score"] <= 1.0
         assert entry["reasoning"] and entry["reasoning_tokens"] > 0
-        for kind in ("map", "mask", "overlay"):
+        for kind in ("map", "mask"):
             with Image.open(entry["outputs"][kind]) as png:
                 assert png.size == size
+        with Image.open(entry["outputs"]["overlay"]) as png:  # the photo below a band naming the verdict
+            assert png.width == size[0] and png.height > size[1]
         with Image.open(entry["outputs"]["map"]) as png:
             assert png.mode == "L" and np.asarray(png).max() == 255
     assert report["bundle"] == "tiny-format" and len(report["bundle_sha256"]) == 64

@@ -132,9 +132,15 @@ def test_show_writes_pngs_and_stats_and_alerts(store):
                 "--map", str(out / "h.png"))
     assert done.returncode == 0, done.stderr
     assert "verdict: anomalous" in done.stdout and "alert: bad -> log: pending" in done.stdout
+    assert "model_ms: " in done.stdout and "share of its batch" in done.stdout, "show explains per-batch timings"
+    assert "(reasoning tokens ReAL kept" in done.stdout
     with Image.open(out / "m.png") as mask, Image.open(out / "o.png") as overlay:
-        assert mask.size == overlay.size == (40, 30)
+        assert mask.size == (40, 30)
         assert np.asarray(mask)[7, 25] == 255 and np.asarray(mask)[20, 5] == 0
+        band = overlay.height - 30
+        assert overlay.width == 40 and band > 0, "the verdict band is added above the photo, covering none of it"
+        top = np.asarray(overlay.convert("RGB"))[:band]
+        assert (top[..., 0] > top[..., 1] + 60).any(), "an anomalous verdict is written in red"
     failed = _cli(url, "show", str(ids[3]), "--mask", str(out / "x.png"))
     assert failed.returncode == 2 and "has no stored map" in failed.stderr
     assert _cli(url, "show", "999").returncode == 2

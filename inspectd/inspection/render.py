@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 # Anchor colours of a perceptually ordered black-red-yellow-white heat scale.
 _HEAT_ANCHORS = np.array(
@@ -30,8 +30,11 @@ def mask_image(mask: np.ndarray) -> Image.Image:
     return Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
 
 
-def overlay_image(image: Image.Image, anomaly_map: np.ndarray, mask: np.ndarray | None = None) -> Image.Image:
-    """Heat over the photo, stronger where the map is high; mask outline in cyan."""
+def overlay_image(image: Image.Image, anomaly_map: np.ndarray, mask: np.ndarray | None = None,
+                  label: str | None = None) -> Image.Image:
+    """Heat over the photo, stronger where the map is high; mask outline in cyan; with ``label``, the verdict in
+    a band above the photo, so that the map of a part judged normal (stretched to [0, 1] with ``min_max``) is
+    not read as a defect."""
     base = np.asarray(image.convert("RGB"), dtype=np.float64)
     heat = heat_colours(anomaly_map).astype(np.float64)
     alpha = (0.25 + 0.5 * np.clip(anomaly_map, 0, 1))[..., None]
@@ -40,7 +43,32 @@ def overlay_image(image: Image.Image, anomaly_map: np.ndarray, mask: np.ndarray 
         inner = mask.copy()
         inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
         blended[mask & ~inner] = (0, 255, 255)
-    return Image.fromarray(blended.round().astype(np.uint8), mode="RGB")
+    overlay = Image.fromarray(blended.round().astype(np.uint8), mode="RGB")
+    return _banner(overlay, label) if label else overlay
+
+
+def verdict_label(verdict: str, score: float | None, threshold: float | None) -> str:
+    if score is None or threshold is None:
+        return verdict.upper()
+    return f"{verdict.upper()}  score {score:.2f} {'>=' if score >= threshold else '<'} {threshold:.2f}"
+
+
+def _banner(image: Image.Image, text: str) -> Image.Image:
+    """The photo below a dark band holding ``text`` (red for an anomalous verdict, green for normal, grey
+    otherwise); a band added above, not drawn over the photo, hides none of the part."""
+    draw = ImageDraw.Draw(image)
+    size = max(10, image.height // 16)
+    font = ImageFont.load_default(size=size)
+    while size > 8 and draw.textlength(text, font=font) > image.width - size:  # narrow photos: smaller text
+        size -= 1
+        font = ImageFont.load_default(size=size)
+    colour = (255, 80, 80) if text.startswith("ANOMALOUS") else (90, 230, 90) if text.startswith("NORMAL") \
+        else (220, 220, 220)
+    band = int(size * 1.5)
+    framed = Image.new("RGB", (image.width, image.height + band), (0, 0, 0))
+    framed.paste(image, (0, band))
+    ImageDraw.Draw(framed).text((size // 3, size // 4), text, fill=colour, font=font)
+    return framed
 
 
 def png_bytes(image: Image.Image) -> bytes:
