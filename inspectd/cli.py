@@ -224,7 +224,7 @@ def cmd_tiny_bundle(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inspectd", description=__doc__)
+    parser = argparse.ArgumentParser(prog="inspectd", description=__doc__.replace("``", ""))
     parser.add_argument("--version", action="version", version=f"inspectd {__version__}")
     parser.add_argument("--config", help="YAML settings (default: $INSPECTD_CONFIG or the shipped config)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")

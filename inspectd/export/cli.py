@@ -13,7 +13,7 @@ from inspectd.errors import InspectdError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="inspectd-export", description=__doc__)
+    parser = argparse.ArgumentParser(prog="inspectd-export", description=__doc__.replace("``", ""))
     parser.add_argument("--base", required=True, help="model folder: a bundle or a local Qwen2.5-VL checkpoint")
     parser.add_argument("--adapter", help="LoRA adapter folder to merge (peft)")
     parser.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")

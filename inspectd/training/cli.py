@@ -181,7 +181,7 @@ def run_grpo(config: TrainConfig, resume: bool) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="inspectd-train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="inspectd-train", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=("sft", "grpo", "recipe"))
     parser.add_argument("--config", required=True)

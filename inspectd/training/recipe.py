@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    parser = argparse.ArgumentParser(prog="inspectd-train recipe", description=__doc__,
+    parser = argparse.ArgumentParser(prog="inspectd-train recipe", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="recipe YAML")
     parser.add_argument("--stop-after", choices=STAGES, help="finish this stage, then stop")
