@@ -103,6 +103,28 @@ class StoreSettings(_Section):
     save_maps: bool = True
 
 
+class RetentionSettings(_Section):
+    """Nothing is removed unless a budget is set here."""
+
+    maps_days: float | None = Field(None, gt=0, description="delete map/mask PNGs of inspections older than this")
+    rows_days: float | None = Field(None, gt=0, description="delete inspections (with their maps and alerts) older "
+                                                            "than this")
+    archive_days: float | None = Field(None, gt=0, description="delete archived and failed files older than this")
+    archive_max_gb: float | None = Field(None, gt=0, description="delete the oldest archive days while the archive "
+                                                                  "is larger than this")
+    interval_s: float = Field(3600.0, ge=1, description="how often retention runs (also once at start)")
+    batch_rows: int = Field(50, ge=1, le=100_000, description="rows deleted per transaction (the writer waits for "
+                                                               "one batch at most)")
+    pause_ms: float = Field(20.0, ge=0, description="pause between two batches, leaving the store to the writer")
+
+    @model_validator(mode="after")
+    def _rows_outlive_maps(self) -> RetentionSettings:
+        if self.maps_days is not None and self.rows_days is not None and self.maps_days > self.rows_days:
+            raise ValueError(f"maps_days ({self.maps_days}) is longer than rows_days ({self.rows_days}): maps go "
+                             "with their rows")
+        return self
+
+
 class DiskGuardSettings(_Section):
     min_free_mb: float = Field(1024, ge=0, description="below this many free MiB on the store's or the archive's "
                                                        "file system, no new file is taken (0 = off)")
@@ -207,6 +229,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     alerts: AlertSettings = AlertSettings()
     disk_guard: DiskGuardSettings = DiskGuardSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _guard_channels(self) -> Settings:

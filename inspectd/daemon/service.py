@@ -31,6 +31,7 @@ from inspectd.daemon.disk_guard import DiskGuard, FreeSpace, GuardChange, free_b
 from inspectd.daemon.model_reload import ModelReloader, activate
 from inspectd.daemon.items import InFlight, ReadyFile
 from inspectd.daemon.recorder import Recorder
+from inspectd.daemon.retention import Retention
 from inspectd.daemon.systemd import SystemdNotifier
 from inspectd.daemon.watch import FolderWatcher
 from inspectd.daemon.worker import ModelWorker
@@ -102,6 +103,7 @@ class Daemon:
                             settings.store.save_maps, relay.wake)
         repair = ArchiveRepair(engine, archiver)
         repair.run()
+        retention = Retention(engine, settings.retention, settings.archive)
         guard = DiskGuard(settings, self.free_space)
         self._guard_changed(guard.check(), engine, relay)
         ready: queue.Queue = queue.Queue()
@@ -113,6 +115,7 @@ class Daemon:
         intake = _Intake(ready, work, in_flight, guard.paused)
         watcher = FolderWatcher(settings.watch, ready)
         relay.start()
+        retention.start()
         worker.start()
         intake.start()
         watcher.start()
@@ -120,7 +123,8 @@ class Daemon:
         log.info("inspectd ready: bundle %s (%s) on %s; watching %s", bundle.manifest.name, bundle.digest[:12],
                  bundle.device, cameras)
         self.notifier.ready(f"watching {len(settings.watch.folders)} folder(s)")
-        parts = {"watcher": watcher, "intake": intake, "model worker": worker, "alert relay": relay}
+        parts = {"watcher": watcher, "intake": intake, "model worker": worker, "alert relay": relay,
+                 "retention": retention}
         next_rescan = time.monotonic() + settings.watch.reconcile_interval_s
         next_space_check = time.monotonic() + settings.disk_guard.check_interval_s
         tick = min(1.0, self.notifier.watchdog_interval_s or 1.0)
@@ -155,6 +159,7 @@ class Daemon:
         intake.stop()
         worker.stop()
         relay.stop()
+        retention.stop()
         engine.dispose()
         log.info("stopped after recording %d inspection(s)", worker.recorded)
         return exit_code

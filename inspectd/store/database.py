@@ -25,6 +25,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets engineers read while the daemon writes; busy_timeout makes a
     # writer wait for a reader's lock instead of failing with "database is locked".
     cursor = dbapi_connection.cursor()
+    # Takes effect only in a new, empty file (before the first table): retention can then give deleted pages
+    # back to the file system. Older files keep their mode (the retention log says how to convert them).
+    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=NORMAL")

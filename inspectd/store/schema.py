@@ -131,4 +131,5 @@ class AlertRow(Base):
     __table_args__ = (
         Index("ix_alerts_status_next_attempt", "status", "next_attempt_at"),
         Index("ix_alerts_rule_camera_created", "rule", "camera", "created_at"),
+        Index("ix_alerts_inspection_id", "inspection_id"),
     )

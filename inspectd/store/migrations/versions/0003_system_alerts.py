@@ -1,4 +1,4 @@
-"""Alerts about the box itself (the disk guard): ``alerts.inspection_id`` may be empty.
+"""Alerts about the box itself (the disk guard): ``alerts.inspection_id`` may be empty, and is indexed.
 
 The view ``open_alerts`` joins inspections; it becomes a left join so such
 alerts show there too. SQLite changes a column by copying the table, so the
@@ -31,9 +31,11 @@ def upgrade() -> None:
     with op.batch_alter_table("alerts") as batch:
         batch.alter_column("inspection_id", existing_type=sa.Integer, nullable=True)
     op.execute(_VIEW.format(join="LEFT"))
+    op.create_index("ix_alerts_inspection_id", "alerts", ["inspection_id"])  # show, retention's deletes
 
 
 def downgrade() -> None:
+    op.drop_index("ix_alerts_inspection_id", table_name="alerts")
     op.execute("DROP VIEW open_alerts")
     op.execute("DELETE FROM alerts WHERE inspection_id IS NULL")
     with op.batch_alter_table("alerts") as batch:
