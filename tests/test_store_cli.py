@@ -233,3 +233,25 @@ def test_the_per_line_template_unit_verifies_and_keeps_each_line_apart(tmp_path)
                      "LoadCredential=")
     shared = lambda text: [line for line in text.splitlines() if not line.startswith(per_line_keys)]  # noqa: E731
     assert shared(unit) == shared(single), "the template differs from the single-line unit only per line"
+
+
+def test_readers_open_the_store_read_only_and_see_what_the_running_writer_committed(tmp_path):
+    """Engineers in the service's group have read access only: a reader must never need (or use) more."""
+    from sqlalchemy import text
+
+    db = tmp_path / "store.db"
+    writer = open_engine(f"sqlite:///{db}")
+    migrate(writer)
+    held = writer.connect()  # the daemon: WAL and shared-memory files open
+    held.execute(text("INSERT INTO bundles (sha256, name, base_model, quantization, path, first_seen) "
+                      "VALUES ('a', 'n', 'b', 'nf4', 'p', '2026-01-01')"))
+    held.commit()
+    assert Path(f"{db}-wal").exists()
+    reader = open_engine(f"sqlite:///{db}", create=False)
+    with reader.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM bundles")).scalar() == 1
+        with pytest.raises(Exception, match="readonly"):
+            connection.execute(text("DELETE FROM bundles"))
+    held.close()
+    writer.dispose()
+    assert current_revision(reader) == head_revision()

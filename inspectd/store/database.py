@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -35,16 +37,39 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _read_only_sqlite(url, path: Path) -> Engine:
+    """A reader's engine: opens the file read-only, so an engineer in the service's group (read access to the
+    file, its -wal and -shm, and their folder) reads it without sudo and can never change it. When the daemon is
+    stopped there is no -wal file and a reader cannot create the -shm file in the service's folder: the file is
+    then read as it stands (``immutable``)."""
+    uri = f"file:{quote(str(path))}?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            return connection
+        except sqlite3.OperationalError:
+            connection.close()
+            if Path(f"{path}-wal").exists():
+                raise
+            return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=10, check_same_thread=False)
+
+    return create_engine(url, creator=connect)
+
+
 def open_engine(url: str, create: bool = True) -> Engine:
-    """``create=False`` (readers) refuses a SQLite file that does not exist yet."""
+    """``create=False`` (readers) refuses a SQLite file that does not exist yet and opens it read-only."""
     try:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy raises ArgumentError with its own text
         raise StoreError(f"store.url {url!r} is not a database URL ({exc})") from exc
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            if not create and not Path(parsed.database).is_file():
-                raise StoreError(f"store file {parsed.database} does not exist (has the daemon run yet?)")
+            if not create:
+                if not Path(parsed.database).is_file():
+                    raise StoreError(f"store file {parsed.database} does not exist (has the daemon run yet?)")
+                return _read_only_sqlite(parsed, Path(parsed.database))
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
