@@ -311,3 +311,5 @@ def test_sighup_reloads_alert_rules(format_bundle, tmp_path):
         assert daemon.stop() == 0
     lines = [json.loads(line) for line in (tmp_path / "var" / "alerts.jsonl").read_text().splitlines()]
     assert [Path(line["source_path"]).name for line in lines] == ["after.png"]
+    assert Path(lines[0]["archived_path"]).is_file(), "the alert says where the photo is now"
+    assert lines[0]["threshold"] == round(lines[0]["threshold"], 4) and "error" in lines[0]

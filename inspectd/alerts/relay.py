@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from inspectd.alerts.channels import Delivery, DeliveryError, send
 from inspectd.config import AlertSettings
 from inspectd.store.clock import utcnow
-from inspectd.store.schema import AlertRow, AlertStatus
+from inspectd.store.schema import AlertRow, AlertStatus, InspectionRow
 from inspectd.threads import LoopThread
 
 log = logging.getLogger("inspectd.alerts")
@@ -61,13 +61,17 @@ class AlertRelay(LoopThread):
     def deliver_due(self, limit: int = 100) -> int:
         now = utcnow()
         with Session(self.engine) as session:
-            due = session.scalars(
-                select(AlertRow)
+            due = session.execute(
+                select(AlertRow, InspectionRow.archived_path)
+                .outerjoin(InspectionRow, InspectionRow.id == AlertRow.inspection_id)
                 .where(AlertRow.status == AlertStatus.PENDING.value, AlertRow.next_attempt_at <= now)
                 .order_by(AlertRow.id)
                 .limit(limit)
             ).all()
-            work = [(row.id, row.channel, row.idempotency_key, dict(row.payload), row.attempts) for row in due]
+            # Where the photo is now: the file is moved into the archive after the alert was queued with its row.
+            work = [(row.id, row.channel, row.idempotency_key,
+                     {**row.payload, "archived_path": archived} if row.inspection_id is not None else dict(row.payload),
+                     row.attempts) for row, archived in due]
         channels = {c.name: c for c in self.settings.channels}
         sent = 0
         for alert_id, channel_name, key, payload, attempts in work:
