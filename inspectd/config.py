@@ -92,6 +92,12 @@ class QueueSettings(_Section):
     max_wait_ms: int = Field(0, ge=0, le=60_000, description="wait this long to fill a batch; 0 = take what is queued")
 
 
+class MetricsSettings(_Section):
+    enabled: bool = Field(False, description="serve Prometheus metrics and /healthz over HTTP")
+    address: str = Field("127.0.0.1", description="listen address; 127.0.0.1 keeps it on the box")
+    port: int = Field(9464, ge=1, le=65535)
+
+
 class ArchiveSettings(_Section):
     mode: Literal["move", "keep"] = "move"
     folder: Path = Path("archive")
@@ -230,6 +236,7 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     disk_guard: DiskGuardSettings = DiskGuardSettings()
     retention: RetentionSettings = RetentionSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @model_validator(mode="after")
     def _guard_channels(self) -> Settings:

@@ -76,6 +76,7 @@ class DiskGuard:
         self.paths = guarded_paths(settings)
         self.free_space = free_space
         self.paused = threading.Event()
+        self.last_readings: tuple[SpaceReading, ...] = ()
 
     def check(self) -> GuardChange | None:
         """Measure; returns the change when the guard pauses or resumes, else None."""
@@ -83,6 +84,7 @@ class DiskGuard:
             return None
         try:
             readings = tuple(SpaceReading(p, self.free_space(p)) for p in self.paths)
+            self.last_readings = readings
         except OSError as exc:
             log.error("free space could not be measured (%s); the guard keeps its state", exc)
             return None

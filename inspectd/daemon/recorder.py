@@ -9,6 +9,7 @@ finishes the move.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from inspectd.bundle.load import LoadedBundle
 from inspectd.config import AlertSettings
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.file_names import as_text
+from inspectd.daemon.metrics import DaemonMetrics
 from inspectd.daemon.items import ReadyFile
 from inspectd.inspection.render import map_image, mask_image, png_bytes
 from inspectd.inspection.result import InspectionResult, Verdict
@@ -78,6 +80,7 @@ class Recorder:
         alerts: AlertSettings,
         save_maps: bool,
         on_alerts=None,
+        metrics: DaemonMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.bundle_id = bundle_id
@@ -86,6 +89,7 @@ class Recorder:
         self.alerts = alerts
         self.save_maps = save_maps
         self.on_alerts = on_alerts
+        self.metrics = metrics
 
     def use_model(self, bundle_id: int, real: RealParams) -> None:
         """Rows from now on name this bundle and these ReAL parameters (called by the worker between batches)."""
@@ -141,6 +145,7 @@ class Recorder:
         if self.save_maps and result.anomaly_map is not None:
             artifacts = (png_bytes(map_image(result.anomaly_map)), png_bytes(mask_image(result.mask)))
         alerts_added = 0
+        store_started = time.perf_counter()
         try:
             with Session(self.engine) as session, session.begin():
                 session.add(row)
@@ -161,7 +166,13 @@ class Recorder:
             "n/a" if result.score is None else f"{result.score:.3f}",
             f" error={result.error}" if result.error else "",
         )
+        if self.metrics is not None:
+            self.metrics.inspection(item.ready.camera, result.verdict.value, timings,
+                                    time.perf_counter() - store_started, time.time())
+        archive_started = time.perf_counter()
         self._archive(inspection_id, item.ready, result.verdict.value, result.error)
+        if self.metrics is not None:
+            self.metrics.archived(time.perf_counter() - archive_started)
         if alerts_added and self.on_alerts is not None:
             self.on_alerts()
         return inspection_id

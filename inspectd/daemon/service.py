@@ -28,7 +28,8 @@ from inspectd.config import Settings, load_settings
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.archive_repair import ArchiveRepair
 from inspectd.daemon.disk_guard import DiskGuard, FreeSpace, GuardChange, free_bytes
-from inspectd.daemon.model_reload import ModelReloader, activate
+from inspectd.daemon.metrics import DaemonMetrics, MetricsServer
+from inspectd.daemon.model_reload import ActiveModel, ModelReloader, activate
 from inspectd.daemon.items import InFlight, ReadyFile
 from inspectd.daemon.recorder import Recorder
 from inspectd.daemon.retention import Retention
@@ -99,8 +100,10 @@ class Daemon:
         model = activate(settings, engine, bundle)
         relay = AlertRelay(engine, settings.alerts)
         archiver = Archiver(settings.archive)
+        metrics = DaemonMetrics(engine)
+        metrics.use_bundle(bundle.manifest.name, bundle.digest, bundle.manifest.quantization)
         recorder = Recorder(engine, model.bundle_id, model.inspector.real, archiver, settings.alerts,
-                            settings.store.save_maps, relay.wake)
+                            settings.store.save_maps, relay.wake, metrics)
         repair = ArchiveRepair(engine, archiver)
         repair.run()
         retention = Retention(engine, settings.retention, settings.archive)
@@ -111,7 +114,12 @@ class Daemon:
         in_flight = InFlight()
         worker = ModelWorker(model.inspector, recorder, work, in_flight, model.batch_size, settings.queue.max_wait_ms,
                              guard.paused)
-        reloader = ModelReloader(engine, model, settings, worker.swap)
+
+        def install(new: ActiveModel) -> None:
+            worker.swap(new)
+            metrics.use_bundle(new.bundle.manifest.name, new.bundle.digest, new.bundle.manifest.quantization)
+
+        reloader = ModelReloader(engine, model, settings, install)
         intake = _Intake(ready, work, in_flight, guard.paused)
         watcher = FolderWatcher(settings.watch, ready)
         relay.start()
@@ -125,8 +133,18 @@ class Daemon:
         self.notifier.ready(f"watching {len(settings.watch.folders)} folder(s)")
         parts = {"watcher": watcher, "intake": intake, "model worker": worker, "alert relay": relay,
                  "retention": retention}
+        server = None
+        if settings.metrics.enabled:
+            try:
+                server = MetricsServer(metrics, settings.metrics.address, settings.metrics.port,
+                                       lambda: all(part.alive() for part in parts.values()))
+            except OSError as exc:
+                raise ConfigError(f"{settings.source}: metrics: cannot listen on {settings.metrics.address}:"
+                                  f"{settings.metrics.port} ({exc.strerror or exc})") from exc
+            server.start()
         next_rescan = time.monotonic() + settings.watch.reconcile_interval_s
         next_space_check = time.monotonic() + settings.disk_guard.check_interval_s
+        _publish(metrics, work, in_flight, guard)
         tick = min(1.0, self.notifier.watchdog_interval_s or 1.0)
         exit_code = 0
         while not self._stop.wait(tick):
@@ -150,6 +168,7 @@ class Daemon:
                 repair.run()
                 watcher.rescan()
                 next_rescan = time.monotonic() + settings.watch.reconcile_interval_s
+            _publish(metrics, work, in_flight, guard)
             paused = "PAUSED, disk space below the floor; " if guard.paused.is_set() else ""
             self.notifier.status(f"{paused}recorded {worker.recorded}, queued {work.qsize()}, "
                                  f"in flight {len(in_flight)}")
@@ -160,6 +179,8 @@ class Daemon:
         worker.stop()
         relay.stop()
         retention.stop()
+        if server is not None:
+            server.stop()
         engine.dispose()
         log.info("stopped after recording %d inspection(s)", worker.recorded)
         return exit_code
@@ -197,6 +218,15 @@ class Daemon:
         log.info("SIGHUP: reloaded %d alert rule(s) and %d channel(s)", len(fresh.alerts.rules), len(fresh.alerts.channels))
         if not reloader.request(fresh, done=lambda: self.notifier.ready("reloaded")):
             self.notifier.ready("reload already in progress")
+
+
+def _publish(metrics: DaemonMetrics, work: queue.Queue, in_flight: InFlight, guard: DiskGuard) -> None:
+    """The gauges that describe the daemon's state now (counters are fed where things happen)."""
+    metrics.queue_depth.set(work.qsize())
+    metrics.in_flight.set(len(in_flight))
+    metrics.disk_paused.set(1 if guard.paused.is_set() else 0)
+    for reading in guard.last_readings:
+        metrics.disk_free.labels(str(reading.path)).set(reading.free)
 
 
 def run_daemon(settings: Settings) -> NoReturn:

@@ -1,0 +1,124 @@
+"""Prometheus metrics and a health check of the running daemon.
+
+Every daemon owns its ``DaemonMetrics`` (its own registry: no module-level
+state); the recorder and the main loop feed it, and with ``metrics.enabled``
+a small HTTP server serves ``/metrics`` (Prometheus text format) and
+``/healthz`` (200 while every thread is alive, else 503). Alert counts are
+read from the store at scrape time, so they include what other processes
+see.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from inspectd.store.schema import AlertRow, AlertStatus
+
+log = logging.getLogger("inspectd.metrics")
+
+_STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _AlertCounts:
+    """Alerts by status, counted in the store when scraped."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self):
+        family = GaugeMetricFamily("inspectd_alerts", "alerts in the outbox by status", labels=["status"])
+        try:
+            with Session(self.engine) as session:
+                counts = dict(session.execute(select(AlertRow.status, func.count()).group_by(AlertRow.status)).all())
+        except Exception as exc:  # a scrape must not fail because the store is busy
+            log.warning("alert counts not read: %s", exc)
+            return
+        for status in AlertStatus:
+            family.add_metric([status.value], counts.get(status.value, 0))
+        yield family
+
+
+class DaemonMetrics:
+    def __init__(self, engine: Engine) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.inspections = Counter("inspectd_inspections", "inspections recorded", ["camera", "verdict"], registry=r)
+        self.stage_seconds = Histogram("inspectd_stage_seconds", "time per image in each stage (model: the image's "
+                                       "share of its batch)", ["stage"], buckets=_STAGE_BUCKETS, registry=r)
+        self.last_inspection = Gauge("inspectd_last_inspection_timestamp_seconds",
+                                     "Unix time of the last recorded inspection", registry=r)
+        self.queue_depth = Gauge("inspectd_queue_depth", "files waiting for the model", registry=r)
+        self.in_flight = Gauge("inspectd_files_in_flight", "files between intake and the store", registry=r)
+        self.bundle = Gauge("inspectd_bundle_info", "the model bundle in use (value 1)",
+                            ["name", "sha256", "quantization"], registry=r)
+        self.disk_paused = Gauge("inspectd_disk_guard_paused", "1 while the disk guard takes no new file",
+                                 registry=r)
+        self.disk_free = Gauge("inspectd_disk_free_bytes", "free bytes where the daemon writes", ["path"],
+                               registry=r)
+        r.register(_AlertCounts(engine))
+
+    def inspection(self, camera: str, verdict: str, timings: dict[str, float], store_s: float, at: float) -> None:
+        self.inspections.labels(camera, verdict).inc()
+        if timings:
+            self.stage_seconds.labels("decode").observe(timings.get("load", 0.0))
+            self.stage_seconds.labels("model").observe(
+                sum(timings.get(k, 0.0) for k in ("preprocess", "generate", "decode")))
+            self.stage_seconds.labels("real").observe(timings.get("real", 0.0))
+        self.stage_seconds.labels("store").observe(store_s)
+        self.last_inspection.set(at)
+
+    def archived(self, seconds: float) -> None:
+        self.stage_seconds.labels("archive").observe(seconds)
+
+    def use_bundle(self, name: str, sha256: str, quantization: str) -> None:
+        self.bundle.clear()
+        self.bundle.labels(name, sha256, quantization).set(1)
+
+
+class MetricsServer:
+    """``/metrics`` and ``/healthz`` on their own thread."""
+
+    def __init__(self, metrics: DaemonMetrics, address: str, port: int, healthy: Callable[[], bool]) -> None:
+        outer = self
+        self.metrics = metrics
+        self.healthy = healthy
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                if self.path.split("?")[0] == "/metrics":
+                    body, status, kind = generate_latest(outer.metrics.registry), 200, CONTENT_TYPE_LATEST
+                elif self.path.split("?")[0] == "/healthz":
+                    ok = outer.healthy()
+                    body, status, kind = (b"ok\n" if ok else b"a daemon thread stopped\n"), 200 if ok else 503, \
+                        "text/plain; charset=utf-8"
+                else:
+                    body, status, kind = b"not found: /metrics or /healthz\n", 404, "text/plain; charset=utf-8"
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((address, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="inspectd-metrics", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        log.info("metrics on http://%s:%d/metrics (health: /healthz)", *self.server.server_address[:2])
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
