@@ -14,19 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from inspectd.errors import ConfigError
 from inspectd.real.params import RealParams
+from inspectd.strict_model import StrictModel
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSettings(_Section):
+class ModelSettings(StrictModel):
     bundle: Path = Field(description="model bundle folder (bundle.json inside)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     batch_size: int = Field(4, ge=1, le=256, description="images per generate call")
@@ -46,7 +43,7 @@ class ModelSettings(_Section):
         raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
 
 
-class RealOverrides(_Section):
+class RealOverrides(StrictModel):
     """Any ReAL parameter set here replaces the bundle's value."""
 
     layer_start: int | None = Field(None, ge=0)
@@ -65,7 +62,7 @@ class RealOverrides(_Section):
         return RealParams.model_validate({**base.model_dump(), **changes})
 
 
-class ImageSettings(_Section):
+class ImageSettings(StrictModel):
     max_pixels: int = Field(40_000_000, ge=1, description="refuse larger images (decompression bombs)")
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1, description="refuse larger files")
 
@@ -73,12 +70,12 @@ class ImageSettings(_Section):
 DEFAULT_IGNORE = (".*", "*~", "*.tmp", "*.temp", "*.part", "*.partial", "*.swp", "*.crdownload", "*.filepart")
 
 
-class WatchedFolder(_Section):
+class WatchedFolder(StrictModel):
     path: Path
     camera: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 
-class WatchSettings(_Section):
+class WatchSettings(StrictModel):
     folders: tuple[WatchedFolder, ...] = ()
     observer: Literal["inotify", "polling"] = Field("inotify", description="polling for NFS/SMB shares")
     poll_interval_s: float = Field(1.0, gt=0, le=60)
@@ -87,29 +84,29 @@ class WatchSettings(_Section):
     reconcile_interval_s: float = Field(60.0, ge=1, description="rescan folders for files whose events were lost")
 
 
-class QueueSettings(_Section):
+class QueueSettings(StrictModel):
     capacity: int = Field(256, ge=1, le=100_000, description="files waiting for the model")
     max_wait_ms: int = Field(0, ge=0, le=60_000, description="wait this long to fill a batch; 0 = take what is queued")
 
 
-class MetricsSettings(_Section):
+class MetricsSettings(StrictModel):
     enabled: bool = Field(False, description="serve Prometheus metrics and /healthz over HTTP")
     address: str = Field("127.0.0.1", description="listen address; 127.0.0.1 keeps it on the box")
     port: int = Field(9464, ge=1, le=65535)
 
 
-class ArchiveSettings(_Section):
+class ArchiveSettings(StrictModel):
     mode: Literal["move", "keep"] = "move"
     folder: Path = Path("archive")
     failed_folder: Path = Path("failed")
 
 
-class StoreSettings(_Section):
+class StoreSettings(StrictModel):
     url: str = Field("sqlite:///inspectd.db", description="SQLAlchemy URL; relative SQLite paths follow the config file")
     save_maps: bool = True
 
 
-class RetentionSettings(_Section):
+class RetentionSettings(StrictModel):
     """Nothing is removed unless a budget is set here."""
 
     maps_days: float | None = Field(None, gt=0, description="delete map/mask PNGs of inspections older than this")
@@ -131,14 +128,14 @@ class RetentionSettings(_Section):
         return self
 
 
-class DiskGuardSettings(_Section):
+class DiskGuardSettings(StrictModel):
     min_free_mb: float = Field(1024, ge=0, description="below this many free MiB on the store's or the archive's "
                                                        "file system, no new file is taken (0 = off)")
     check_interval_s: float = Field(10.0, gt=0, le=3600, description="how often free space is measured")
     channels: tuple[str, ...] = Field((), description="alert channels told when the guard pauses and resumes")
 
 
-class WebhookChannel(_Section):
+class WebhookChannel(StrictModel):
     type: Literal["webhook"]
     name: str
     url: str = Field(pattern=r"^https?://")
@@ -146,20 +143,20 @@ class WebhookChannel(_Section):
     timeout_s: float = Field(5.0, gt=0, le=120)
 
 
-class LogChannel(_Section):
+class LogChannel(StrictModel):
     type: Literal["log"]
     name: str
     path: Path | None = Field(None, description="JSON lines file; null = the daemon log only")
 
 
-class CommandChannel(_Section):
+class CommandChannel(StrictModel):
     type: Literal["command"]
     name: str
     argv: tuple[str, ...] = Field(min_length=1, description="run without a shell; alert JSON on stdin")
     timeout_s: float = Field(10.0, gt=0, le=600)
 
 
-class _ServerChannel(_Section):
+class _ServerChannel(StrictModel):
     """A channel that logs in to a server: host, optional user and password file."""
 
     name: str
@@ -190,7 +187,7 @@ Channel = Annotated[
 ]
 
 
-class AlertRule(_Section):
+class AlertRule(StrictModel):
     name: str
     verdicts: tuple[Literal["anomalous", "normal", "unknown", "failed"], ...] = ("anomalous",)
     min_score: float | None = Field(None, ge=0, le=1)
@@ -199,13 +196,13 @@ class AlertRule(_Section):
     cooldown_s: float = Field(60.0, ge=0, description="per rule and camera")
 
 
-class RetrySettings(_Section):
+class RetrySettings(StrictModel):
     base_s: float = Field(1.0, gt=0)
     max_s: float = Field(300.0, gt=0)
     max_attempts: int = Field(50, ge=1)
 
 
-class AlertSettings(_Section):
+class AlertSettings(StrictModel):
     channels: tuple[Channel, ...] = ()
     rules: tuple[AlertRule, ...] = ()
     retry: RetrySettings = RetrySettings()
@@ -222,7 +219,7 @@ class AlertSettings(_Section):
         return self
 
 
-class Settings(_Section):
+class Settings(StrictModel):
     source: Path | None = Field(None, exclude=True)
     model: ModelSettings
     real: RealOverrides = RealOverrides()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from inspectd.real.params import RealParams
+from inspectd.strict_model import StrictModel
 
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST_NAME = "bundle.json"
@@ -22,9 +23,7 @@ DEFAULT_FORMAT_INSTRUCTION = (
 )
 
 
-class PromptSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class PromptSpec(StrictModel):
     question: str = Field(DEFAULT_QUESTION, min_length=1)
     format_instruction: str = DEFAULT_FORMAT_INSTRUCTION
 
@@ -32,7 +31,7 @@ class PromptSpec(BaseModel):
         return f"{self.question} {self.format_instruction}".strip()
 
 
-class ScoreSpec(BaseModel):
+class ScoreSpec(StrictModel):
     """How the image score (what the threshold cuts) is read from the model.
 
     ``answer``: P(yes) at the answer word of the greedy reply (from raw logits,
@@ -45,16 +44,12 @@ class ScoreSpec(BaseModel):
     less than ``min_branch_probability`` is not run (it would not move the score).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     method: Literal["answer", "reasoning_branch"] = "answer"
     branches: int = Field(3, ge=1, le=16)
     min_branch_probability: float = Field(1e-3, ge=0, le=0.5)
 
 
-class BundleManifest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class BundleManifest(StrictModel):
     format_version: int = BUNDLE_FORMAT_VERSION
     name: str = Field(min_length=1)
     base_model: str = Field(min_length=1, description="what the weights started from, e.g. Qwen/Qwen2.5-VL-7B-Instruct")

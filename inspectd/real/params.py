@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from inspectd.strict_model import StrictModel
 
 DEFAULT_ANOMALY_WORDS = ("defect", "defects", "anomaly", "anomalies", "anomalous", "damage", "flaw", "flaws")
 
 
-class RealParams(BaseModel):
+class RealParams(StrictModel):
     """Parameters of Reasoning-driven Anomaly Localization (arXiv 2603.27179).
 
     Values the paper leaves open (README: "ours") are inspectd's own defaults.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     layer_start: int = Field(2, ge=0, description="first text layer averaged (choice: skip the first two)")
     layer_end: int | None = Field(None, ge=1, description="one past the last layer averaged; null = all layers")

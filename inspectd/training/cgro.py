@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from inspectd.bundle.manifest import PromptSpec
 from inspectd.model.packed_vision import use_packed_vision
 from inspectd.real.params import RealParams
+from inspectd.strict_model import StrictModel
 from inspectd.training.rewards import (
     ConsistencyReward,
     ConsistencySettings,
@@ -23,10 +24,8 @@ from inspectd.training.rewards import (
 )
 
 
-class CgroSettings(BaseModel):
+class CgroSettings(StrictModel):
     """GRPO hyperparameters (the ``grpo:`` section of a training YAML); ours where the paper is silent."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_steps: int = Field(200, ge=1)
     batch_size: int = Field(16, ge=1, description="prompts per step and device (paper: 16)")

@@ -19,10 +19,11 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from inspectd.config import validated_yaml
 from inspectd.errors import InspectdError
+from inspectd.strict_model import StrictModel
 from inspectd.training.cgro import CgroSettings
 from inspectd.training.recipe import STAGES
 from inspectd.training.recipe import main as recipe_main
@@ -31,11 +32,7 @@ from inspectd.training.sft import WarmupSettings
 log = logging.getLogger("inspectd.train")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataConfig(_Section):
+class DataConfig(StrictModel):
     kind: Literal["synthetic", "labelled", "mvtec"] = "synthetic"
     path: Path | None = None
     count: int = Field(512, ge=1, description="synthetic images")
@@ -43,7 +40,7 @@ class DataConfig(_Section):
     image_size: int = Field(168, ge=28)
 
 
-class TrainConfig(_Section):
+class TrainConfig(StrictModel):
     base: Path = Field(description="model folder: a bundle or a local Qwen2.5-VL checkpoint")
     output_dir: Path
     seed: int = 0

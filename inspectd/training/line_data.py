@@ -26,17 +26,16 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from inspectd.data.drawn_defects import DRAWN_KINDS, augment, defect_noun, draw_defect
 from inspectd.data.layouts import GOOD, LabelledImage, read_labelled_folder
+from inspectd.strict_model import StrictModel
 from inspectd.training.sft import ReplyExample, reply_text
 
 
-class LabelledFolderData(BaseModel):
+class LabelledFolderData(StrictModel):
     """The ``data:`` section of a recipe that learns a plant's line from its OK/NG folder."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["labelled_folder"]
     path: Path = Field(description="good/ + one folder per defect kind; image-level labels only")

@@ -29,13 +29,14 @@ import time
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag
 
 from inspectd.config import validated_yaml
 from inspectd.bundle.manifest import ScoreSpec
 from inspectd.errors import InspectdError
 from inspectd.model.tiny import TinySpec
 from inspectd.real.params import RealParams
+from inspectd.strict_model import StrictModel
 from inspectd.training.cgro import CgroSettings
 from inspectd.training.line_data import LabelledFolderData
 from inspectd.training.sft import WarmupSettings
@@ -45,11 +46,7 @@ log = logging.getLogger("inspectd.recipe")
 STAGES = ("sft", "grpo", "export", "eval", "publish")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SyntheticSplits(_Section):
+class SyntheticSplits(StrictModel):
     """Seed ranges of the synthetic generator; they never overlap."""
 
     kind: Literal["synthetic"] = "synthetic"
@@ -73,7 +70,7 @@ RecipeData = Annotated[
 ]
 
 
-class RecipeConfig(_Section):
+class RecipeConfig(StrictModel):
     name: str
     output: Path = Field(description="where the finished bundle is published")
     work_dir: Path
@@ -219,7 +216,6 @@ def run_sft(config: RecipeConfig, stage: _Stage) -> None:
     seconds = time.perf_counter() - started
     save_bundle(model, processor, stage.dir / "model", manifest, f"# {config.name} (warm-up stage, float32)\n")
     stage.finish(seconds=seconds, parameters=parameters, losses=losses, settings=config.sft.model_dump())
-
 
 
 def run_grpo(config: RecipeConfig, stage: _Stage) -> None:

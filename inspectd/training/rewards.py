@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from inspectd.bundle.manifest import PromptSpec
 from inspectd.model.capture import AttentionRecorder, enable_capture, recording
@@ -19,11 +19,10 @@ from inspectd.model.reply import ParseStatus, parse_reply, token_char_spans, tok
 from inspectd.model.sequences import extend_rows, pad_id_of
 from inspectd.real.localize import TokenEvidence, score_tokens
 from inspectd.real.params import RealParams
+from inspectd.strict_model import StrictModel
 
 
-class ConsistencySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ConsistencySettings(StrictModel):
     k: int = Field(3, ge=1)
     percentile: float = Field(95.0, gt=0, lt=100)
     delta_anomalous: float = Field(0.3, ge=0, le=1, description="reward J >= this on anomalous images")

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from inspectd.bundle.manifest import PromptSpec
 from inspectd.model.packed_vision import use_packed_vision
 from inspectd.model.prompting import chat_text
 from inspectd.model.sequences import extend_rows, pad_id_of
+from inspectd.strict_model import StrictModel
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,8 @@ class ReplyExample:
     reply: str  # e.g. "<think>...</think><answer>yes</answer>"
 
 
-class WarmupSettings(BaseModel):
+class WarmupSettings(StrictModel):
     """Supervised warm-up hyperparameters (also the ``sft:`` section of a training YAML)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     steps: int = Field(200, ge=1)
     batch_size: int = Field(8, ge=1)
