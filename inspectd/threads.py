@@ -18,6 +18,10 @@ class LoopThread:
     def start(self) -> None:
         self._thread.start()
 
+    def request_stop(self) -> None:
+        """Set the flag without waiting: the loop finishes its current step and returns."""
+        self._stop.set()
+
     def stop(self, timeout: float | None = 30) -> None:
         self._stop.set()
         self._thread.join(timeout)

@@ -174,6 +174,7 @@ class Daemon:
                                  f"in flight {len(in_flight)}")
         log.info("stopping: no new files; finishing the batch in flight")
         self.notifier.stopping()
+        worker.request_stop()  # first: no batch may start while the watcher and the intake wind down
         watcher.stop()
         intake.stop()
         worker.stop()
