@@ -6,7 +6,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 
 from inspectd.bundle.manifest import PromptSpec
 from inspectd.model.capture import AttentionRecorder, enable_capture, recording
-from inspectd.model.processor import ImageOnlyQwenProcessor
+from inspectd.bundle.processor import ImageOnlyQwenProcessor
 from inspectd.model.prompting import anomaly_word_token_ids, capture_targets, chat_text
 from tests.conftest import noise_image
 

@@ -13,7 +13,7 @@ from inspectd.bundle.files import manifest_digest, verify_bundle
 from inspectd.bundle.manifest import BundleManifest
 from inspectd.bundle.quanto import load_quanto_model
 from inspectd.errors import BundleError
-from inspectd.model.processor import ImageOnlyQwenProcessor
+from inspectd.bundle.processor import ImageOnlyQwenProcessor
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -13,7 +13,7 @@ from inspectd import __version__
 from inspectd.bundle.files import publish_bundle
 from inspectd.bundle.manifest import BundleManifest
 from inspectd.bundle.quanto import is_quanto_model, save_quanto_model
-from inspectd.model.processor import ImageOnlyQwenProcessor
+from inspectd.bundle.processor import ImageOnlyQwenProcessor
 
 
 def save_bundle(

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from inspectd.bundle.files import manifest_digest
 from inspectd.bundle.load import LoadedBundle, load_bundle
-from inspectd.config import Settings
+from inspectd.config import ImageSettings, Settings
 from inspectd.daemon.recorder import register_bundle
 from inspectd.errors import InspectdError
 from inspectd.inspection.build import build_inspector
@@ -42,13 +42,14 @@ class ActiveModel:
     inspector: Inspector
     bundle_id: int
     batch_size: int
+    images: ImageSettings  # size limits checked before an image reaches the model
 
 
 def activate(settings: Settings, engine: Engine, bundle: LoadedBundle | None = None) -> ActiveModel:
     """Load the config's bundle (unless given), wire its inspector and register it in the store."""
     bundle = bundle or load_bundle(settings.model.bundle, settings.model.device)
     return ActiveModel(bundle, build_inspector(settings, bundle), register_bundle(engine, bundle),
-                       settings.model.batch_size)
+                       settings.model.batch_size, settings.images)
 
 
 def canary_problem(model: ActiveModel, settings: Settings) -> str | None:

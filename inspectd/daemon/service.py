@@ -113,7 +113,7 @@ class Daemon:
         work: queue.Queue = queue.Queue(maxsize=settings.queue.capacity)
         in_flight = InFlight()
         worker = ModelWorker(model.inspector, recorder, work, in_flight, model.batch_size, settings.queue.max_wait_ms,
-                             guard.paused)
+                             guard.paused, model.images)
 
         def install(new: ActiveModel) -> None:
             worker.swap(new)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from inspectd.config import ImageSettings
 from inspectd.daemon.file_names import as_text, link_digest
 from inspectd.daemon.items import InFlight, ReadyFile
 from inspectd.daemon.model_reload import ActiveModel
@@ -37,6 +38,7 @@ class ModelWorker(LoopThread):
         batch_size: int,
         max_wait_ms: int,
         paused: threading.Event | None = None,
+        images: ImageSettings | None = None,
     ) -> None:
         super().__init__("inspectd-model")
         self.inspector = inspector
@@ -46,7 +48,8 @@ class ModelWorker(LoopThread):
         self.batch_size = batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.recorded = 0
-        self.paused = paused or threading.Event()  # the disk guard's: take no new batch while set
+        self.paused = paused or threading.Event()
+        self.images = images or ImageSettings()  # limits checked before a file is decoded  # the disk guard's: take no new batch while set
         self._next_model: ActiveModel | None = None
         self._next_lock = threading.Lock()
 
@@ -60,7 +63,7 @@ class ModelWorker(LoopThread):
             model, self._next_model = self._next_model, None
         if model is None:
             return
-        self.inspector, self.batch_size = model.inspector, model.batch_size
+        self.inspector, self.batch_size, self.images = model.inspector, model.batch_size, model.images
         self.recorder.use_model(model.bundle_id, model.inspector.real)
         gc.collect()  # the old weights go now, not at some later collection
         if torch.cuda.is_available():
@@ -111,8 +114,8 @@ class ModelWorker(LoopThread):
     def process(self, batch: list[ReadyFile]) -> None:
         started = time.time()
         log.debug("batch of %d: %s", len(batch), ", ".join(as_text(r.path.name) for r in batch))
-        max_pixels = self.inspector.options.max_pixels
-        max_bytes = self.inspector.options.max_file_bytes
+        max_pixels = self.images.max_pixels
+        max_bytes = self.images.max_file_bytes
         to_infer: list[tuple[ReadyFile, str, int, NamedImage]] = []
         for ready in batch:
             name = as_text(ready.path)

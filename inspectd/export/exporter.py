@@ -30,7 +30,7 @@ from inspectd.bundle.quanto import SCHEMES as QUANTO_SCHEMES
 from inspectd.bundle.quanto import quantize_language_model
 from inspectd.bundle.save import save_bundle
 from inspectd.errors import BundleError
-from inspectd.model.processor import ImageOnlyQwenProcessor
+from inspectd.bundle.processor import ImageOnlyQwenProcessor
 from inspectd.real.params import RealParams
 
 log = logging.getLogger("inspectd.export")

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
 
-from inspectd.model.processor import ImageOnlyQwenProcessor
+from inspectd.bundle.processor import ImageOnlyQwenProcessor
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",

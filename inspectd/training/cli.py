@@ -95,7 +95,7 @@ def _load(base: Path):
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from inspectd.model.processor import ImageOnlyQwenProcessor
+    from inspectd.bundle.processor import ImageOnlyQwenProcessor
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         base, local_files_only=True, use_safetensors=True, dtype=torch.float32)
