@@ -107,7 +107,7 @@ class ModelReloader:
             self._prepare(fresh)
         except Exception as exc:  # any failure keeps the model in use
             log.error("reload: keeping bundle %s (%s): %s", self.current.bundle.manifest.name,
-                      self.current.bundle.digest[:12], exc, exc_info=not isinstance(exc, InspectdError))
+                      self.current.bundle.digest[:12], exc, exc_info=not isinstance(exc, (InspectdError, OSError)))
         finally:
             if done is not None:
                 done()
