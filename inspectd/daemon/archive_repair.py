@@ -10,10 +10,8 @@ written. Rows whose file is still in the drop folder are the rescan's job.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import stat
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +20,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from inspectd.daemon.archive import Archiver
-from inspectd.daemon.file_names import link_digest
+from inspectd.daemon.file_names import identity_digest
 from inspectd.inspection.result import Verdict
 from inspectd.store.schema import InspectionRow
 
@@ -69,19 +67,7 @@ class ArchiveRepair:
         days = [row.created_at, row.created_at - timedelta(days=1)]
         name = Path(row.source_path).name
         for candidate in self.archiver.places(name, row.camera, days, failed=row.verdict == Verdict.FAILED.value):
-            if _digest(candidate, row.source_path) == row.sha256:
+            if identity_digest(candidate, recorded_as=row.source_path)[0] == row.sha256:
                 return candidate
         return None
 
-
-def _digest(path: Path, source_path: str) -> str | None:
-    try:
-        status = os.lstat(path)
-        if stat.S_ISLNK(status.st_mode):
-            return link_digest(source_path, os.readlink(path))
-        if not stat.S_ISREG(status.st_mode):
-            return None
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError:
-        return None

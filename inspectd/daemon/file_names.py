@@ -1,4 +1,4 @@
-"""File names as the store, the logs and the alerts hold them: always valid UTF-8.
+"""File names as the store, the logs and the alerts hold them (always valid UTF-8), and a file's identity.
 
 Linux file names are bytes; a camera or a Windows share can write names that
 are not UTF-8 (``Pr\\xfcfung.png`` from Latin-1). Python carries those bytes as
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from pathlib import Path
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -31,3 +32,23 @@ def is_clean(path: Path | str) -> bool:
 def link_digest(path: Path | str, target: Path | str) -> str:
     """The sha256 a refused symbolic link is recorded under: its own name and target, never the target's bytes."""
     return hashlib.sha256(b"symlink\0" + os.fsencode(path) + b"\0" + os.fsencode(target)).hexdigest()
+
+
+def identity_digest(path: Path | str, recorded_as: Path | str | None = None) -> tuple[str | None, int]:
+    """(sha256, size) a file is recorded under, read without following a link: a regular file's bytes; a
+    symbolic link's name and target (never the target's bytes); anything else its type and name. ``recorded_as``
+    is the name the identity was taken under when the file has since moved (the drop folder path). None when it
+    cannot be read."""
+    name = path if recorded_as is None else recorded_as
+    try:
+        status = os.lstat(path)
+        if stat.S_ISLNK(status.st_mode):
+            return link_digest(name, os.readlink(path)), 0
+        if not stat.S_ISREG(status.st_mode):
+            identity = f"not a regular file\0{status.st_mode:o}\0".encode() + os.fsencode(name)
+            return hashlib.sha256(identity).hexdigest(), 0
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest(), os.fstat(handle.fileno()).st_size
+    except OSError:
+        return None, 0

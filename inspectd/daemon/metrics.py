@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -22,6 +23,9 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from inspectd.store.schema import AlertRow, AlertStatus
+
+if TYPE_CHECKING:
+    from inspectd.bundle.load import LoadedBundle
 
 log = logging.getLogger("inspectd.metrics")
 
@@ -79,9 +83,9 @@ class DaemonMetrics:
     def archived(self, seconds: float) -> None:
         self.stage_seconds.labels("archive").observe(seconds)
 
-    def use_bundle(self, name: str, sha256: str, quantization: str) -> None:
+    def use_bundle(self, bundle: LoadedBundle) -> None:
         self.bundle.clear()
-        self.bundle.labels(name, sha256, quantization).set(1)
+        self.bundle.labels(bundle.manifest.name, bundle.digest, bundle.manifest.quantization).set(1)
 
 
 class MetricsServer:

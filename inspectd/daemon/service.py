@@ -101,7 +101,7 @@ class Daemon:
         relay = AlertRelay(engine, settings.alerts)
         archiver = Archiver(settings.archive)
         metrics = DaemonMetrics(engine)
-        metrics.use_bundle(bundle.manifest.name, bundle.digest, bundle.manifest.quantization)
+        metrics.use_bundle(bundle)
         recorder = Recorder(engine, model.bundle_id, model.inspector.real, archiver, settings.alerts,
                             settings.store.save_maps, relay.wake, metrics)
         repair = ArchiveRepair(engine, archiver)
@@ -117,7 +117,7 @@ class Daemon:
 
         def install(new: ActiveModel) -> None:
             worker.swap(new)
-            metrics.use_bundle(new.bundle.manifest.name, new.bundle.digest, new.bundle.manifest.quantization)
+            metrics.use_bundle(new.bundle)
 
         reloader = ModelReloader(engine, model, settings, install)
         intake = _Intake(ready, work, in_flight, guard.paused)

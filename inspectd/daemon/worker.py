@@ -7,15 +7,13 @@ import hashlib
 import logging
 import os
 import queue
-import stat
 import threading
 import time
-from pathlib import Path
 
 import torch
 
 from inspectd.config import ImageSettings
-from inspectd.daemon.file_names import as_text, link_digest
+from inspectd.daemon.file_names import as_text, identity_digest
 from inspectd.daemon.items import InFlight, ReadyFile
 from inspectd.daemon.model_reload import ActiveModel
 from inspectd.daemon.recorder import Processed, Recorder
@@ -48,8 +46,8 @@ class ModelWorker(LoopThread):
         self.batch_size = batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.recorded = 0
-        self.paused = paused or threading.Event()
-        self.images = images or ImageSettings()  # limits checked before a file is decoded  # the disk guard's: take no new batch while set
+        self.paused = paused or threading.Event()  # the disk guard's: take no new batch while set
+        self.images = images or ImageSettings()  # limits checked before a file is decoded
         self._next_model: ActiveModel | None = None
         self._next_lock = threading.Lock()
 
@@ -126,7 +124,7 @@ class ModelWorker(LoopThread):
                 if not os.path.lexists(ready.path):
                     log.warning("%s vanished before it was read; nothing recorded", name)
                     continue
-                self._record_failure(ready, *_digest_and_size(ready.path), exc.reason, started)
+                self._record_failure(ready, *identity_digest(ready.path), exc.reason, started)
                 continue
             sha256 = hashlib.sha256(data).hexdigest()
             existing = self.recorder.lookup(sha256)
@@ -181,22 +179,3 @@ class ModelWorker(LoopThread):
             return
         if inspection_id is not None:
             self.recorded += 1
-
-
-def _digest_and_size(path: Path) -> tuple[str | None, int]:
-    """For files refused before reading (too large, not a regular file, a link): hash without following links.
-
-    A symbolic link's identity is its own name and target, never the target's bytes.
-    """
-    try:
-        status = os.lstat(path)
-        if stat.S_ISLNK(status.st_mode):
-            return link_digest(path, os.readlink(path)), 0
-        if not stat.S_ISREG(status.st_mode):
-            identity = f"not a regular file\0{status.st_mode:o}\0".encode() + os.fsencode(path)
-            return hashlib.sha256(identity).hexdigest(), 0
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest(), os.fstat(handle.fileno()).st_size
-    except OSError:
-        return None, 0
