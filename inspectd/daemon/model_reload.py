@@ -87,10 +87,6 @@ class ModelReloader:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def busy(self) -> bool:
-        with self._lock:
-            return self._thread is not None and self._thread.is_alive()
-
     def request(self, fresh: Settings, done=None) -> bool:
         """Start preparing ``fresh``'s model; False (and logged) while an earlier reload is still loading."""
         with self._lock:

@@ -58,7 +58,6 @@ class Retention(LoopThread):
         self.settings = settings
         self.archive = archive
         self.clock = clock
-        self.total = Removed()
         self._vacuum_warned = False
 
     def active(self) -> bool:
@@ -93,8 +92,6 @@ class Retention(LoopThread):
             self._give_back_pages()
         if removed:
             log.info("retention removed %s", removed.describe())
-        for field in ("maps", "rows", "files", "bytes"):
-            setattr(self.total, field, getattr(self.total, field) + getattr(removed, field))
         return removed
 
     def _batches(self, pick, remove) -> int:
@@ -143,18 +140,18 @@ class Retention(LoopThread):
                 log.warning("retention: cannot remove %s: %s", path, exc)
 
     def _fit_archive(self, budget: int, now: datetime, removed: Removed) -> None:
-        days = [(day, _tree_size(day)) for day in _day_folders(self.archive.folder)]
-        total = sum(size for _, size in days)
+        days = [(day, _tree_stats(day)) for day in _day_folders(self.archive.folder)]
+        total = sum(size for _, (_, size) in days)
         today = now.date().isoformat()
-        for day, size in days:  # oldest first
+        for day, stats in days:  # oldest first
             if total <= budget:
                 return
             if day.name >= today:
                 log.warning("retention: the archive is %.1f GiB, over archive_max_gb, but only today's files are "
                             "left", total / 2**30)
                 return
-            _remove_tree(day, removed)
-            total -= size
+            _remove_tree(day, removed, stats)
+            total -= stats[1]
 
     def _give_back_pages(self) -> None:
         if self.engine.url.get_backend_name() != "sqlite":
@@ -200,23 +197,24 @@ def _files(folder: Path):
             yield Path(root) / name
 
 
-def _tree_size(folder: Path) -> int:
-    total = 0
+def _tree_stats(folder: Path) -> tuple[int, int]:
+    """(files, bytes) below ``folder``, in one walk."""
+    files = size = 0
     for path in _files(folder):
         try:
-            total += path.lstat().st_size
+            size += path.lstat().st_size
+            files += 1
         except OSError:
             pass
-    return total
+    return files, size
 
 
-def _remove_tree(folder: Path, removed: Removed) -> None:
-    files = list(_files(folder))
-    size = _tree_size(folder)
+def _remove_tree(folder: Path, removed: Removed, stats: tuple[int, int] | None = None) -> None:
+    files, size = stats if stats is not None else _tree_stats(folder)
     try:
         shutil.rmtree(folder)
     except OSError as exc:
         log.warning("retention: cannot remove %s: %s", folder, exc)
         return
-    removed.files += len(files)
+    removed.files += files
     removed.bytes += size
