@@ -10,6 +10,7 @@ weights).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -85,6 +86,50 @@ def test_an_untuned_checkpoint_runs_and_its_free_text_is_recorded_not_guessed(bu
     results = inspector.inspect_images(images)
     for result in results:  # random weights: free text, kept verbatim, verdict unknown, no map
         assert result.verdict is Verdict.UNKNOWN and result.reply and result.anomaly_map is None
+
+
+@pytest.mark.parametrize("reply, answer, mapped", [
+    ("<answer>Yes</answer>", "yes", False),
+    ("Yes.", "yes", False),
+    ("The surface shows a dark crack near the top left corner.\nAnswer: No", "no", True),
+    ("There is a scratch across the middle. <answer> yes </answer>", "yes", True),
+    ("I cannot tell from this picture.", None, False),
+])
+def test_a_lenient_bundle_scores_an_untuned_models_reply_at_its_final_answer(bundle, reply, answer, mapped):
+    """Zero-shot on the real tokenizer: where the answer word sits, which ids it is, the verdict and the map."""
+    import torch
+
+    from inspectd.bundle.manifest import ScoreSpec
+
+    loaded = load_bundle(bundle, "cpu")
+    lenient = dataclasses.replace(loaded, manifest=loaded.manifest.model_copy(
+        update={"score": ScoreSpec(replies="lenient")}))
+    inspector = Inspector(lenient, lenient.manifest.real, InspectorOptions())
+    model = inspector.model
+    encoded = model.tokenizer(reply, add_special_tokens=False, return_offsets_mapping=True)
+    ids = encoded["input_ids"]
+    # The answer's token found independently of the parser: the last token whose text is yes / no.
+    answer_at = max((i for i, (a, b) in enumerate(encoded["offset_mapping"])
+                     if reply[a:b].strip().lower() in ("yes", "no")), default=None)
+    columns = len(model.answers.columns)
+    yes_no = torch.zeros(len(ids), 1, columns)
+    favour = torch.tensor([3.0] * len(model.answers.yes) + [-3.0] * len(model.answers.no))
+    yes_no[:, 0] = -favour if answer == "yes" else favour  # every other step says the opposite
+    if answer_at is not None:
+        yes_no[answer_at, 0] = favour if answer == "yes" else -favour
+    grid, image_keys = (4, 4), 16
+    attention = torch.rand(len(ids), model.num_layers, 1, image_keys + 2)
+    reply_out, _ = model._reply(0, ids, attention, yes_no, grid, image_keys, image_keys)
+    result = inspector._result(NamedImage("x.png", make_sample(1, 112).image), reply_out)
+    if answer is None:
+        assert result.verdict is Verdict.UNKNOWN and result.parse_status == "unparsable"
+        return
+    assert result.parse_status == "lenient"
+    assert result.verdict is (Verdict.ANOMALOUS if answer == "yes" else Verdict.NORMAL)
+    assert (result.score > 0.9) if answer == "yes" else (result.score < 0.1)
+    assert (result.anomaly_map is not None) is mapped and (result.reasoning is not None) is mapped
+    if mapped:
+        assert result.reasoning_tokens > 3 and result.anomaly_map.shape == (112, 112)
 
 
 def test_eval_and_the_daemon_run_on_the_real_format(bundle, tmp_path):

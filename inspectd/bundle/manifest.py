@@ -42,11 +42,19 @@ class ScoreSpec(StrictModel):
     and P(yes) is mixed over the replies, weighted by the tokens'
     probabilities (``inspectd.model.branch_score``). A branch whose token has
     less than ``min_branch_probability`` is not run (it would not move the score).
+
+    ``replies``: ``strict`` takes only the trained ``<think>/<answer>`` format
+    (anything else: verdict unknown). ``lenient`` is for an untuned Instruct
+    model: a reply outside the format that ends in an explicit yes or no
+    (``<answer>Yes</answer>``, "... Answer: No.") is scored at that word (parse
+    status ``lenient``, answer score only); the text before it is the reasoning
+    ReAL reads, and with no text before it there is no map.
     """
 
     method: Literal["answer", "reasoning_branch"] = "answer"
     branches: int = Field(3, ge=1, le=16)
     min_branch_probability: float = Field(1e-3, ge=0, le=0.5)
+    replies: Literal["strict", "lenient"] = "strict"
 
 
 class BundleManifest(StrictModel):

@@ -93,7 +93,7 @@ class Inspector:
             image_size=size,
             generated_tokens=reply.generated_tokens,
         )
-        if reply.parsed.status is not ParseStatus.OK or reply.score is None:
+        if reply.parsed.status is ParseStatus.UNPARSABLE or reply.score is None:
             return InspectionResult(verdict=Verdict.UNKNOWN, **common)
         verdict = Verdict.ANOMALOUS if reply.score >= self.threshold else Verdict.NORMAL
         if reply.evidence is None:

@@ -12,8 +12,15 @@ _REPLY = re.compile(
 )
 
 
+# Outside the trained format: an answer tag closing the reply, else a final yes/no word ("... Answer: No.").
+_ANSWER_TAG = re.compile(r"<answer>\s*(?P<answer>(?i:yes|no))\s*</answer>\s*\Z")
+_FINAL_WORD = re.compile(r"(?<![\w'])(?P<answer>(?i:yes|no))[\s.!\"')\]*]*\Z")
+_TAGS = re.compile(r"</?(?:think|answer)>")
+
+
 class ParseStatus(str, Enum):
     OK = "ok"
+    LENIENT = "lenient"  # outside the trained format, but it ends in an explicit yes or no
     UNPARSABLE = "unparsable"
 
 
@@ -41,6 +48,27 @@ def parse_reply(text: str) -> ParsedReply:
         match.span("think"),
         match.start("answer"),
     )
+
+
+def parse_lenient_reply(text: str) -> ParsedReply:
+    """The trained format, else a reply that ends in an explicit yes or no (an untuned Instruct model's).
+
+    The text before the answer (tags removed) is the reasoning and its span
+    feeds ReAL; with no text before it there is no reasoning and no map. A reply
+    with no final yes/no stays unparsable: the verdict is never guessed.
+    """
+    strict = parse_reply(text)
+    if strict.status is ParseStatus.OK:
+        return strict
+    match = _ANSWER_TAG.search(text) or _FINAL_WORD.search(text)
+    if match is None:
+        return ParsedReply(ParseStatus.UNPARSABLE, None, None, None, None)
+    before = text[:match.start()]
+    words = [m for m in re.finditer(r"\S+", _TAGS.sub(lambda t: " " * len(t.group()), before))]
+    span = (words[0].start(), words[-1].end()) if words else None
+    reasoning = _TAGS.sub("", before[span[0]:span[1]]).strip() if span else None
+    return ParsedReply(ParseStatus.LENIENT, reasoning or None, match.group("answer").lower(),
+                       span if reasoning else None, match.start("answer"))
 
 
 def token_char_spans(decode, token_ids: list[int]) -> list[tuple[int, int]]:

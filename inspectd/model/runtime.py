@@ -19,6 +19,7 @@ from inspectd.model.prompting import anomaly_word_token_ids, capture_targets, ch
 from inspectd.model.reply import (
     ParsedReply,
     ParseStatus,
+    parse_lenient_reply,
     parse_reply,
     token_char_spans,
     token_starting_at,
@@ -69,6 +70,7 @@ class InspectionModel:
         self.text_ids, self.word_hits = anomaly_word_token_ids(self.tokenizer, self.prompt, real.anomaly_words)
         self.answers = AnswerTokens.of(self.tokenizer)
         self.score_spec = bundle.manifest.score
+        self.parse = parse_lenient_reply if self.score_spec.replies == "lenient" else parse_reply
         self.stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if i is not None}
         enable_capture(self.model)
         use_packed_vision(self.model)  # same outputs, one sdpa call instead of a loop over windows
@@ -110,7 +112,7 @@ class InspectionModel:
             grid = (grid_h // merge, grid_w // merge)
             reply, spans = self._reply(row, new_ids, attention, yes_no, grid, image_counts[row], max_images)
             replies.append(reply)
-            if branching and reply.score is not None:
+            if branching and reply.score is not None and reply.parsed.status is ParseStatus.OK:
                 branches += branch_points(row, new_ids, spans, reply.parsed, top_probs[:, row], top_ids[:, row],
                                           self.score_spec.branches, self.score_spec.min_branch_probability)
         branch_started = time.perf_counter()
@@ -124,10 +126,10 @@ class InspectionModel:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def answer_probability(self, text: str, ids: list[int], yes_no: torch.Tensor, offset: int = 0):
+    def answer_probability(self, text: str, ids: list[int], yes_no: torch.Tensor, offset: int = 0, parse=parse_reply):
         """Parse a reply; P(yes) at its answer word from raw answer logits (``yes_no`` step i = token offset+i)."""
-        parsed = parse_reply(text)
-        if parsed.status is not ParseStatus.OK:
+        parsed = parse(text)
+        if parsed.status is ParseStatus.UNPARSABLE:
             return parsed, None, None
         spans = token_char_spans(self.decode, ids)
         index = token_starting_at(spans, parsed.answer_start)
@@ -145,9 +147,9 @@ class InspectionModel:
 
     def _reply(self, row, new_ids, attention, yes_no, grid, image_count, max_images):
         text = self.decode(new_ids)
-        parsed, spans, score = self.answer_probability(text, new_ids, yes_no[:, row])
-        if parsed.status is not ParseStatus.OK:
-            return ModelReply(text, parsed, None, None, grid, len(new_ids)), spans
+        parsed, spans, score = self.answer_probability(text, new_ids, yes_no[:, row], parse=self.parse)
+        if parsed.status is ParseStatus.UNPARSABLE or parsed.think_span is None:
+            return ModelReply(text, parsed, score, None, grid, len(new_ids), score), spans
         # Token j's own query is seen at decode step j (capture index j).
         reasoning = [j for j in tokens_overlapping(spans, *parsed.think_span) if j < attention.shape[0]]
         evidence = None
