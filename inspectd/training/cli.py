@@ -5,8 +5,8 @@
     inspectd-train recipe --config models/recipes/tiny-cgro.yaml [--stop-after STAGE]
                                             # build a small model end to end (inspectd.training.recipe)
 
-Multi-GPU: ``accelerate launch -m inspectd.training.cli grpo --config ...``
-(trl's trainer runs under accelerate; set ``use_cpu: false``).
+Multi-GPU: ``accelerate launch --num_processes N -m inspectd.training.cli sft|grpo --config ...``
+(distributed data parallel, ``batch_size`` is per process; grpo: set ``use_cpu: false``).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def _warmup_examples(config: TrainConfig):
 
 
 def run_sft(config: TrainConfig) -> Path:
-    from inspectd.training.sft import supervised_warmup
+    from inspectd.training.sft import is_main_process, supervised_warmup
 
     model, processor = _load(config.base)
     prompt, _ = _prompt_and_real(config.base)
@@ -153,6 +153,8 @@ def run_sft(config: TrainConfig) -> Path:
         on_step=lambda step, loss: log.info("sft step %d loss %.4f", step, loss) if step % 10 == 0 else None,
     )
     out = config.output_dir / "sft"
+    if not is_main_process():  # under accelerate launch / torchrun every process trained; one writes
+        return out
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     (out / "training.json").write_text(json.dumps({"stage": "sft", "losses": losses, **config.sft.model_dump()},

@@ -7,9 +7,11 @@ daemon never imports this module.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from PIL import Image
@@ -20,6 +22,8 @@ from inspectd.model.packed_vision import use_packed_vision
 from inspectd.model.prompting import chat_text
 from inspectd.model.sequences import extend_rows, pad_id_of
 from inspectd.strict_model import StrictModel
+
+log = logging.getLogger("inspectd.train")
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,8 @@ class WarmupSettings(StrictModel):
     grad_clip: float = Field(1.0, gt=0)
     seed: int = 0
     freeze_vision: bool = False
-    device: str = Field("auto", description="auto = the first CUDA GPU when there is one, else the CPU")
+    device: Literal["auto", "cpu"] = Field(
+        "auto", description="auto = the GPU (one per process under accelerate launch) when there is one, else the CPU")
 
 
 def reply_text(reasoning: str, anomalous: bool) -> str:
@@ -83,15 +88,23 @@ def supervised_warmup(
 ) -> list[float]:
     """Train in place; ``sample(i)`` returns the i-th example (deterministic data).
 
-    Weights and optimizer state stay float32 (master weights); on a GPU with
-    bf16 support the forward runs under bf16 autocast. Pure bf16 AdamW loses
-    small updates, and bf16 matmuls on a CPU without bf16 units are ~20x slower.
+    Runs through accelerate: one process (the GPU when there is one, else the
+    CPU), or under ``accelerate launch`` / ``torchrun`` one process per GPU with
+    distributed data parallel, each process drawing its own ``batch_size``
+    examples of the step (process r of n takes examples ``(step*n + r)*batch_size
+    + i``, so one process sees exactly the single-process sequence). Weights and
+    optimizer state stay float32 (master weights); on a GPU with bf16 support the
+    forward runs under bf16 autocast. Pure bf16 AdamW loses small updates, and
+    bf16 matmuls on a CPU without bf16 units are ~20x slower. Returns the
+    per-step loss averaged over processes; only the main process should save.
     """
+    from accelerate import Accelerator
+
     torch.manual_seed(settings.seed)
-    device = torch.device("cuda:0" if settings.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if settings.device == "auto" else settings.device)
-    model.to(device=device, dtype=torch.float32)
-    autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    on_cpu = settings.device == "cpu" or not torch.cuda.is_available()
+    bf16 = not on_cpu and torch.cuda.is_bf16_supported()
+    accelerator = Accelerator(cpu=on_cpu, mixed_precision="bf16" if bf16 else "no")
+    model.to(device=accelerator.device, dtype=torch.float32)
     use_packed_vision(model)
     if settings.freeze_vision:
         for parameter in model.model.visual.parameters():
@@ -107,23 +120,37 @@ def supervised_warmup(
         progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
+    # The scheduler is stepped by hand: accelerate's wrapper would step it once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    model.train()
+    trained, optimizer = accelerator.prepare(model, optimizer)
+    processes, rank = accelerator.num_processes, accelerator.process_index
+    if accelerator.is_main_process:
+        log.info("warm-up on %d process(es), %s, %d examples per process and step", processes,
+                 accelerator.device, settings.batch_size)
+    trained.train()
     losses = []
     try:
         for step in range(settings.steps):
-            examples = [sample(step * settings.batch_size + i) for i in range(settings.batch_size)]
-            batch = {k: v.to(device) for k, v in reply_batch(processor, prompt, examples).items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = model(**batch).loss
+            first = (step * processes + rank) * settings.batch_size
+            examples = [sample(first + i) for i in range(settings.batch_size)]
+            batch = {k: v.to(accelerator.device) for k, v in reply_batch(processor, prompt, examples).items()}
+            loss = trained(**batch).loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(trainable, settings.grad_clip)
             optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
+            losses.append(accelerator.reduce(loss.detach(), "mean").item() if processes > 1 else loss.item())
             if on_step is not None:
                 on_step(step, losses[-1])
+        accelerator.wait_for_everyone()
     finally:
         model.eval()
     return losses
+
+
+def is_main_process() -> bool:
+    """True in a single process and in rank 0 of ``accelerate launch`` / ``torchrun`` (the one that saves)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
