@@ -24,11 +24,13 @@ $(VENV)/.installed-$(EXTRAS): $(BIN)/python pyproject.toml
 setup: $(VENV)/.installed-$(EXTRAS)
 
 # The main job: the daemon on the shipped model and config, watching var/drop,
-# with a demo feed dropping fresh synthetic images into it. Ctrl-C stops both.
+# with a demo feed dropping fresh synthetic images into it, and the web console
+# on http://127.0.0.1:8780/ (it waits for the daemon to create the store). Ctrl-C stops all three.
 run: setup
-	@echo "inspectd: watching var/drop; query with: $(BIN)/inspectd history / show ID / stats"
+	@echo "inspectd: watching var/drop; console: http://127.0.0.1:8780/; query with: $(BIN)/inspectd history / show ID / stats"
 	@$(BIN)/inspectd demo-feed --delay 8 --count 8 --interval 3 & feeder=$$!; \
-	$(BIN)/inspectd run; status=$$?; kill $$feeder 2>/dev/null; exit $$status
+	$(BIN)/inspectd serve & console=$$!; \
+	$(BIN)/inspectd run; status=$$?; kill $$feeder $$console 2>/dev/null; wait $$console 2>/dev/null; exit $$status
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -241,9 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon: watch folders, inspect, record, alert")
     run.set_defaults(handler=cmd_run)
 
+    from inspectd.cli_console import add_commands as add_console_commands
     from inspectd.cli_history import add_commands
 
     add_commands(sub)
+    add_console_commands(sub)
 
     evaluation = sub.add_parser("eval", help="score a bundle on MVTec-layout datasets (image and pixel metrics)")
     evaluation.add_argument("datasets", nargs="+", help="dataset roots or category folders (MVTec layout)")

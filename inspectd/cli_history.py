@@ -87,12 +87,18 @@ def _engine(args):
 
 def cmd_history(args) -> int:
     from inspectd.store.queries import HISTORY_COLUMNS, HistoryFilter, history
+    from inspectd.store.reviews import agrees, reviews_of
 
-    rows = history(
-        _engine(args),
-        HistoryFilter(args.since, args.until, args.camera, args.verdict, args.min_score, args.limit),
-    )
-    sys.stdout.write(render(rows, args.format, list(HISTORY_COLUMNS), {"reasoning": 60, "source_path": 60}))
+    engine = _engine(args)
+    rows = history(engine, HistoryFilter(args.since, args.until, args.camera, args.verdict, args.min_score, args.limit))
+    reviews = reviews_of(engine, [row["id"] for row in rows])
+    for row in rows:  # the newest review of the row, and whether it confirms the model's verdict
+        latest = reviews.get(row["id"], [None])[-1]
+        row["review"] = latest.label if latest else None
+        agreement = agrees(row["verdict"], latest.label) if latest else None
+        row["agrees"] = None if agreement is None else ("yes" if agreement else "no")
+    columns = [*HISTORY_COLUMNS, "review", "agrees"]
+    sys.stdout.write(render(rows, args.format, columns, {"reasoning": 60, "source_path": 60}))
     return 0
 
 

@@ -95,6 +95,36 @@ class MetricsSettings(StrictModel):
     port: int = Field(9464, ge=1, le=65535)
 
 
+class ConsoleSettings(StrictModel):
+    """``inspectd serve``: the engineers' web console over the store."""
+
+    address: str = Field("127.0.0.1", description="listen address; anything but loopback needs users_file")
+    port: int = Field(8780, ge=1, le=65535)
+    users_file: Path | None = Field(None, description="'name:scrypt$...' lines (inspectd console-user NAME); "
+                                                        "required off loopback, no default user or password")
+    time_zone: str = Field("UTC", description="IANA zone for days and shifts in the stats, e.g. Europe/Berlin")
+    shifts: tuple[int, ...] = Field((6, 14, 22), description="hours (local) at which shifts start")
+    page_size: int = Field(50, ge=1, le=500)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)") from None
+        return value
+
+    @field_validator("shifts")
+    @classmethod
+    def _shifts(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(not 0 <= h < 24 for h in value) or list(value) != sorted(set(value)):
+            raise ValueError("shifts: ascending distinct hours 0-23, at least one")
+        return value
+
+
 class ArchiveSettings(StrictModel):
     mode: Literal["move", "keep"] = "move"
     folder: Path = Path("archive")
@@ -234,6 +264,7 @@ class Settings(StrictModel):
     disk_guard: DiskGuardSettings = DiskGuardSettings()
     retention: RetentionSettings = RetentionSettings()
     metrics: MetricsSettings = MetricsSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @model_validator(mode="after")
     def _guard_channels(self) -> Settings:
@@ -327,6 +358,8 @@ def _resolve_paths(settings: Settings, base: Path, bundle: Path) -> Settings:
             "archive": archive,
             "store": settings.store.model_copy(update={"url": url}),
             "alerts": settings.alerts.model_copy(update={"channels": channels}),
+            "console": settings.console.model_copy(update={
+                "users_file": _resolve(base, settings.console.users_file) if settings.console.users_file else None}),
         }
     )
 

@@ -190,6 +190,26 @@ def test_systemd_unit_verifies(tmp_path):
     assert not [l for l in unit.splitlines() if l.startswith("PrivateDevices=")]
 
 
+def test_console_unit_verifies(tmp_path):
+    import shutil
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here (.ci/run installs it where apt works)")
+    unit = (REPO / "systemd" / "inspectd-console.service").read_text()
+    unit = unit.replace("/opt/inspectd/.venv/bin/inspectd", str(Path(sys.executable).parent / "inspectd"))
+    (tmp_path / "inspectd-console.service").write_text(unit)
+    done = subprocess.run([analyze, "verify", str(tmp_path / "inspectd-console.service")], capture_output=True,
+                          text=True)
+    problems = [line for line in done.stderr.splitlines() if "inspectd-console.service" in line]
+    assert done.returncode == 0 and not problems, done.stderr
+    daemon = (REPO / "systemd" / "inspectd.service").read_text()
+    hardening = [l for l in daemon.splitlines() if l.startswith(("Protect", "Restrict", "NoNewPrivileges",
+                                                                 "CapabilityBoundingSet", "LockPersonality"))]
+    assert hardening and all(line in unit.splitlines() for line in hardening)  # the daemon's hardening, at least
+    assert "ExecStart=" in unit and " serve" in unit and "LoadCredential=console-users" in unit
+
+
 def test_a_failed_row_whose_move_was_interrupted_is_finished_into_failed(tmp_path, store_url):
     """A crash after the commit but before the move: the next pass moves it where its verdict says."""
     engine = open_engine(store_url)

@@ -27,6 +27,7 @@ from inspectd.daemon.items import ReadyFile
 from inspectd.inspection.render import map_image, mask_image, png_bytes
 from inspectd.inspection.result import InspectionResult, Verdict
 from inspectd.real.params import RealParams
+from inspectd.store import token_maps
 from inspectd.store.clock import from_timestamp, utcnow
 from inspectd.store.schema import ArtifactRow, BundleRow, InspectionRow
 
@@ -143,7 +144,10 @@ class Recorder:
         )
         artifacts = None
         if self.save_maps and result.anomaly_map is not None:
-            artifacts = (png_bytes(map_image(result.anomaly_map)), png_bytes(mask_image(result.mask)))
+            evidence = result.evidence
+            tokens = None if evidence is None or evidence.spans is None or result.kept_tokens is None else \
+                token_maps.pack(evidence.maps, evidence.spans, result.kept_tokens)
+            artifacts = (png_bytes(map_image(result.anomaly_map)), png_bytes(mask_image(result.mask)), tokens)
         alerts_added = 0
         store_started = time.perf_counter()
         try:
@@ -151,7 +155,8 @@ class Recorder:
                 session.add(row)
                 session.flush()
                 if artifacts is not None:
-                    session.add(ArtifactRow(inspection_id=row.id, map_png=artifacts[0], mask_png=artifacts[1]))
+                    session.add(ArtifactRow(inspection_id=row.id, map_png=artifacts[0], mask_png=artifacts[1],
+                                            token_maps=artifacts[2]))
                 alerts_added = add_inspection_alerts(session, self.alerts.rules, row, now)
                 inspection_id = row.id
         except IntegrityError:

@@ -112,5 +112,6 @@ class Inspector:
             reasoning_tokens=int(reply.evidence.maps.shape[0]),
             tokens_used=located.tokens_used,
             evidence=reply.evidence,
+            kept_tokens=located.scores.kept,
             **common,
         )

@@ -40,11 +40,34 @@ def overlay_image(image: Image.Image, anomaly_map: np.ndarray, mask: np.ndarray 
     alpha = (0.25 + 0.5 * np.clip(anomaly_map, 0, 1))[..., None]
     blended = base * (1 - alpha) + heat * alpha
     if mask is not None and mask.any():
-        inner = mask.copy()
-        inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
-        blended[mask & ~inner] = (0, 255, 255)
+        blended[mask_outline(mask)] = OUTLINE_RGB
     overlay = Image.fromarray(blended.round().astype(np.uint8), mode="RGB")
     return _banner(overlay, label) if label else overlay
+
+
+OUTLINE_RGB = (0, 255, 255)
+
+
+def mask_outline(mask: np.ndarray) -> np.ndarray:
+    """The mask's boundary pixels (in the mask, with a 4-neighbour outside it)."""
+    mask = mask.astype(bool)
+    inner = mask.copy()
+    inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    return mask & ~inner
+
+
+def heat_layer(anomaly_map: np.ndarray) -> Image.Image:
+    """The overlay's heat as a transparent layer (the console stacks it over the photo)."""
+    alpha = (0.25 + 0.5 * np.clip(anomaly_map, 0, 1)) * 255
+    rgba = np.dstack([heat_colours(anomaly_map), alpha.round().astype(np.uint8)])
+    return Image.fromarray(rgba, mode="RGBA")
+
+
+def outline_layer(mask: np.ndarray) -> Image.Image:
+    """The mask outline alone, on a transparent layer."""
+    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    rgba[mask_outline(mask)] = (*OUTLINE_RGB, 255)
+    return Image.fromarray(rgba, mode="RGBA")
 
 
 def verdict_label(verdict: str, score: float | None, threshold: float | None) -> str:

@@ -33,8 +33,10 @@ class InspectionResult:
     generated_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
-    # The reasoning tokens' attention, for evaluation ablations; never stored.
+    # The reasoning tokens' attention (maps, spans in the reasoning) and which of them ReAL kept:
+    # evaluation ablations, and the store's per-token maps for the console.
     evidence: object | None = field(default=None, repr=False)
+    kept_tokens: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self) -> dict:
         """JSON-ready view without the arrays."""

@@ -46,6 +46,15 @@ class ModelReply:
     answer_probability: float | None = None
 
 
+def reasoning_spans(text: str, think_span: tuple[int, int], spans: list[tuple[int, int]]) -> np.ndarray:
+    """Token spans in the reply -> spans in the stripped reasoning text (``ParsedReply.reasoning``)."""
+    inner = text[think_span[0]:think_span[1]]
+    start = think_span[0] + len(inner) - len(inner.lstrip())
+    length = len(inner.strip())
+    return np.array([(min(max(a - start, 0), length), min(max(b - start, 0), length)) for a, b in spans],
+                    dtype=np.int32).reshape(-1, 2)
+
+
 @dataclass(frozen=True)
 class BatchTimings:
     preprocess_s: float
@@ -157,5 +166,6 @@ class InspectionModel:
             picked = attention[reasoning][:, self.layers, row].mean(dim=1).numpy()
             maps = picked[:, :image_count].reshape(len(reasoning), grid[0], grid[1])
             relevance = picked[:, max_images:].sum(axis=1)
-            evidence = TokenEvidence(maps.astype(np.float64), relevance.astype(np.float64))
+            evidence = TokenEvidence(maps.astype(np.float64), relevance.astype(np.float64),
+                                     reasoning_spans(text, parsed.think_span, [spans[j] for j in reasoning]))
         return ModelReply(text, parsed, score, evidence, grid, len(new_ids), score), spans

@@ -26,10 +26,13 @@ class TokenEvidence:
     ``maps`` is (tokens, grid_h, grid_w): each reasoning token's attention
     over the image tokens, already averaged over the chosen layers.
     ``relevance`` is (tokens,): its attention summed over the anomaly words.
+    ``spans`` (tokens, 2), when known: each token's characters in the
+    reasoning text (what the console highlights).
     """
 
     maps: np.ndarray
     relevance: np.ndarray
+    spans: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertRow, ArtifactRow, BundleRow, InspectionRow
+from inspectd.store.token_maps import TokenMaps, unpack
 
 HISTORY_COLUMNS = ("id", "created_at", "camera", "verdict", "score", "source_path", "reasoning", "latency_ms")
 
@@ -63,6 +64,14 @@ def artifacts(engine: Engine, inspection_id: int) -> tuple[bytes, bytes] | None:
     with Session(engine) as session:
         row = session.get(ArtifactRow, inspection_id)
         return None if row is None else (row.map_png, row.mask_png)
+
+
+def token_maps(engine: Engine, inspection_id: int) -> TokenMaps | None:
+    """Each reasoning token's map and whether ReAL kept it (rows recorded since migration 0004)."""
+    with engine.connect() as connection:
+        blob = connection.execute(select(ArtifactRow.token_maps).where(ArtifactRow.inspection_id == inspection_id)
+                                  ).scalar_one_or_none()
+    return None if blob is None else unpack(blob)
 
 
 def daily_stats(engine: Engine, since: datetime | None = None, camera: str | None = None) -> list[dict]:

@@ -91,6 +91,29 @@ class ArtifactRow(Base):
     inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"), primary_key=True)
     map_png: Mapped[bytes] = mapped_column(LargeBinary)
     mask_png: Mapped[bytes] = mapped_column(LargeBinary)
+    # Each reasoning token's own attention map, its place in the reasoning and whether ReAL kept it
+    # (store/token_maps.py); null for rows recorded before migration 0004.
+    token_maps: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class ReviewLabel(str, enum.Enum):
+    """Values of ``reviews.label``: what a person says the part is."""
+
+    GOOD = "good"
+    DEFECT = "defect"
+
+
+class ReviewRow(Base):
+    """A person's verdict on an inspection; never overwrites the model's. The newest review of a row counts."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime())
 
 
 class AlertStatus(str, enum.Enum):

@@ -1,0 +1,149 @@
+"""The console's history: filters parsed from a query string, keyset pages, newest first.
+
+Keyset paging (``before=<created_at>~<id>``) instead of OFFSET keeps every
+page as fast as the first on a million rows; no total is counted for the
+same reason. Time, camera and verdict filters ride the store's indexes; the
+reviewed filter probes ``ix_reviews_inspection_id`` per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timezone
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, exists, select, tuple_
+
+from inspectd.inspection.result import Verdict
+from inspectd.store.schema import InspectionRow, ReviewRow
+
+COLUMNS = ("id", "created_at", "camera", "verdict", "score", "threshold", "source_path", "reasoning",
+           "archived_path")
+
+
+class BadFilter(ValueError):
+    """A query parameter the console cannot use; the message names it (answered with 400)."""
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    since: datetime | None = None
+    until: datetime | None = None
+    camera: str | None = None
+    verdict: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    reviewed: bool | None = None
+    before: tuple[datetime, int] | None = None
+    size: int = 50
+
+    def link(self, **changes) -> str:
+        """This query as a query string, with ``changes`` applied (None drops a parameter)."""
+        query = replace(self, **changes)
+        params = {}
+        for f in fields(query):
+            value = getattr(query, f.name)
+            if value is None or (f.name == "size" and value == 50):
+                continue
+            if f.name == "before":
+                value = f"{value[0].isoformat()}~{value[1]}"
+            elif f.name == "reviewed":
+                value = "yes" if value else "no"
+            elif isinstance(value, datetime):
+                value = value.isoformat(timespec="minutes") + "+00:00"
+            params[f.name] = value
+        return "?" + urlencode(params) if params else "?"
+
+
+def _time(name: str, value: str, zone: ZoneInfo) -> datetime:
+    """A time without an offset is the plant's local time (the console's zone); the store keeps UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadFilter(f"{name}: {value!r} is not a date or time (2026-11-24 or 2026-11-24T08:00)") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _score(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise BadFilter(f"{name}: {value!r} is not a number") from None
+    if not 0.0 <= number <= 1.0:
+        raise BadFilter(f"{name}: {value} is outside 0-1")
+    return number
+
+
+def parse_query(params: dict[str, str], max_size: int, zone: ZoneInfo) -> HistoryQuery:
+    """Query-string parameters (empty ones ignored) -> a query; unknown names are refused."""
+    known = {f.name for f in fields(HistoryQuery)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise BadFilter(f"unknown parameter {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    values = {k: v.strip() for k, v in params.items() if v.strip()}
+    out: dict = {}
+    for name in ("since", "until"):
+        if name in values:
+            out[name] = _time(name, values[name], zone)
+    if "camera" in values:
+        if len(values["camera"]) > 200:
+            raise BadFilter("camera: longer than 200 characters")
+        out["camera"] = values["camera"]
+    if "verdict" in values:
+        if values["verdict"] not in {v.value for v in Verdict}:
+            raise BadFilter(f"verdict: {values['verdict']!r} is not one of {', '.join(v.value for v in Verdict)}")
+        out["verdict"] = values["verdict"]
+    for name in ("min_score", "max_score"):
+        if name in values:
+            out[name] = _score(name, values[name])
+    if "reviewed" in values:
+        if values["reviewed"] not in ("yes", "no"):
+            raise BadFilter(f"reviewed: {values['reviewed']!r} is not yes or no")
+        out["reviewed"] = values["reviewed"] == "yes"
+    if "before" in values:
+        stamp, _, row = values["before"].rpartition("~")
+        if not row.isdigit():
+            raise BadFilter(f"before: {values['before']!r} is not a page cursor")
+        out["before"] = (_time("before", stamp, zone), int(row))
+    if "size" in values:
+        if not values["size"].isdigit() or not 1 <= int(values["size"]) <= max_size:
+            raise BadFilter(f"size: {values['size']!r} is not a page size from 1 to {max_size}")
+        out["size"] = int(values["size"])
+    return HistoryQuery(**out)
+
+
+def page(engine: Engine, query: HistoryQuery) -> tuple[list[dict], HistoryQuery | None]:
+    """One page of rows and the query of the next page (None on the last)."""
+    row = InspectionRow
+    statement = select(*(getattr(row, c) for c in COLUMNS))
+    if query.since is not None:
+        statement = statement.where(row.created_at >= query.since)
+    if query.until is not None:
+        statement = statement.where(row.created_at < query.until)
+    if query.camera is not None:
+        statement = statement.where(row.camera == query.camera)
+    if query.verdict is not None:
+        statement = statement.where(row.verdict == query.verdict)
+    if query.min_score is not None:
+        statement = statement.where(row.score >= query.min_score)
+    if query.max_score is not None:
+        statement = statement.where(row.score <= query.max_score)
+    if query.reviewed is not None:
+        has_review = exists().where(ReviewRow.inspection_id == row.id)
+        statement = statement.where(has_review if query.reviewed else ~has_review)
+    if query.before is not None:
+        statement = statement.where(tuple_(row.created_at, row.id) < tuple_(*query.before))
+    statement = statement.order_by(row.created_at.desc(), row.id.desc()).limit(query.size + 1)
+    with engine.connect() as connection:
+        rows = [dict(r._mapping) for r in connection.execute(statement)]
+    if len(rows) <= query.size:
+        return rows, None
+    rows = rows[:query.size]
+    return rows, replace(query, before=(rows[-1]["created_at"], rows[-1]["id"]))
+
+
+def cameras(engine: Engine) -> list[str]:
+    """Camera names for the filter (a DISTINCT over the camera index)."""
+    with engine.connect() as connection:
+        return [r[0] for r in connection.execute(select(InspectionRow.camera).distinct().order_by(InspectionRow.camera))]

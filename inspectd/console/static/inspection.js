@@ -1,0 +1,26 @@
+// Layer toggles and per-token maps on the inspection page (no framework, no build step).
+(function () {
+  const heat = document.getElementById("heat");
+  const outline = document.getElementById("outline");
+  const tokenMap = document.getElementById("token-map");
+  const toggle = (box, layer) => {
+    if (box && layer) box.addEventListener("change", () => layer.classList.toggle("hidden", !box.checked));
+  };
+  toggle(document.getElementById("toggle-heat"), heat);
+  toggle(document.getElementById("toggle-outline"), outline);
+  if (!tokenMap) return;
+  const base = location.pathname.replace(/\/$/, "");
+  document.querySelectorAll("#reasoning .tok").forEach((word) => {
+    word.addEventListener("mouseenter", () => {
+      tokenMap.src = base + "/tokens/" + word.dataset.token + ".png";
+      tokenMap.classList.remove("hidden");
+      if (heat) heat.classList.add("dimmed");
+      word.classList.add("active");
+    });
+    word.addEventListener("mouseleave", () => {
+      tokenMap.classList.add("hidden");
+      if (heat) heat.classList.remove("dimmed");
+      word.classList.remove("active");
+    });
+  });
+})();
