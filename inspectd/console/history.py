@@ -51,7 +51,7 @@ class HistoryQuery:
             elif f.name == "reviewed":
                 value = "yes" if value else "no"
             elif isinstance(value, datetime):
-                value = value.isoformat(timespec="minutes") + "+00:00"
+                value = value.isoformat() + "+00:00"
             params[f.name] = value
         return "?" + urlencode(params) if params else "?"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, Integer, cast, func, select
+from sqlalchemy import Engine, case, func, select
 
 from inspectd.store.schema import InspectionRow, ReviewRow
 
@@ -61,7 +61,7 @@ def collect(engine: Engine, days: int, zone: str, shifts: tuple[int, ...], now: 
     row = InspectionRow
     counts = (select(bucket, row.camera, row.verdict, func.count()).where(row.created_at >= since)
               .group_by(bucket, row.camera, row.verdict))
-    bins = func.min(cast(row.score * 10, Integer), 9).label("bin")
+    bins = case(*((row.score < (i + 1) / 10, i) for i in range(9)), else_=9).label("bin")  # portable SQL
     histogram = (select(row.camera, bins, func.count()).where(row.created_at >= since, row.score.is_not(None))
                  .group_by(row.camera, bins))
     latest = select(func.max(ReviewRow.id)).group_by(ReviewRow.inspection_id).scalar_subquery()
