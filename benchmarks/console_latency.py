@@ -107,7 +107,7 @@ def main() -> None:
             ("history, first page", "/history"),
             ("history, camera + verdict", "/history?camera=line2&verdict=anomalous"),
             ("history, score range", "/history?min_score=0.9&max_score=0.95"),
-            ("history, one day a month back", f"/history?since=2026-01-05T00:00&until=2026-01-06T00:00"),
+            ("history, one day a month back", "/history?since=2026-01-05T00:00&until=2026-01-06T00:00"),
             ("history, reviewed=yes", "/history?reviewed=yes"),
             ("history, reviewed=no + anomalous", "/history?reviewed=no&verdict=anomalous"),
             ("history, a page deep (cursor)", f"/history?before=2026-01-10T00:00~{newest}"),

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, exists, select, tuple_
 
 from inspectd.inspection.result import Verdict
+from inspectd.store.queries import where_inspections
 from inspectd.store.schema import InspectionRow, ReviewRow
 
 COLUMNS = ("id", "created_at", "camera", "verdict", "score", "threshold", "source_path", "reasoning",
@@ -116,19 +117,8 @@ def parse_query(params: dict[str, str], max_size: int, zone: ZoneInfo) -> Histor
 def page(engine: Engine, query: HistoryQuery) -> tuple[list[dict], HistoryQuery | None]:
     """One page of rows and the query of the next page (None on the last)."""
     row = InspectionRow
-    statement = select(*(getattr(row, c) for c in COLUMNS))
-    if query.since is not None:
-        statement = statement.where(row.created_at >= query.since)
-    if query.until is not None:
-        statement = statement.where(row.created_at < query.until)
-    if query.camera is not None:
-        statement = statement.where(row.camera == query.camera)
-    if query.verdict is not None:
-        statement = statement.where(row.verdict == query.verdict)
-    if query.min_score is not None:
-        statement = statement.where(row.score >= query.min_score)
-    if query.max_score is not None:
-        statement = statement.where(row.score <= query.max_score)
+    statement = where_inspections(select(*(getattr(row, c) for c in COLUMNS)), query.since, query.until,
+                                  query.camera, query.verdict, query.min_score, query.max_score)
     if query.reviewed is not None:
         has_review = exists().where(ReviewRow.inspection_id == row.id)
         statement = statement.where(has_review if query.reviewed else ~has_review)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,19 +25,21 @@ class HistoryFilter:
     limit: int = 50
 
 
+def where_inspections(query, since=None, until=None, camera=None, verdict=None, min_score=None, max_score=None):
+    """The history filters (CLI and console); each rides an index (time, camera+time, verdict+time)."""
+    row = InspectionRow
+    for column, test, value in ((row.created_at, operator.ge, since), (row.created_at, operator.lt, until),
+                                (row.camera, operator.eq, camera), (row.verdict, operator.eq, verdict),
+                                (row.score, operator.ge, min_score), (row.score, operator.le, max_score)):
+        if value is not None:
+            query = query.where(test(column, value))
+    return query
+
+
 def history(engine: Engine, filters: HistoryFilter) -> list[dict]:
-    """Newest first; every filter uses an index (time, camera+time, verdict+time)."""
-    query = select(*(getattr(InspectionRow, c) for c in HISTORY_COLUMNS))
-    if filters.since is not None:
-        query = query.where(InspectionRow.created_at >= filters.since)
-    if filters.until is not None:
-        query = query.where(InspectionRow.created_at < filters.until)
-    if filters.camera is not None:
-        query = query.where(InspectionRow.camera == filters.camera)
-    if filters.verdict is not None:
-        query = query.where(InspectionRow.verdict == filters.verdict)
-    if filters.min_score is not None:
-        query = query.where(InspectionRow.score >= filters.min_score)
+    """Newest first."""
+    query = where_inspections(select(*(getattr(InspectionRow, c) for c in HISTORY_COLUMNS)), filters.since,
+                              filters.until, filters.camera, filters.verdict, filters.min_score)
     query = query.order_by(InspectionRow.created_at.desc(), InspectionRow.id.desc()).limit(filters.limit)
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
