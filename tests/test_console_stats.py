@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from inspectd.console.history import HistoryQuery, page, parse_query
+from inspectd.console.history import HistoryQuery, cameras, page, parse_query
 from inspectd.console.stats import collect
 from inspectd.store.database import migrate, open_engine
 from inspectd.store.reviews import add_review
@@ -60,6 +60,7 @@ def test_keyset_pages_visit_every_row_once_newest_first_under_filters(store_url)
     specs[40] = (specs[39][0], *specs[40][1:])  # two rows at the same second: the id breaks the tie
     _rows(engine, specs)
     add_review(engine, 8, "defect", None, "ann")
+    assert cameras(engine) == ["side", "top"]
     seen, query = [], HistoryQuery(camera="top", size=7)
     while query is not None:
         rows, query = page(engine, query)
