@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from inspectd.config import ConsoleSettings  # noqa: E402
 from inspectd.console.app import ConsoleContext, create_app  # noqa: E402
 from inspectd.console.auth import CsrfTokens  # noqa: E402
-from inspectd.console.photos import PhotoRoots  # noqa: E402
+from inspectd.data.archived_photos import PhotoRoots  # noqa: E402
 from inspectd.inspection.render import mask_image, png_bytes  # noqa: E402
 from inspectd.store import token_maps  # noqa: E402
 from inspectd.store.database import migrate, open_engine  # noqa: E402

@@ -177,6 +177,21 @@ def cmd_alerts(args) -> int:
     return 0
 
 
+def cmd_export_reviewed(args) -> int:
+    from inspectd.config import config_path, load_settings
+    from inspectd.data.archived_photos import PhotoRoots
+    from inspectd.data.reviewed import export_reviewed
+
+    settings = load_settings(config_path(args.config), require_paths=False)
+    done = export_reviewed(_engine(args), PhotoRoots.of(settings), Path(args.out), args.since, args.camera,
+                           args.replace)
+    print(f"wrote {done.folder}: {done.good} good, {done.defect} defect"
+          + (f"; {len(done.missing)} reviewed rows skipped, their photo is no longer in the archive "
+             f"(ids {', '.join(map(str, done.missing[:10]))}{'...' if len(done.missing) > 10 else ''})"
+             if done.missing else ""))
+    return 0
+
+
 def add_commands(sub) -> None:
     def common(parser):
         parser.add_argument("--db", help="SQLAlchemy URL of the store (default: store.url of the config)")
@@ -214,3 +229,12 @@ def add_commands(sub) -> None:
     alert.add_argument("--limit", type=int, default=100)
     alert.add_argument("--format", choices=("table", "csv", "json"), default="table")
     alert.set_defaults(handler=cmd_alerts)
+
+    reviewed = sub.add_parser("export-reviewed", help="reviewed inspections as a labelled folder (good/, defect/) "
+                                                      "for inspectd-train and calibration")
+    common(reviewed)
+    reviewed.add_argument("out", help="folder to write (good/, defect/, reviews.csv)")
+    reviewed.add_argument("--since", type=parse_time, help="only inspections since: ISO time (UTC) or 7d, 24h")
+    reviewed.add_argument("--camera")
+    reviewed.add_argument("--replace", action="store_true", help="replace OUT when it is not empty")
+    reviewed.set_defaults(handler=cmd_export_reviewed)

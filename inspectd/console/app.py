@@ -27,6 +27,7 @@ from inspectd.config import ConsoleSettings
 from inspectd.console import history, photos
 from inspectd.console.auth import CsrfTokens, Users
 from inspectd.console.stats import collect
+from inspectd.data.archived_photos import PhotoRoots
 from inspectd.store import queries, token_maps
 from inspectd.store.database import StoreError
 from inspectd.store.reviews import add_review, agrees, reviews_of
@@ -43,7 +44,7 @@ class ConsoleContext:
     reader: Engine  # read-only
     writer: Engine  # may write reviews and nothing else
     settings: ConsoleSettings
-    roots: photos.PhotoRoots
+    roots: PhotoRoots
     users: Users | None
     csrf: CsrfTokens
 

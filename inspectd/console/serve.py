@@ -9,7 +9,7 @@ from pathlib import Path
 from inspectd.config import Settings
 from inspectd.console.app import ConsoleContext, create_app
 from inspectd.console.auth import CsrfTokens, Users, is_loopback
-from inspectd.console.photos import PhotoRoots
+from inspectd.data.archived_photos import PhotoRoots
 from inspectd.errors import InspectdError
 from inspectd.store.database import StoreError, current_revision, head_revision, open_engine
 from inspectd.store.reviews import review_engine

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -33,8 +34,11 @@ log = logging.getLogger("inspectd.train")
 
 
 class DataConfig(StrictModel):
-    kind: Literal["synthetic", "labelled", "mvtec"] = "synthetic"
-    path: Path | None = None
+    kind: Literal["synthetic", "labelled", "mvtec", "store"] = "synthetic"
+    path: Path | None = Field(None, description="the folder; for kind store, the inspectd config whose store and "
+                                                "archive hold the reviewed inspections")
+    since: datetime | None = Field(None, description="kind store: only inspections since (UTC)")
+    camera: str | None = Field(None, description="kind store: only this camera")
     count: int = Field(512, ge=1, description="synthetic images")
     seed_offset: int = Field(1_000_000, ge=0, description="synthetic seeds start here; keep eval seeds below")
     image_size: int = Field(168, ge=28)
@@ -88,6 +92,34 @@ def _labelled_images(config: TrainConfig):
     dataset = read_mvtec(data.path) if data.kind == "mvtec" else read_labelled_folder(data.path)
     for image in dataset.images:
         yield load_image(image.path, 10**8, 10**9).resize(size, Image.Resampling.BICUBIC), image.anomalous
+
+
+def _store_as_folder(config: TrainConfig) -> TrainConfig:
+    """``kind: store``: the reviewed inspections exported (newest review = label) to output_dir/store-data,
+    then read as a labelled folder. Rebuilt on every run, so new reviews are taken; one process writes it."""
+    if config.data.kind != "store":
+        return config
+    from accelerate import PartialState
+
+    from inspectd.config import load_settings
+    from inspectd.data.archived_photos import PhotoRoots
+    from inspectd.data.reviewed import export_reviewed
+    from inspectd.store.database import open_engine
+
+    if config.data.path is None:
+        raise InspectdError("data.path: for data.kind store, the inspectd config file whose store holds the reviews")
+    folder = config.output_dir / "store-data"
+    state = PartialState()
+    if state.is_main_process:
+        settings = load_settings(config.data.path, require_paths=False)
+        engine = open_engine(settings.store.url, create=False)
+        done = export_reviewed(engine, PhotoRoots.of(settings), folder, config.data.since, config.data.camera,
+                               replace=True)
+        engine.dispose()
+        log.info("training data from the store: %d good, %d defect reviewed rows (%d without a photo, skipped)",
+                 done.good, done.defect, len(done.missing))
+    state.wait_for_everyone()
+    return config.model_copy(update={"data": config.data.model_copy(update={"kind": "labelled", "path": folder})})
 
 
 def _load(base: Path):
@@ -144,6 +176,7 @@ def _warmup_examples(config: TrainConfig):
 def run_sft(config: TrainConfig) -> Path:
     from inspectd.training.sft import is_main_process, supervised_warmup
 
+    config = _store_as_folder(config)
     model, processor = _load(config.base)
     prompt, _ = _prompt_and_real(config.base)
     example = _warmup_examples(config)
@@ -165,6 +198,7 @@ def run_sft(config: TrainConfig) -> Path:
 def run_grpo(config: TrainConfig, resume: bool) -> Path:
     from inspectd.training.cgro import build_trainer, grpo_rows
 
+    config = _store_as_folder(config)
     model, processor = _load(config.base)
     prompt, real = _prompt_and_real(config.base)
     output_dir = config.output_dir / "grpo"

@@ -1,0 +1,86 @@
+"""A labelled folder from reviewed inspections: what engineers confirmed or overruled becomes training data.
+
+The newest review of each row is its label (``good`` -> ``good/``,
+``defect`` -> ``defect/``), whatever the model said; the photo comes from the
+archive (``archived_photos``). The folder is the layout ``inspectd-train`` and
+``inspectd-export --calibration`` read, plus ``reviews.csv`` (id, label,
+reviewer, time, the model's verdict and score) beside the two folders. It is
+written to a temporary folder and renamed into place, so a half export is never
+read as a whole one.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+
+from inspectd.data.archived_photos import PhotoRoots
+from inspectd.errors import InspectdError
+from inspectd.store.schema import InspectionRow, ReviewLabel, ReviewRow
+
+
+@dataclass(frozen=True)
+class ReviewedExport:
+    folder: Path
+    good: int
+    defect: int
+    missing: tuple[int, ...]  # reviewed rows whose photo is no longer in the archive
+
+
+def _reviewed_rows(engine: Engine, since: datetime | None, camera: str | None) -> list[dict]:
+    latest = select(func.max(ReviewRow.id)).group_by(ReviewRow.inspection_id).scalar_subquery()
+    query = (select(InspectionRow.id, InspectionRow.created_at, InspectionRow.camera, InspectionRow.source_path,
+                    InspectionRow.archived_path, InspectionRow.verdict, InspectionRow.score, ReviewRow.label,
+                    ReviewRow.reviewer, ReviewRow.created_at.label("reviewed_at"))
+             .join(ReviewRow, ReviewRow.inspection_id == InspectionRow.id)
+             .where(ReviewRow.id.in_(latest)).order_by(InspectionRow.id))
+    if since is not None:
+        query = query.where(InspectionRow.created_at >= since)
+    if camera is not None:
+        query = query.where(InspectionRow.camera == camera)
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def export_reviewed(engine: Engine, roots: PhotoRoots, out: Path, since: datetime | None = None,
+                    camera: str | None = None, replace: bool = False) -> ReviewedExport:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not replace:
+        raise InspectdError(f"{out} exists and is not empty (replace it with --replace)")
+    rows = _reviewed_rows(engine, since, camera)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    counts = {label.value: 0 for label in ReviewLabel}
+    missing = []
+    try:
+        for label in ReviewLabel:
+            (staging / label.value).mkdir()
+        with (staging / "reviews.csv").open("w", newline="", encoding="utf-8") as table:
+            writer = csv.writer(table)
+            writer.writerow(["inspection_id", "label", "file", "reviewer", "reviewed_at", "camera", "model_verdict",
+                             "model_score", "source_path"])
+            for row in rows:
+                data = roots.read(row)
+                if data is None:
+                    missing.append(row["id"])
+                    continue
+                name = f"{row['id']}_{Path(row['archived_path'] or row['source_path']).name}"
+                (staging / row["label"] / name).write_bytes(data)
+                counts[row["label"]] += 1
+                writer.writerow([row["id"], row["label"], f"{row['label']}/{name}", row["reviewer"],
+                                 row["reviewed_at"].isoformat(), row["camera"], row["verdict"], row["score"],
+                                 row["source_path"]])
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ReviewedExport(out, counts[ReviewLabel.GOOD.value], counts[ReviewLabel.DEFECT.value], tuple(missing))
