@@ -1,9 +1,10 @@
-"""Console latency on a large store: history with filters, an inspection page, a picture.
+"""Console and metrics latency on a large store: history with filters, an inspection page, a picture, a scrape.
 
 Builds a SQLite store of N rows (default 1,000,000; synthetic rows through the real migrations, 2 cameras,
 ~10 % anomalous, one review per 100 rows, a token map on the newest rows), serves the real console app with
 uvicorn on loopback and times requests end to end (HTTP included, so the server's own time is below these).
-Prints the median and p95 of repeated requests. Run: python benchmarks/console_latency.py [--rows N]
+Also the daemon's Prometheus scrape with one alert per anomalous row in the outbox
+(``inspectd_alerts`` counts them in the store at each scrape). Prints the median and p95 of repeated requests. Run: python benchmarks/console_latency.py [--rows N]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inspectd.config import ConsoleSettings  # noqa: E402
+from inspectd.daemon.metrics import DaemonMetrics, MetricsServer  # noqa: E402
 from inspectd.console.app import ConsoleContext, create_app  # noqa: E402
 from inspectd.console.auth import CsrfTokens  # noqa: E402
 from inspectd.data.archived_photos import PhotoRoots  # noqa: E402
@@ -59,12 +61,21 @@ def fill(path: Path, rows: int) -> None:
             batch.clear()
     reviews = [(i, "defect" if rng.random() < 0.5 else "good", "bench", start.isoformat(sep=" "))
                for i in range(1, rows + 1, 100)]
+    alerts = [(i, "anomaly", "log", f"line{i % 2 + 1}", f"a{i}", "{}", "delivered" if i % 50 else "failed", 1,
+               start.isoformat(sep=" "), start.isoformat(sep=" ")) for i in range(1, rows + 1, 10)]
+    cursor.executemany("INSERT INTO alerts (inspection_id, rule, channel, camera, idempotency_key, payload, status, "
+                       "attempts, next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)", alerts)
     cursor.executemany("INSERT INTO reviews (inspection_id, label, reviewer, created_at) VALUES (?,?,?,?)", reviews)
     cursor.executemany("INSERT INTO artifacts (inspection_id, map_png, mask_png, token_maps) VALUES (?,?,?,?)",
                        [(i, mask, mask, tokens) for i in range(rows - 99, rows + 1)])
     raw.commit()
     raw.close()
     engine.dispose()
+
+
+def alerts_in(engine) -> list:
+    with engine.connect() as connection:
+        return connection.exec_driver_sql("SELECT id FROM alerts").fetchall()
 
 
 def timed(url: str, repeats: int) -> tuple[float, float]:
@@ -121,6 +132,16 @@ def main() -> None:
             timed(base + path, 2)  # warm the page cache
             median, p95 = timed(base + path, args.repeats)
             print(f"{name:38s} {median:10.1f} {p95:8.1f}")
+        metrics = DaemonMetrics(context.reader)
+        for i in range(1000):
+            metrics.inspection(f"line{i % 2 + 1}", "normal", {"load": 0.002, "generate": 0.1, "real": 0.001}, 0.003,
+                               time.time())
+        scrape = MetricsServer(metrics, "127.0.0.1", 0, lambda: True)
+        scrape.start()
+        timed(f"http://127.0.0.1:{scrape.server.server_address[1]}/metrics", 2)
+        median, p95 = timed(f"http://127.0.0.1:{scrape.server.server_address[1]}/metrics", args.repeats)
+        print(f"{'metrics scrape (' + format(len(alerts_in(context.reader)), ',') + ' alerts)':38s} {median:10.1f} {p95:8.1f}")
+        scrape.stop()
         server.should_exit = True
         thread.join(timeout=10)
 

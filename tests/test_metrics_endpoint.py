@@ -65,3 +65,28 @@ def test_metrics_count_inspections_stages_alerts_and_name_the_bundle(format_bund
     assert samples[("inspectd_disk_guard_paused", ())] == 0
     free = {labels: value for (name, labels), value in samples.items() if name.startswith("inspectd_disk_free")}
     assert free and all(value > 0 for value in free.values()), " ".join(sorted({name for name, _ in samples}))[-400:]
+
+
+def test_alert_gauges_equal_the_outbox_by_status(store_url):
+    """Delivered alerts are the table's rows less the open ones: exact on SQLite and PostgreSQL."""
+    from datetime import datetime
+
+    from prometheus_client import generate_latest
+    from sqlalchemy.orm import Session
+
+    from inspectd.daemon.metrics import DaemonMetrics
+    from inspectd.store.database import migrate, open_engine
+    from inspectd.store.schema import AlertRow
+
+    engine = open_engine(store_url)
+    migrate(engine)
+    now = datetime(2026, 11, 25)
+    with Session(engine) as session, session.begin():
+        for i, status in enumerate(["delivered"] * 5 + ["pending"] * 2 + ["failed"]):
+            session.add(AlertRow(inspection_id=None, rule="disk_low", channel="log", camera="", payload={},
+                                 idempotency_key=f"k{i}", status=status, attempts=1, next_attempt_at=now,
+                                 created_at=now))
+    text = generate_latest(DaemonMetrics(engine).registry).decode()
+    gauges = {s.labels["status"]: s.value for f in text_string_to_metric_families(text) if f.name == "inspectd_alerts"
+              for s in f.samples}
+    assert gauges == {"delivered": 5, "pending": 2, "failed": 1}

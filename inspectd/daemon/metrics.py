@@ -22,7 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from inspectd.store.schema import AlertRow, AlertStatus
+from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertRow, AlertStatus
 
 if TYPE_CHECKING:
     from inspectd.bundle.load import LoadedBundle
@@ -33,7 +33,15 @@ _STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 
 
 class _AlertCounts:
-    """Alerts by status, counted in the store when scraped."""
+    """Alerts by status, counted in the store when scraped.
+
+    Open alerts (pending, failed) are few: counted over the (status,
+    next_attempt_at) index. Delivered ones grow without bound, and counting
+    them by status (a GROUP BY, or a range of the status index) took 10-16 ms a
+    scrape at 100k alerts; the table's row count (SQLite walks its narrowest
+    index) less the open ones is the same number in ~2 ms. Status is one of the
+    three ``AlertStatus`` values (a new one must be counted here).
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -41,13 +49,16 @@ class _AlertCounts:
     def collect(self):
         family = GaugeMetricFamily("inspectd_alerts", "alerts in the outbox by status", labels=["status"])
         try:
-            with Session(self.engine) as session:
-                counts = dict(session.execute(select(AlertRow.status, func.count()).group_by(AlertRow.status)).all())
+            with Session(self.engine) as session, session.begin():  # one snapshot for the three numbers
+                total = session.scalar(select(func.count()).select_from(AlertRow))
+                counts = {s: session.scalar(select(func.count()).select_from(AlertRow).where(AlertRow.status == s))
+                          for s in OPEN_ALERT_STATUSES}
         except Exception as exc:  # a scrape must not fail because the store is busy
             log.warning("alert counts not read: %s", exc)
             return
+        counts[AlertStatus.DELIVERED.value] = total - sum(counts.values())
         for status in AlertStatus:
-            family.add_metric([status.value], counts.get(status.value, 0))
+            family.add_metric([status.value], counts[status.value])
         yield family
 
 
