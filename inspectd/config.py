@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from inspectd.errors import ConfigError
+from inspectd.inspection.result import Verdict
 from inspectd.real.params import RealParams
 from inspectd.strict_model import StrictModel
 
@@ -32,8 +33,16 @@ class ModelSettings(StrictModel):
                                                       "share the cores (more collapsed 20-70x)")
     canary_image: Path | None = Field(None, description="image a reloaded bundle must inspect before it is used "
                                                          "(null = a plain grey image)")
-    canary_verdict: Literal["normal", "anomalous"] | None = Field(
-        None, description="verdict the canary image must get (null = any verdict whose reply parses)")
+    canary_verdict: Verdict | None = Field(
+        None, description="verdict the canary image must get: normal or anomalous (null = any verdict whose reply "
+                          "parses)")
+
+    @field_validator("canary_verdict")
+    @classmethod
+    def _canary(cls, value: Verdict | None) -> Verdict | None:
+        if value not in (None, Verdict.NORMAL, Verdict.ANOMALOUS):
+            raise ValueError(f"a canary is judged normal or anomalous, not {value.value}")
+        return value
 
     @field_validator("device")
     @classmethod
@@ -219,7 +228,7 @@ Channel = Annotated[
 
 class AlertRule(StrictModel):
     name: str
-    verdicts: tuple[Literal["anomalous", "normal", "unknown", "failed"], ...] = ("anomalous",)
+    verdicts: tuple[Verdict, ...] = (Verdict.ANOMALOUS,)
     min_score: float | None = Field(None, ge=0, le=1)
     cameras: tuple[str, ...] = Field((), description="empty = every camera")
     channels: tuple[str, ...] = Field(min_length=1)

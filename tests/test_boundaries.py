@@ -17,8 +17,8 @@ sys.meta_path.insert(0, Block())
 
 def test_inspect_and_daemon_modules_never_import_training_or_export():
     code = BLOCKER + (
-        "import inspectd.daemon.service, inspectd.cli_history, inspectd.doctor, inspectd.evaluation.runner\n"
-        "from inspectd.cli import main\n"
+        "import inspectd.daemon.service, inspectd.cli.history, inspectd.doctor, inspectd.evaluation.runner\n"
+        "from inspectd.cli.main import main\n"
         "code = main(['inspect', 'samples/sample-3-defect-spot.png', '--device', 'cpu'])\n"
         "loaded = sorted(m for m in ('trl', 'peft', 'datasets') if m in sys.modules)\n"
         "print('training libraries loaded:', loaded)\n"

@@ -28,6 +28,7 @@ from inspectd.console import history, photos
 from inspectd.console.auth import CsrfTokens, Users
 from inspectd.console.stats import collect
 from inspectd.data.archived_photos import PhotoRoots
+from inspectd.inspection.result import Verdict
 from inspectd.store import queries, token_maps
 from inspectd.store.database import StoreError
 from inspectd.store.reviews import add_review, agrees, reviews_of
@@ -102,7 +103,7 @@ def create_app(context: ConsoleContext) -> Starlette:
             row["review"] = latest
             row["agrees"] = None if latest is None else agrees(row["verdict"], latest.label)
         return page(request, "history.html", rows=rows, query=query, following=following,
-                    cameras=history.cameras(context.reader), verdicts=("anomalous", "normal", "unknown", "failed"))
+                    cameras=history.cameras(context.reader), verdicts=[v.value for v in Verdict])
 
     async def inspection_page(request: Request) -> Response:
         inspection_id = _id(request)

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, case, func, select
 
+from inspectd.inspection.result import Verdict
+from inspectd.store.reviews import agrees
 from inspectd.store.schema import InspectionRow, ReviewRow
 
 
@@ -79,9 +81,9 @@ def collect(engine: Engine, days: int, zone: str, shifts: tuple[int, ...], now: 
             cameras.add(camera)
             for tally in (by_day[(local.date().isoformat(), camera)], by_shift[(shift_label(local.hour, shifts),
                                                                                camera)]):
-                if verdict == "anomalous":
+                if verdict == Verdict.ANOMALOUS:
                     tally.anomalous += n
-                elif verdict == "normal":
+                elif verdict == Verdict.NORMAL:
                     tally.normal += n
                 else:
                     tally.other += n
@@ -90,7 +92,7 @@ def collect(engine: Engine, days: int, zone: str, shifts: tuple[int, ...], now: 
         reviewed: dict = defaultdict(lambda: [0, 0])
         for camera, verdict, label, n in connection.execute(agreement):
             reviewed[camera][0] += n
-            if (verdict == "anomalous") == (label == "defect") and verdict in ("anomalous", "normal"):
+            if agrees(verdict, label):
                 reviewed[camera][1] += n
     stats.cameras = sorted(cameras)
     stats.days = sorted({day for day, _ in by_day})

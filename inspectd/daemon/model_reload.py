@@ -71,8 +71,8 @@ def canary_problem(model: ActiveModel, settings: Settings) -> str | None:
     if result.verdict is Verdict.UNKNOWN:
         return f"canary {name}: the reply does not parse ({result.parse_status}): {result.reply!r}"
     expected = settings.model.canary_verdict
-    if expected is not None and result.verdict.value != expected:
-        return f"canary {name}: verdict {result.verdict.value} (score {result.score:.3f}), expected {expected}"
+    if expected is not None and result.verdict is not expected:
+        return f"canary {name}: verdict {result.verdict.value} (score {result.score:.3f}), expected {expected.value}"
     return None
 
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
-import sys
 from pathlib import Path
 
-from inspectd.errors import InspectdError
+from inspectd.cli.common import offline, run_command, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,27 +30,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-report", help="JSON from 'inspectd eval --out' to put in the model card")
     parser.add_argument("--card-notes", default="", help="text for the model card (data, caveats)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from inspectd.export.exporter import ExportRequest, export_bundle
+    setup_logging()
+    offline(quiet_transformers=False)
+    return run_command(lambda: _export(args), also=(ValueError, OSError))  # bad JSON options, unreadable files
+
+
+def _export(args) -> int:
     from inspectd.bundle.manifest import ScoreSpec
+    from inspectd.export.exporter import ExportRequest, export_bundle
     from inspectd.real.params import RealParams
 
-    try:
-        request = ExportRequest(
-            base=Path(args.base), out=Path(args.out), name=args.name, quantization=args.quantization,
-            adapter=Path(args.adapter) if args.adapter else None, base_model_name=args.base_model_name,
-            real=RealParams.model_validate(json.loads(args.real_json)) if args.real_json else None,
-            score=ScoreSpec.model_validate(json.loads(args.score_json)) if args.score_json else None,
-            image_size=tuple(args.image_size) if args.image_size else None, max_new_tokens=args.max_new_tokens,
-            threshold=args.threshold, calibration=Path(args.calibration) if args.calibration else None,
-            device=args.device, card_notes=args.card_notes,
-            eval_report=Path(args.eval_report) if args.eval_report else None,
-        )
-        manifest = export_bundle(request).manifest
-    except (InspectdError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    request = ExportRequest(
+        base=Path(args.base), out=Path(args.out), name=args.name, quantization=args.quantization,
+        adapter=Path(args.adapter) if args.adapter else None, base_model_name=args.base_model_name,
+        real=RealParams.model_validate(json.loads(args.real_json)) if args.real_json else None,
+        score=ScoreSpec.model_validate(json.loads(args.score_json)) if args.score_json else None,
+        image_size=tuple(args.image_size) if args.image_size else None, max_new_tokens=args.max_new_tokens,
+        threshold=args.threshold, calibration=Path(args.calibration) if args.calibration else None,
+        device=args.device, card_notes=args.card_notes,
+        eval_report=Path(args.eval_report) if args.eval_report else None,
+    )
+    manifest = export_bundle(request).manifest
     print(f"wrote {args.out}: {manifest.name}, {manifest.quantization}/{manifest.dtype}, threshold {manifest.threshold}")
     return 0
 

@@ -16,7 +16,6 @@ def build_inspector(settings: Settings, bundle: LoadedBundle) -> Inspector:
             batch_size=settings.model.batch_size,
             max_new_tokens=settings.model.max_new_tokens,
             threshold=settings.threshold,
-            max_pixels=settings.images.max_pixels,
-            max_file_bytes=settings.images.max_file_bytes,
+            images=settings.images,
         ),
     )

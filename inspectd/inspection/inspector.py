@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from inspectd.bundle.load import LoadedBundle
+from inspectd.config import ImageSettings, ModelSettings
 from inspectd.errors import ImageError
 from inspectd.inspection.images import load_image
 from inspectd.inspection.result import InspectionResult, Verdict
@@ -21,11 +22,12 @@ from inspectd.real.params import RealParams
 
 @dataclass(frozen=True)
 class InspectorOptions:
-    batch_size: int = 4
-    max_new_tokens: int | None = None
-    threshold: float | None = None
-    max_pixels: int = 40_000_000
-    max_file_bytes: int = 200 * 1024 * 1024
+    """What the config adds to a bundle (``build_inspector`` fills it from the settings); defaults are the config's."""
+
+    batch_size: int = ModelSettings.model_fields["batch_size"].default
+    max_new_tokens: int | None = None  # None: the bundle's
+    threshold: float | None = None  # None: the bundle's calibrated threshold
+    images: ImageSettings = ImageSettings()
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Inspector:
         for index, path in enumerate(paths):
             started = time.perf_counter()
             try:
-                image = load_image(path, self.options.max_pixels, self.options.max_file_bytes)
+                image = load_image(path, self.options.images.max_pixels, self.options.images.max_file_bytes)
             except ImageError as exc:
                 results[index] = self.failed(str(path), exc.reason)
                 continue

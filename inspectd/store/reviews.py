@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from inspectd.inspection.result import Verdict
 from inspectd.store.clock import utcnow
 from inspectd.store.database import StoreError
 from inspectd.store.schema import InspectionRow, ReviewLabel, ReviewRow
@@ -82,6 +83,6 @@ def reviews_of(engine: Engine, inspection_ids: list[int]) -> dict[int, list[Revi
 
 def agrees(verdict: str, label: str) -> bool | None:
     """Whether a review confirms the model: defect = anomalous, good = normal; None for unknown/failed rows."""
-    if verdict not in ("anomalous", "normal"):
+    if verdict not in (Verdict.ANOMALOUS, Verdict.NORMAL):
         return None
-    return (verdict == "anomalous") == (label == ReviewLabel.DEFECT.value)
+    return (verdict == Verdict.ANOMALOUS) == (label == ReviewLabel.DEFECT)

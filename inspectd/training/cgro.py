@@ -106,3 +106,14 @@ def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, pr
     )
     consistency.attention.model = trainer.model  # rewards read the policy being trained
     return trainer, consistency
+
+
+def train_cgro(model, processor, rows: list[dict], settings: CgroSettings, prompt: PromptSpec, real: RealParams,
+               checkpoints: Path, adapter: Path, seed: int = 0, resume: bool = False) -> list[dict]:
+    """CGRO from ``rows``; checkpoints every ``save_steps`` under ``checkpoints`` (``resume``: go on from the
+    newest); the LoRA adapter is saved to ``adapter``. Returns trl's log history (rewards per step)."""
+    trainer, _ = build_trainer(model, processor, rows, settings, prompt, real, checkpoints, seed)
+    resume_from = resume and any(Path(checkpoints).glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume_from else None)
+    trainer.model.save_pretrained(adapter)
+    return trainer.state.log_history

@@ -14,20 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
+from inspectd.cli.common import offline, run_command, setup_logging
 from inspectd.config import validated_yaml
 from inspectd.errors import InspectdError
 from inspectd.strict_model import StrictModel
 from inspectd.training.cgro import CgroSettings
-from inspectd.training.recipe import STAGES
-from inspectd.training.recipe import main as recipe_main
+from inspectd.training.recipe import STAGES, load_recipe, run_recipe
 from inspectd.training.sft import WarmupSettings
 
 log = logging.getLogger("inspectd.train")
@@ -181,10 +179,8 @@ def run_sft(config: TrainConfig) -> Path:
     prompt, _ = _prompt_and_real(config.base)
     example = _warmup_examples(config)
 
-    losses = supervised_warmup(
-        model, processor, prompt, example, config.sft.model_copy(update={"seed": config.seed}),
-        on_step=lambda step, loss: log.info("sft step %d loss %.4f", step, loss) if step % 10 == 0 else None,
-    )
+    losses = supervised_warmup(model, processor, prompt, example, config.sft.model_copy(update={"seed": config.seed}),
+                               log_every=10)
     out = config.output_dir / "sft"
     if not is_main_process():  # under accelerate launch / torchrun every process trained; one writes
         return out
@@ -196,20 +192,17 @@ def run_sft(config: TrainConfig) -> Path:
 
 
 def run_grpo(config: TrainConfig, resume: bool) -> Path:
-    from inspectd.training.cgro import build_trainer, grpo_rows
+    from inspectd.training.cgro import grpo_rows, train_cgro
 
     config = _store_as_folder(config)
     model, processor = _load(config.base)
     prompt, real = _prompt_and_real(config.base)
-    output_dir = config.output_dir / "grpo"
     rows = grpo_rows(list(_labelled_images(config)), prompt)
-    trainer, _ = build_trainer(model, processor, rows, config.grpo, prompt, real, output_dir, config.seed)
-    checkpoints = sorted(output_dir.glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=bool(resume and checkpoints) or None)
     adapter = config.output_dir / "adapter"
-    trainer.model.save_pretrained(adapter)
+    history = train_cgro(model, processor, rows, config.grpo, prompt, real, config.output_dir / "grpo", adapter,
+                         seed=config.seed, resume=resume)
     (adapter / "training.json").write_text(json.dumps(
-        {"stage": "grpo", "log_history": trainer.state.log_history, **config.grpo.model_dump()}, indent=2, default=str))
+        {"stage": "grpo", "log_history": history, **config.grpo.model_dump()}, indent=2, default=str))
     return adapter
 
 
@@ -221,16 +214,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="grpo: continue from the newest checkpoint")
     parser.add_argument("--stop-after", choices=STAGES, help="recipe: finish this stage, then stop")
     args = parser.parse_args(argv)
+    setup_logging()
+    offline(quiet_transformers=False)
+    return run_command(lambda: _train(args))
+
+
+def _train(args) -> int:
     if args.stage == "recipe":
-        return recipe_main([args.config] + (["--stop-after", args.stop_after] if args.stop_after else []))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        config = load_config(Path(args.config))
-        out = run_sft(config) if args.stage == "sft" else run_grpo(config, args.resume)
-    except InspectdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        import torch
+
+        recipe = load_recipe(Path(args.config))
+        torch.set_num_threads(recipe.threads)
+        run_recipe(recipe, args.stop_after)
+        return 0
+    config = load_config(Path(args.config))
+    out = run_sft(config) if args.stage == "sft" else run_grpo(config, args.resume)
     print(f"wrote {out}")
     return 0
 

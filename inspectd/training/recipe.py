@@ -206,13 +206,7 @@ def run_sft(config: RecipeConfig, stage: _Stage) -> None:
     manifest = _manifest(config, "supervised warm-up")
     started = time.perf_counter()
     example = _warmup_examples(config)
-
-    def progress(step: int, loss: float) -> None:
-        if step % 50 == 0 or step == config.sft.steps - 1:
-            log.info("sft step %d/%d loss %.4f (%.0f s)", step + 1, config.sft.steps, loss,
-                     time.perf_counter() - started)
-
-    losses = supervised_warmup(model, processor, manifest.prompt, example, config.sft, on_step=progress)
+    losses = supervised_warmup(model, processor, manifest.prompt, example, config.sft, log_every=50)
     seconds = time.perf_counter() - started
     save_bundle(model, processor, stage.dir / "model", manifest, f"# {config.name} (warm-up stage, float32)\n")
     stage.finish(seconds=seconds, parameters=parameters, losses=losses, settings=config.sft.model_dump())
@@ -221,7 +215,7 @@ def run_sft(config: RecipeConfig, stage: _Stage) -> None:
 def run_grpo(config: RecipeConfig, stage: _Stage) -> None:
     from inspectd.bundle.load import load_bundle
     from inspectd.data.synthetic import make_sample
-    from inspectd.training.cgro import build_trainer, grpo_rows
+    from inspectd.training.cgro import grpo_rows, train_cgro
 
     warmed = load_bundle(_Stage(config, "sft").dir / "model", "cpu")
     manifest = warmed.manifest
@@ -235,16 +229,13 @@ def run_grpo(config: RecipeConfig, stage: _Stage) -> None:
         labelled = [(s.image, s.anomalous) for s in samples]
     rows = grpo_rows(labelled, manifest.prompt)  # labels only, no masks or texts
     checkpoints = stage.dir / "checkpoints"
-    trainer, _ = build_trainer(warmed.model, warmed.processor, rows, config.grpo, manifest.prompt, config.real,
-                               checkpoints, seed=config.sft.seed)
     started = time.perf_counter()
-    resume = any(checkpoints.glob("checkpoint-*"))  # an interrupted run goes on from its last checkpoint
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    history = train_cgro(warmed.model, warmed.processor, rows, config.grpo, manifest.prompt, config.real, checkpoints,
+                         stage.dir / "adapter", seed=config.sft.seed, resume=True)  # an interrupted run goes on
     seconds = time.perf_counter() - started
-    trainer.model.save_pretrained(stage.dir / "adapter")
     shutil.rmtree(checkpoints, ignore_errors=True)
-    stage.finish(seconds=seconds, settings=config.grpo.model_dump(), rewards=_reward_summary(trainer.state.log_history),
-                 log_history=trainer.state.log_history)
+    stage.finish(seconds=seconds, settings=config.grpo.model_dump(), rewards=_reward_summary(history),
+                 log_history=history)
 
 
 def _reward_summary(history: list[dict]) -> dict[str, list[float]]:
@@ -339,30 +330,6 @@ def run_publish(config: RecipeConfig, stage: _Stage) -> None:
     stage.finish(output=str(config.output))
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import os
-    import sys
-
-    import torch
-
-    parser = argparse.ArgumentParser(prog="inspectd-train recipe", description=__doc__.replace("``", ""),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="recipe YAML")
-    parser.add_argument("--stop-after", choices=STAGES, help="finish this stage, then stop")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        config = load_recipe(Path(args.config))
-        torch.set_num_threads(config.threads)
-        run_recipe(config, args.stop_after)
-    except InspectdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def run_recipe(config: RecipeConfig, stop_after: str | None = None) -> None:
     runners = {"sft": run_sft, "grpo": run_grpo, "export": run_export, "eval": run_eval, "publish": run_publish}
     config.work_dir.mkdir(parents=True, exist_ok=True)
@@ -379,6 +346,3 @@ def run_recipe(config: RecipeConfig, stop_after: str | None = None) -> None:
         if name == stop_after:
             return
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -84,7 +85,7 @@ def supervised_warmup(
     prompt: PromptSpec,
     sample: Callable[[int], ReplyExample],
     settings: WarmupSettings,
-    on_step: Callable[[int, float], None] | None = None,
+    log_every: int | None = None,
 ) -> list[float]:
     """Train in place; ``sample(i)`` returns the i-th example (deterministic data).
 
@@ -129,6 +130,7 @@ def supervised_warmup(
                  accelerator.device, settings.batch_size)
     trained.train()
     losses = []
+    started = time.perf_counter()
     try:
         for step in range(settings.steps):
             first = (step * processes + rank) * settings.batch_size
@@ -141,8 +143,9 @@ def supervised_warmup(
             optimizer.step()
             scheduler.step()
             losses.append(accelerator.reduce(loss.detach(), "mean").item() if processes > 1 else loss.item())
-            if on_step is not None:
-                on_step(step, losses[-1])
+            if log_every and accelerator.is_main_process and (step % log_every == 0 or step == settings.steps - 1):
+                log.info("sft step %d/%d loss %.4f (%.0f s)", step + 1, settings.steps, losses[-1],
+                         time.perf_counter() - started)
         accelerator.wait_for_everyone()
     finally:
         model.eval()

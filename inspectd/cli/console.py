@@ -7,20 +7,19 @@ import getpass
 import re
 import sys
 
+from inspectd.config import config_path, load_settings
+from inspectd.console.auth import hash_password
 from inspectd.errors import InspectdError
 
 
 def cmd_serve(args) -> int:
-    from inspectd.config import config_path, load_settings
-    from inspectd.console.serve import serve
+    from inspectd.console.serve import serve  # the web stack, for this command only
 
     settings = load_settings(config_path(args.config), require_paths=False)
     return serve(settings, args.address, args.port)
 
 
 def cmd_console_user(args) -> int:
-    from inspectd.console.auth import hash_password
-
     if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", args.name):
         raise InspectdError(f"user name {args.name!r}: letters, digits and _ . @ - only, at most 64")
     if args.password_stdin:

@@ -1,4 +1,4 @@
-"""Engineers' commands on the store: history, show, stats, alerts."""
+"""Engineers' commands on the store: history, show, stats, alerts, export-reviewed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,19 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+from PIL import Image
+
+from inspectd.config import config_path, load_settings
+from inspectd.data.archived_photos import PhotoRoots
+from inspectd.data.reviewed import export_reviewed
 from inspectd.errors import InspectdError
+from inspectd.inspection.images import load_image
+from inspectd.inspection.render import overlay_image, verdict_label
+from inspectd.inspection.result import Verdict
+from inspectd.store.database import current_revision, head_revision, open_engine
+from inspectd.store.queries import HISTORY_COLUMNS, HistoryFilter, alerts, artifacts, daily_stats, history, inspection
+from inspectd.store.reviews import agrees, reviews_of
+from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertStatus
 
 _RELATIVE = re.compile(r"^(\d+)([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -68,13 +80,10 @@ def render(rows: list[dict], fmt: str, columns: list[str] | None = None, width: 
 
 
 def _engine(args):
-    from inspectd.config import config_path as _config_path
-    from inspectd.config import load_settings
-    from inspectd.store.database import current_revision, head_revision, open_engine
 
     url = args.db
     if url is None:
-        url = load_settings(_config_path(args.config), require_paths=False).store.url
+        url = load_settings(config_path(args.config), require_paths=False).store.url
     engine = open_engine(url, create=False)
     revision = current_revision(engine)
     if revision != head_revision():
@@ -86,8 +95,6 @@ def _engine(args):
 
 
 def cmd_history(args) -> int:
-    from inspectd.store.queries import HISTORY_COLUMNS, HistoryFilter, history
-    from inspectd.store.reviews import agrees, reviews_of
 
     engine = _engine(args)
     rows = history(engine, HistoryFilter(args.since, args.until, args.camera, args.verdict, args.min_score, args.limit))
@@ -116,9 +123,6 @@ _SHOW_NOTES = {
 
 
 def cmd_show(args) -> int:
-    from inspectd.inspection.images import load_image
-    from inspectd.inspection.render import overlay_image, verdict_label
-    from inspectd.store.queries import artifacts, inspection
 
     engine = _engine(args)
     record = inspection(engine, args.id)
@@ -146,8 +150,6 @@ def cmd_show(args) -> int:
             Path(args.mask).write_bytes(pngs[1])
         if args.overlay:
             import numpy as np
-            from PIL import Image
-
             source = record["archived_path"] or record["source_path"]
             photo = load_image(Path(source), 10**9, 10**12)
             with Image.open(io.BytesIO(pngs[0])) as m, Image.open(io.BytesIO(pngs[1])) as k:
@@ -161,7 +163,6 @@ def cmd_show(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from inspectd.store.queries import daily_stats
 
     rows = daily_stats(_engine(args), args.since, args.camera)
     sys.stdout.write(render(rows, args.format))
@@ -169,8 +170,6 @@ def cmd_stats(args) -> int:
 
 
 def cmd_alerts(args) -> int:
-    from inspectd.store.queries import alerts
-    from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertStatus
 
     status = tuple(s.value for s in AlertStatus) if args.all else OPEN_ALERT_STATUSES
     sys.stdout.write(render(alerts(_engine(args), status, args.limit), args.format, width={"last_error": 60}))
@@ -178,9 +177,6 @@ def cmd_alerts(args) -> int:
 
 
 def cmd_export_reviewed(args) -> int:
-    from inspectd.config import config_path, load_settings
-    from inspectd.data.archived_photos import PhotoRoots
-    from inspectd.data.reviewed import export_reviewed
 
     settings = load_settings(config_path(args.config), require_paths=False)
     done = export_reviewed(_engine(args), PhotoRoots.of(settings), Path(args.out), args.since, args.camera,
@@ -201,7 +197,7 @@ def add_commands(sub) -> None:
     history.add_argument("--since", type=parse_time, help="ISO time (UTC) or span back from now: 30m, 24h, 7d")
     history.add_argument("--until", type=parse_time)
     history.add_argument("--camera")
-    history.add_argument("--verdict", choices=("anomalous", "normal", "unknown", "failed"))
+    history.add_argument("--verdict", choices=[v.value for v in Verdict])
     history.add_argument("--min-score", type=float)
     history.add_argument("--limit", type=int, default=50)
     history.add_argument("--format", choices=("table", "csv", "json"), default="table")

@@ -1,0 +1,55 @@
+"""What every command-line entry point shares: exit codes, offline libraries, log format, clear errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from inspectd.errors import InspectdError
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+
+
+class JournalFormatter(logging.Formatter):
+    """journald reads a "<priority>" prefix as the syslog level of the line."""
+
+    _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self._PRIORITY.get(record.levelno, 6)
+        return f"<{priority}>{record.name}: {super().format(record)}"
+
+
+def setup_logging(level: str | None = None) -> None:
+    """Log lines to stderr; under systemd (JOURNAL_STREAM set) with journald's priority prefix."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JournalFormatter() if os.environ.get("JOURNAL_STREAM") else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, (level or "INFO").upper(), logging.INFO), handlers=[handler])
+
+
+def offline(quiet_transformers: bool = True) -> None:
+    """No network at run time, and no progress bars in an operator's log."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if quiet_transformers:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def run_command(command: Callable[[], int], also: tuple[type[Exception], ...] = ()) -> int:
+    """Run a command; an InspectdError (bad config, bundle, store, input), or one of ``also``, is one line on
+    stderr and exit 2."""
+    try:
+        return command()
+    except (InspectdError, *also) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
