@@ -50,6 +50,30 @@ def test_capture_matches_eager_attentions_with_left_padding(random_bundle):
     assert torch.all(captured[:, :, 0, :48].sum(-1) > 0)
 
 
+def test_only_reals_layers_are_kept_in_a_buffer_sized_for_the_reply(random_bundle):
+    """Layers below layer_start are not recorded; the buffer is steps x layers x batch x K x 4 bytes, allocated once."""
+    model, processor = _load(random_bundle)
+    chat = chat_text(processor, PromptSpec())
+    batch = processor(text=[chat], images=[noise_image(168, 168)], return_tensors="pt")
+    text_ids, hits = anomaly_word_token_ids(processor.tokenizer, PromptSpec(), ("defects", "anomalies"))
+    targets, _ = capture_targets(batch["input_ids"], model.config.image_token_id, text_ids, hits)
+    steps = 8
+    with torch.inference_mode():
+        eager = model.generate(**batch, max_new_tokens=steps, do_sample=False, output_attentions=True,
+                               return_dict_in_generate=True)
+        enable_capture(model)
+        recorder = AttentionRecorder(targets, 2, layers=range(1, 2), max_steps=steps)
+        with recording(recorder):
+            sequences = model.generate(**batch, max_new_tokens=steps, do_sample=False)
+    assert torch.equal(sequences, eager.sequences)
+    assert recorder.buffer_bytes() == steps * 1 * 1 * targets.positions.shape[1] * 4
+    captured = recorder.stacked()
+    assert captured.shape == (steps - 1, 1, 1, targets.positions.shape[1])
+    for step in range(1, steps):
+        full = eager.attentions[step][1][:, :, -1, :].float().mean(dim=1)
+        torch.testing.assert_close(captured[step - 1, 0], torch.gather(full, 1, targets.positions), atol=1e-5, rtol=0)
+
+
 def test_plain_generation_unchanged_outside_recording(random_bundle):
     model, processor = _load(random_bundle)
     chat = chat_text(processor, PromptSpec())

@@ -100,13 +100,14 @@ class InspectionModel:
         targets, image_counts = capture_targets(
             batch["input_ids"].cpu(), self.model.config.image_token_id, self.text_ids, self.word_hits
         )
-        recorder = AttentionRecorder(targets, self.num_layers)
+        recorder = AttentionRecorder(targets, self.num_layers, layers=range(self.num_layers)[self.layers],
+                                     max_steps=self.max_new_tokens)
         prepared = time.perf_counter()
         branching = self.score_spec.method == "reasoning_branch"
         with recording(recorder), recording_answer_logits(self.model, self.answers, branching) as answers:
             sequences = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False)
         generated = time.perf_counter()
-        attention = recorder.stacked()  # (steps, layers, batch, K)
+        attention = recorder.stacked()  # (steps, ReAL's layers, batch, K)
         yes_no, top_probs, top_ids = answers.stacked()  # raw logits: no generation-config processing
         prompt_length = batch["input_ids"].shape[1]
         grids = batch["image_grid_thw"].cpu().tolist()
@@ -163,7 +164,7 @@ class InspectionModel:
         reasoning = [j for j in tokens_overlapping(spans, *parsed.think_span) if j < attention.shape[0]]
         evidence = None
         if reasoning:
-            picked = attention[reasoning][:, self.layers, row].mean(dim=1).numpy()
+            picked = attention[reasoning][:, :, row].mean(dim=1).numpy()
             maps = picked[:, :image_count].reshape(len(reasoning), grid[0], grid[1])
             relevance = picked[:, max_images:].sum(axis=1)
             evidence = TokenEvidence(maps.astype(np.float64), relevance.astype(np.float64),
