@@ -131,6 +131,22 @@ def run_timing(new_tokens: int, side: int, repeats: int, threads: int) -> dict:
             "eager_over_capture": statistics.median(e / c for e, c in zip(times["eager"], times["capture"]))}
 
 
+def profile_capture(new_tokens: int, side: int, threads: int) -> int:
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    torch.set_num_threads(threads)
+    model, batch, targets = _setup(side)
+    once = _runner(model, batch, targets, "capture", new_tokens)
+    with torch.inference_mode():
+        once()  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as profiled:
+            with record_function("capture generation"):
+                once()
+    print(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=48))
+    return 0
+
+
 def bench_real(tokens: int = 300, grid: int = 15, repeats: int = 200) -> float:
     import numpy as np
 
@@ -156,8 +172,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (median)")
     parser.add_argument("--memory-repeats", type=int, default=5, help="subprocesses per variant (median peak)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="profile one capture generation instead: where "
+                                                                   "its time goes (torch.profiler, by self time)")
     parser.add_argument("--variant", choices=(*VARIANTS, "timing"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile:
+        return profile_capture(args.new_tokens, args.image_side, args.threads)
     if args.variant == "timing":
         print(json.dumps(run_timing(args.new_tokens, args.image_side, args.repeats, args.threads)))
         return 0

@@ -1,0 +1,173 @@
+"""Does the daemon keep up with its model? Saturated throughput and the overhead below capacity.
+
+1. The model alone, in this process: the shipped bundle through ``build_inspector`` with the daemon's settings,
+   ``inspect_images`` on batches of B decoded images (median of rounds) -> the model's images/s at batch B.
+2. The daemon saturated: the real daemon (subprocess, same bundle and batch size, model.threads as here) gets N
+   files renamed into its drop folder at once, more than it can take; its images/s = (N - B) / (time of the
+   last row - time of the first batch's rows). Ratio daemon / model (issue 13's target: >= 0.95).
+3. Below capacity: files one at a time at a third of the model's rate; per file, close -> row written, less the
+   time it waited in the queue and its decode + model + ReAL time (the row's own queue_ms, load_ms, model_ms,
+   real_ms): what the daemon itself adds (target: median < 10 ms).
+Usage: python benchmarks/daemon_throughput.py [--batch 1,4] [--files 64] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+BUNDLE = REPO / "models" / "tiny-cgro"
+
+
+def _images(count: int, offset: int) -> list[bytes]:
+    from inspectd.data.synthetic import make_sample
+
+    out = []
+    for i in range(count):
+        buffer = io.BytesIO()
+        make_sample(offset + i, 168).image.save(buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def model_rate(batch: int, threads: int, rounds: int = 5) -> float:
+    """Images per second of the model alone (decoded images in, results with maps out)."""
+    from PIL import Image
+
+    from inspectd.bundle.load import load_bundle
+    from inspectd.config import ModelSettings, Settings
+    from inspectd.inspection.build import build_inspector
+    from inspectd.inspection.inspector import NamedImage
+    from inspectd.model.cpu_threads import limit_cpu_threads
+
+    limit_cpu_threads(threads)
+    settings = Settings(model=ModelSettings(bundle=BUNDLE, device="cpu", batch_size=batch, threads=threads))
+    inspector = build_inspector(settings, load_bundle(BUNDLE, "cpu"))
+    images = [NamedImage(f"{i}.png", Image.open(io.BytesIO(data)).convert("RGB"))
+              for i, data in enumerate(_images(batch, 700_000))]
+    inspector.inspect_images(images)  # warm-up
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        inspector.inspect_images(images)
+        times.append(time.perf_counter() - started)
+    return batch / statistics.median(times)
+
+
+def _start(root: Path, batch: int, threads: int) -> subprocess.Popen:
+    config = {
+        "model": {"bundle": str(BUNDLE), "device": "cpu", "batch_size": batch, "threads": threads},
+        "watch": {"folders": [{"path": "drop", "camera": "bench"}], "reconcile_interval_s": 3600},
+        "queue": {"max_wait_ms": 0},
+        "store": {"url": "sqlite:///var/inspectd.db"},
+        "archive": {"folder": "archive", "failed_folder": "failed"},
+        "disk_guard": {"min_free_mb": 0},
+    }
+    (root / "inspectd.yaml").write_text(yaml.safe_dump(config))
+    (root / "drop").mkdir()
+    (root / "staging").mkdir()
+    log = open(root / "daemon.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "inspectd.cli", "--config", str(root / "inspectd.yaml"), "run"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 120
+    while "inspectd ready" not in (root / "daemon.log").read_text():
+        if time.time() > deadline or proc.poll() is not None:
+            raise RuntimeError((root / "daemon.log").read_text())
+        time.sleep(0.1)
+    return proc
+
+
+def _rows(db: Path, count: int, timeout: float = 600) -> list[tuple]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            rows = sqlite3.connect(db).execute(
+                "SELECT source_path, created_at, queue_ms, load_ms, model_ms, real_ms FROM inspections "
+                "ORDER BY id").fetchall()
+        except sqlite3.OperationalError:
+            rows = []
+        if len(rows) >= count:
+            return rows
+        time.sleep(0.1)
+    raise RuntimeError(f"only {len(rows)} of {count} rows")
+
+
+def _stamp(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+
+
+def daemon_saturated(batch: int, files: int, threads: int) -> float:
+    root = Path(tempfile.mkdtemp(prefix="inspectd-throughput-"))
+    payloads = _images(files, 800_000)
+    proc = _start(root, batch, threads)
+    try:
+        for i, data in enumerate(payloads):
+            (root / "staging" / f"s{i:05d}.png").write_bytes(data)
+        for i in range(files):  # renames: each complete at once, all faster than the model
+            os.rename(root / "staging" / f"s{i:05d}.png", root / "drop" / f"s{i:05d}.png")
+        rows = _rows(root / "var" / "inspectd.db", files)
+    finally:
+        proc.terminate()
+        proc.wait()
+    stamps = sorted(_stamp(r[1]) for r in rows)
+    return (files - batch) / (stamps[-1] - stamps[batch - 1])
+
+
+def daemon_below_capacity(batch: int, files: int, rate_hz: float, threads: int) -> tuple[float, float]:
+    root = Path(tempfile.mkdtemp(prefix="inspectd-overhead-"))
+    payloads = _images(files, 900_000)
+    proc = _start(root, batch, threads)
+    closed = {}
+    try:
+        for i, data in enumerate(payloads):
+            name = f"b{i:05d}.png"
+            with open(root / "drop" / name, "wb") as handle:
+                handle.write(data)
+            closed[name] = time.time()
+            time.sleep(1.0 / rate_hz)
+        rows = _rows(root / "var" / "inspectd.db", files)
+    finally:
+        proc.terminate()
+        proc.wait()
+    overheads = []
+    for source, created, queue_ms, load_ms, model_ms, real_ms in rows:
+        end_to_end = (_stamp(created) - closed[Path(source).name]) * 1000
+        overheads.append(end_to_end - (queue_ms or 0) - (load_ms or 0) - (model_ms or 0) - (real_ms or 0))
+    overheads.sort()
+    return statistics.median(overheads), overheads[int(0.9 * (len(overheads) - 1))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", default="1,4", help="batch sizes to measure")
+    parser.add_argument("--files", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"shipped bundle {BUNDLE.name}, 168 px, torch threads {args.threads}")
+    print(f"{'batch':>5} {'model img/s':>12} {'daemon img/s':>13} {'ratio':>6} {'overhead median ms':>19} {'p90':>6}")
+    for batch in (int(b) for b in args.batch.split(",")):
+        model = model_rate(batch, args.threads)
+        daemon = daemon_saturated(batch, args.files, args.threads)
+        median, p90 = daemon_below_capacity(batch, max(16, args.files // 2), model / 3, args.threads)
+        print(f"{batch:>5} {model:>12.2f} {daemon:>13.2f} {daemon / model:>6.3f} {median:>19.1f} {p90:>6.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
