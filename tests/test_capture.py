@@ -98,3 +98,41 @@ def test_anomaly_word_positions_point_at_the_words(random_bundle):
     picked = [int(ids[p]) for p in targets.positions[0, counts[0]:]]
     assert processor.tokenizer.decode(picked).split() == ["defects", "anomalies"]
     assert np.all(targets.valid.numpy() == 1)
+
+
+def test_capture_adds_no_host_synchronisation_to_a_decode_step(random_bundle):
+    """On a GPU a device->host read (.item(), bool(tensor), .cpu()) stalls the stream. Counted here at the aten
+    level: a captured generation makes exactly the reads plain generation makes (generate's own stopping check),
+    and the one copy to the host after it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostReads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default,
+                        torch.ops.aten.is_nonzero.default):
+                self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    model, processor = _load(random_bundle)
+    chat = chat_text(processor, PromptSpec())
+    batch = processor(text=[chat], images=[noise_image(168, 168)], return_tensors="pt")
+    text_ids, hits = anomaly_word_token_ids(processor.tokenizer, PromptSpec(), ("defects", "anomalies"))
+    targets, _ = capture_targets(batch["input_ids"], model.config.image_token_id, text_ids, hits)
+    enable_capture(model)
+    counts = []
+    with torch.inference_mode():
+        for capture in (False, True):
+            recorder = AttentionRecorder(targets, 2, max_steps=12)
+            with HostReads() as reads:
+                if capture:
+                    with recording(recorder):
+                        model.generate(**batch, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+                else:
+                    model.generate(**batch, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+            counts.append(reads.count)
+    assert counts[1] == counts[0], counts
+    assert recorder.stacked().shape[0] == 11

@@ -95,6 +95,8 @@ def _banner(image: Image.Image, text: str) -> Image.Image:
 
 
 def png_bytes(image: Image.Image) -> bytes:
+    """zlib's default level: ``optimize=True`` made a 168 px map 0.5 % smaller for 2.9x the time (7.8 vs 2.7 ms),
+    paid for every stored row."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
