@@ -143,7 +143,7 @@ def profile_capture(new_tokens: int, side: int, threads: int) -> int:
         with profile(activities=[ProfilerActivity.CPU]) as profiled:
             with record_function("capture generation"):
                 once()
-    print(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=48))
+    print(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=48))
     return 0
 
 
