@@ -7,6 +7,7 @@ refuses to listen anywhere but loopback (``serve.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -95,7 +96,7 @@ def create_app(context: ConsoleContext) -> Starlette:
         except history.BadFilter as exc:
             raise HTTPException(400, str(exc)) from None
         if "size" not in request.query_params:
-            query = history.HistoryQuery(**{**query.__dict__, "size": context.settings.page_size})
+            query = dataclasses.replace(query, size=context.settings.page_size)
         rows, following = history.page(context.reader, query)
         reviews = reviews_of(context.reader, [r["id"] for r in rows])
         for row in rows:
@@ -108,10 +109,9 @@ def create_app(context: ConsoleContext) -> Starlette:
     async def inspection_page(request: Request) -> Response:
         inspection_id = _id(request)
         record = record_of(inspection_id)
-        maps = queries.artifacts(context.reader, inspection_id)
         tokens = queries.token_maps(context.reader, inspection_id)
         segments = _reasoning_segments(record.get("reasoning") or "", tokens)
-        return page(request, "inspection.html", r=record, has_maps=maps is not None,
+        return page(request, "inspection.html", r=record, has_maps=record["has_maps"],
                     has_photo=context.roots.path_of(record) is not None, segments=segments,
                     reviews=reviews_of(context.reader, [inspection_id]).get(inspection_id, []),
                     labels=[label.value for label in ReviewLabel])

@@ -54,7 +54,8 @@ def inspection(engine: Engine, inspection_id: int) -> dict | None:
         bundle = session.get(BundleRow, row.bundle_id) if row.bundle_id else None
         record["bundle"] = None if bundle is None else {"name": bundle.name, "sha256": bundle.sha256,
                                                        "quantization": bundle.quantization}
-        record["has_maps"] = session.get(ArtifactRow, inspection_id) is not None
+        record["has_maps"] = session.scalar(  # the key only: the row's blobs are not needed to know they exist
+            select(ArtifactRow.inspection_id).where(ArtifactRow.inspection_id == inspection_id)) is not None
         record["alerts"] = [
             {"id": a.id, "rule": a.rule, "channel": a.channel, "status": a.status, "attempts": a.attempts,
              "idempotency_key": a.idempotency_key, "last_error": a.last_error}
