@@ -155,6 +155,7 @@ def test_symbolic_links_are_refused_and_their_targets_never_read_or_copied(forma
 
 def test_sigterm_finishes_the_batch_in_flight_starts_no_other_and_exits_at_once(format_bundle, tmp_path):
     config = write_config(tmp_path, format_bundle, model={"batch_size": 4})
+    config.write_text(config.read_text() + "log_level: DEBUG\n")
     db, drop = tmp_path / "var" / "inspectd.db", tmp_path / "drop-line1"
     for i in range(24):
         (drop / f"f{i:02d}.png").write_bytes(png_bytes(60 + i))
@@ -169,11 +170,19 @@ def test_sigterm_finishes_the_batch_in_flight_starts_no_other_and_exits_at_once(
         code = daemon.stop()
     assert code == 0
     output = daemon.output()
-    stopping = output.index("stopping: no new files")
-    after = re.findall(r"INFO inspectd\.recorder: #\d+ ", output[stopping:])
-    assert len(after) <= 4, f"{len(after)} rows recorded after the stop request with batch size 4"
+    stop_line = re.search(r"stopping: no new files; finishing batch #(\d+)", output)
+    last_started = int(stop_line.group(1))
+    batches = {int(number): names.split(", ")
+               for number, names in re.findall(r"batch #(\d+) of \d+: (.*)", output)}
+    assert max(batches) == last_started, "no batch starts after the stop request"
+    assert all(len(names) <= 4 for names in batches.values())
+    started = {name for names in batches.values() for name in names}
+    recorded_after = re.findall(r"INFO inspectd\.recorder: #\d+ line1 (\S+) ", output[stop_line.start():])
+    assert set(recorded_after) <= started, "every row written after the stop request is of a batch started before it"
     recorded = _count(db)
+    assert recorded == len(started), "every started file gets its row before the process exits"
     assert recorded < 24 and len(os.listdir(drop)) == 24 - recorded, "unstarted files stay in the drop folder"
+    assert set(os.listdir(drop)) == {f"f{i:02d}.png" for i in range(24)} - started
     lingered = exited - _log_time(output, "stopped after recording")
     assert lingered < 1.0, f"the process exited {lingered:.2f} s after saying it had stopped"
 

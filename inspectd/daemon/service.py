@@ -172,9 +172,10 @@ class Daemon:
             paused = "PAUSED, disk space below the floor; " if guard.paused.is_set() else ""
             self.notifier.status(f"{paused}recorded {worker.recorded}, queued {work.qsize()}, "
                                  f"in flight {len(in_flight)}")
-        log.info("stopping: no new files; finishing the batch in flight")
+        last_batch = worker.request_stop()  # first: no batch may start while the watcher and the intake wind down
+        log.info("stopping: no new files; finishing batch #%d (the last started) and writing %d waiting row(s)",
+                 last_batch, worker.waiting_rows())
         self.notifier.stopping()
-        worker.request_stop()  # first: no batch may start while the watcher and the intake wind down
         watcher.stop()
         intake.stop()
         worker.stop()

@@ -109,6 +109,9 @@ class ModelWorker(LoopThread):
         self.images = images or ImageSettings()  # limits checked before a file is decoded
         self._next_model: ActiveModel | None = None
         self._next_lock = threading.Lock()
+        # Starting a batch and the stop request exclude each other, so the stop names the last batch started.
+        self._start_lock = threading.Lock()
+        self.batches_started = 0
 
     def swap(self, model: ActiveModel) -> None:
         """Use ``model`` from the next batch on (the batch in flight finishes with the old one)."""
@@ -138,6 +141,16 @@ class ModelWorker(LoopThread):
     def alive(self) -> bool:
         return super().alive() and self.stage.alive()
 
+    def request_stop(self) -> int:
+        """Start no other batch; returns the number of the last one started (it finishes and is recorded)."""
+        with self._start_lock:
+            self._stop.set()
+            return self.batches_started
+
+    def waiting_rows(self) -> int:
+        """Files inferred or failed whose rows the record stage has not yet taken up."""
+        return self.stage.items.qsize()
+
     def stop(self, timeout: float | None = None) -> None:
         """Finish the batch in flight and write its rows; files still queued stay in the folder for the next start."""
         super().stop(timeout)
@@ -164,7 +177,12 @@ class ModelWorker(LoopThread):
             self._take_new_model()  # a batch started after the swap was offered uses the new model
             if not batch:
                 continue
-            if self._stop.is_set() or self.paused.is_set():
+            with self._start_lock:
+                start = not (self._stop.is_set() or self.paused.is_set())
+                if start:
+                    self.batches_started += 1
+                    number = self.batches_started
+            if not start:
                 # Stopping, or the disk guard paused: a batch gathered now is not started; its files stay in the
                 # drop folder for the next start or the rescan at resume.
                 for ready in batch:
@@ -172,7 +190,7 @@ class ModelWorker(LoopThread):
                 continue
             handed: set = set()
             try:
-                self.process(batch, handed)
+                self.process(batch, handed, number)
             except Exception:
                 # A store outage must not kill the daemon; the files stay in the
                 # folder and the next rescan offers them again.
@@ -182,7 +200,7 @@ class ModelWorker(LoopThread):
                     if ready.path not in handed:
                         self.in_flight.release(ready.path)
 
-    def process(self, batch: list[ReadyFile], handed: set | None = None) -> None:
+    def process(self, batch: list[ReadyFile], handed: set | None = None, number: int = 0) -> None:
         """Read, infer and hand every file of ``batch`` to the record stage (``handed`` collects their paths)."""
         handed = set() if handed is None else handed
         started = time.time()
@@ -194,7 +212,7 @@ class ModelWorker(LoopThread):
                 self.stage.record(item)
             handed.add(ready.path)
 
-        log.debug("batch of %d: %s", len(batch), ", ".join(as_text(r.path.name) for r in batch))
+        log.debug("batch #%d of %d: %s", number, len(batch), ", ".join(as_text(r.path.name) for r in batch))
         max_pixels = self.images.max_pixels
         max_bytes = self.images.max_file_bytes
         to_infer: list[tuple[ReadyFile, str, int, NamedImage]] = []
