@@ -31,9 +31,9 @@ def measure(name: str, spec, steps: int, images: int, checkpointing: bool = True
     from inspectd.inspection.inspector import Inspector, InspectorOptions
     from inspectd.model.tiny import build_tiny_model
     from inspectd.real.params import RealParams
-    from inspectd.training.cgro import CgroSettings, build_trainer, grpo_rows
-    from inspectd.training.sft import ReplyExample, WarmupSettings, supervised_warmup
-    from inspectd.training.sft import reasoning_reply
+    from inspectd.training.cgro import CgroSettings, build_trainer, cgro_rows
+    from inspectd.training.warmup import ReplyExample, WarmupSettings, supervised_warmup
+    from inspectd.training.warmup import reasoning_reply
 
     root = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     model, processor = build_tiny_model(spec)
@@ -45,13 +45,13 @@ def measure(name: str, spec, steps: int, images: int, checkpointing: bool = True
     save_bundle(model, processor, root / "bundle", BundleManifest(name=name, base_model=name, max_new_tokens=48,
                                                                   image_size=(168, 168), real=real), name)
     bundle = load_bundle(root / "bundle", "cpu")
-    rows = grpo_rows([(make_sample(600_000 + i, 168).image, make_sample(600_000 + i, 168).anomalous)
+    rows = cgro_rows([(make_sample(600_000 + i, 168).image, make_sample(600_000 + i, 168).anomalous)
                       for i in range(4 * (steps + 1))], PromptSpec())
     trainer, _ = build_trainer(bundle.model, bundle.processor, rows,
                                CgroSettings(max_steps=steps + 1, batch_size=4, generations=2,
                                             max_completion_length=48, save_steps=10_000,
                                             gradient_checkpointing=checkpointing), PromptSpec(), real,
-                               root / "grpo")
+                               root / "cgro")
     trainer.train()
     step_times = [float(h["step_time"]) for h in trainer.state.log_history if "step_time" in h][1:]
     write_mvtec_layout(root / "data", "tiles", range(images), size=168)
@@ -60,7 +60,7 @@ def measure(name: str, spec, steps: int, images: int, checkpointing: bool = True
     started = time.perf_counter()
     evaluate(inspector, [read_mvtec(root / "data")])
     per_image = (time.perf_counter() - started) / images
-    return {"name": name, "params": params, "grpo_step_s": statistics.median(step_times), "eval_image_s": per_image}
+    return {"name": name, "params": params, "cgro_step_s": statistics.median(step_times), "eval_image_s": per_image}
 
 
 def main() -> int:
@@ -80,7 +80,7 @@ def main() -> int:
             continue
         r = measure(name, spec, args.steps, args.images, checkpointing=not args.no_checkpointing)
         print(f"{r['name']:<5} {r['params'] / 1e6:5.1f}M params: GRPO step (4 prompts x 2 replies, <=48 tokens, 168 px) "
-              f"{r['grpo_step_s']:.2f} s{'' if not args.no_checkpointing else ' (no gradient checkpointing)'}; "
+              f"{r['cgro_step_s']:.2f} s{'' if not args.no_checkpointing else ' (no gradient checkpointing)'}; "
               f"eval {r['eval_image_s'] * 1000:.0f} ms per image")
     return 0
 

@@ -1,7 +1,7 @@
 """Choices for a labelled-folder recipe, measured on its validation split only.
 
     python benchmarks/validation_choices.py models/recipes/magnetic-tile-cgro.yaml \
-        var/recipe/magnetic-tile-cgro/sft/model [--threads 1]
+        var/recipe/magnetic-tile-cgro/warmup/model [--threads 1]
 
 Prints, for each score method, the image AUROC on the held-out real images
 (labels only) and, for each map scaling and ReAL filter setting, the pixel
@@ -35,7 +35,7 @@ from inspectd.training.recipe import load_recipe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe")
-    parser.add_argument("bundle", help="a bundle of the recipe's model, e.g. its sft/model")
+    parser.add_argument("bundle", help="a bundle of the recipe's model, e.g. its warmup/model")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -43,7 +43,7 @@ def main() -> None:
     split = split_folder(config.data)
     base = load_bundle(Path(args.bundle), "cpu")
     with tempfile.TemporaryDirectory() as scratch:
-        drawn = read_mvtec(write_drawn_validation(config.data, split, Path(scratch), config.sft.seed))
+        drawn = read_mvtec(write_drawn_validation(config.data, split, Path(scratch), config.warmup.seed))
         labels = np.array([image.anomalous for image in split.validation])
         for method, branches in (("answer", 1), ("reasoning_branch", 1), ("reasoning_branch", 3)):
             spec = ScoreSpec(method=method, branches=branches)

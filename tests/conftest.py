@@ -43,7 +43,7 @@ def format_bundle(tmp_path_factory) -> Path:
     from inspectd.data.synthetic import make_sample
     from inspectd.model.tiny import TinySpec, build_tiny_model, tiny_model_card
     from inspectd.real.params import RealParams
-    from inspectd.training.sft import ReplyExample, WarmupSettings, supervised_warmup
+    from inspectd.training.warmup import ReplyExample, WarmupSettings, supervised_warmup
 
     model, processor = build_tiny_model(TinySpec(seed=1))
 

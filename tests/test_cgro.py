@@ -82,12 +82,12 @@ def test_teacher_forced_attention_equals_the_inference_capture(format_bundle):
         np.testing.assert_allclose(evidence.relevance, reply.evidence.relevance, atol=1e-5)
 
 
-def test_two_grpo_steps_change_the_lora_weights_with_logged_rewards(format_bundle, tmp_path):
-    from inspectd.training.cgro import CgroSettings, build_trainer, grpo_rows
+def test_two_cgro_steps_change_the_lora_weights_with_logged_rewards(format_bundle, tmp_path):
+    from inspectd.training.cgro import CgroSettings, build_trainer, cgro_rows
 
     bundle = load_bundle(format_bundle, "cpu")
     samples = [make_sample(95_000 + i, 96) for i in range(8)]
-    rows = grpo_rows([(s.image, s.anomalous) for s in samples], PromptSpec())
+    rows = cgro_rows([(s.image, s.anomalous) for s in samples], PromptSpec())
     settings = CgroSettings(max_steps=2, batch_size=4, generations=2, max_completion_length=40,
                             learning_rate=1e-3, save_steps=1000)
     trainer, consistency = build_trainer(bundle.model, bundle.processor, rows, settings, PromptSpec(),
@@ -107,12 +107,12 @@ def test_two_grpo_steps_change_the_lora_weights_with_logged_rewards(format_bundl
 
 
 def test_gradient_accumulation_splits_one_generation_batch_into_micro_batches(format_bundle, tmp_path):
-    from inspectd.training.cgro import CgroSettings, build_trainer, grpo_rows
+    from inspectd.training.cgro import CgroSettings, build_trainer, cgro_rows
 
     with pytest.raises(ValueError, match="must divide batch_size x generations"):
         CgroSettings(batch_size=3, generations=2, gradient_accumulation_steps=4)
     bundle = load_bundle(format_bundle, "cpu")
-    rows = grpo_rows([(make_sample(96_000 + i, 96).image, i % 2 == 0) for i in range(8)], PromptSpec())
+    rows = cgro_rows([(make_sample(96_000 + i, 96).image, i % 2 == 0) for i in range(8)], PromptSpec())
     settings = CgroSettings(max_steps=1, batch_size=4, generations=2, max_completion_length=24, save_steps=1000,
                             gradient_accumulation_steps=2, gradient_checkpointing=False)
     trainer, consistency = build_trainer(bundle.model, bundle.processor, rows, settings, PromptSpec(),
@@ -122,7 +122,7 @@ def test_gradient_accumulation_splits_one_generation_batch_into_micro_batches(fo
     assert len(consistency.last_consensus) == 4 * 2, "still batch_size x generations replies per step"
 
 
-def test_train_cli_sft_then_grpo_then_export(format_bundle, tmp_path):
+def test_train_cli_warmup_then_cgro_then_export(format_bundle, tmp_path):
     import json
     import os
     import subprocess
@@ -136,8 +136,8 @@ def test_train_cli_sft_then_grpo_then_export(format_bundle, tmp_path):
         "base": str(format_bundle),
         "output_dir": str(tmp_path / "run"),
         "data": {"kind": "synthetic", "count": 16, "image_size": 96},
-        "sft": {"steps": 3, "batch_size": 4, "warmup_steps": 1},
-        "grpo": {"max_steps": 2, "batch_size": 4, "generations": 2, "max_completion_length": 40, "save_steps": 1},
+        "warmup": {"steps": 3, "batch_size": 4, "warmup_steps": 1},
+        "cgro": {"max_steps": 2, "batch_size": 4, "generations": 2, "max_completion_length": 40, "save_steps": 1},
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -146,17 +146,17 @@ def test_train_cli_sft_then_grpo_then_export(format_bundle, tmp_path):
         return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=600,
                               cwd=REPO, env=env)
 
-    done = run("inspectd.training.cli", "sft", "--config", str(tmp_path / "train.yaml"))
+    done = run("inspectd.training.cli", "warmup", "--config", str(tmp_path / "train.yaml"))
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "run" / "sft" / "model.safetensors").is_file()
-    done = run("inspectd.training.cli", "grpo", "--config", str(tmp_path / "train.yaml"))
+    assert (tmp_path / "run" / "warmup" / "model.safetensors").is_file()
+    done = run("inspectd.training.cli", "cgro", "--config", str(tmp_path / "train.yaml"))
     assert done.returncode == 0, done.stderr
     history = json.loads((tmp_path / "run" / "adapter" / "training.json").read_text())["log_history"]
     assert any("rewards/consistency_reward/mean" in h for h in history)
-    assert sorted(p.name for p in (tmp_path / "run" / "grpo").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
-    config["grpo"]["max_steps"] = 3
+    assert sorted(p.name for p in (tmp_path / "run" / "cgro").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    config["cgro"]["max_steps"] = 3
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
-    done = run("inspectd.training.cli", "grpo", "--config", str(tmp_path / "train.yaml"), "--resume")
+    done = run("inspectd.training.cli", "cgro", "--config", str(tmp_path / "train.yaml"), "--resume")
     assert done.returncode == 0, done.stderr
     resumed = json.loads((tmp_path / "run" / "adapter" / "training.json").read_text())["log_history"]
     assert [h.get("step") for h in resumed if "rewards/format_reward/mean" in h][-1] == 3
@@ -164,6 +164,6 @@ def test_train_cli_sft_then_grpo_then_export(format_bundle, tmp_path):
                "--out", str(tmp_path / "bundle"), "--name", "cgro-tiny", "--quantization", "float32")
     assert done.returncode == 0, done.stderr
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({**config, "grpo": {"max_step": 1}}))
-    done = run("inspectd.training.cli", "grpo", "--config", str(bad))
-    assert done.returncode == 2 and "grpo.max_step" in done.stderr
+    bad.write_text(yaml.safe_dump({**config, "cgro": {"max_step": 1}}))
+    done = run("inspectd.training.cli", "cgro", "--config", str(bad))
+    assert done.returncode == 2 and "cgro.max_step" in done.stderr

@@ -1,7 +1,7 @@
 """The plant's path on a checkpoint in the real Qwen2.5-VL-7B-Instruct format (scaled down, random weights).
 
-Export from the checkpoint, inspect, eval, the daemon, ``inspectd-train sft``
-and ``grpo`` on a labelled folder of mixed-size images, export with the
+Export from the checkpoint, inspect, eval, the daemon, ``inspectd-train warmup``
+and ``cgro`` on a labelled folder of mixed-size images, export with the
 adapter to NF4 / bf16 / quanto, reload. The tiny model keeps the rest of the
 suite fast; this module guards the real format (right-padding tokenizer,
 yes / Ġyes / Yes ids, repetition_penalty 1.05, 12.8 MP processor, bf16 hub
@@ -150,25 +150,25 @@ def test_eval_and_the_daemon_run_on_the_real_format(bundle, tmp_path):
         assert daemon.stop() == 0, daemon.output()
 
 
-def test_sft_and_grpo_on_mixed_size_images_then_export_the_adapter(bundle, mixed_size_folder, tmp_path):
+def test_warmup_and_cgro_on_mixed_size_images_then_export_the_adapter(bundle, mixed_size_folder, tmp_path):
     train = {
         "base": str(bundle), "output_dir": str(tmp_path / "train"),
         "data": {"kind": "labelled", "path": str(mixed_size_folder)},
-        "sft": {"steps": 2, "batch_size": 4},
-        "grpo": {"max_steps": 2, "batch_size": 2, "generations": 2, "max_completion_length": 12, "save_steps": 1,
+        "warmup": {"steps": 2, "batch_size": 4},
+        "cgro": {"max_steps": 2, "batch_size": 2, "generations": 2, "max_completion_length": 12, "save_steps": 1,
                  "gradient_checkpointing": False},
     }
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump(train))
-    _run("inspectd.training.cli", "sft", "--config", str(config))
-    sft = json.loads((tmp_path / "train" / "sft" / "training.json").read_text())
-    assert len(sft["losses"]) == 2 and all(loss == loss for loss in sft["losses"])
+    _run("inspectd.training.cli", "warmup", "--config", str(config))
+    warmup = json.loads((tmp_path / "train" / "warmup" / "training.json").read_text())
+    assert len(warmup["losses"]) == 2 and all(loss == loss for loss in warmup["losses"])
     from safetensors import safe_open
 
-    with safe_open(str(tmp_path / "train" / "sft" / "model.safetensors"), "pt") as weights:
+    with safe_open(str(tmp_path / "train" / "warmup" / "model.safetensors"), "pt") as weights:
         # float32 master weights, not the checkpoint's bf16 (pure-bf16 AdamW; 20x slower matmuls on a CPU)
         assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"F32"}
-    _run("inspectd.training.cli", "grpo", "--config", str(config))
+    _run("inspectd.training.cli", "cgro", "--config", str(config))
     adapter = tmp_path / "train" / "adapter"
     assert (adapter / "adapter_config.json").is_file()
     image = make_sample(3, 130).image

@@ -23,9 +23,9 @@ MICRO = {
     "model": {"text_hidden": 64, "text_layers": 2, "text_heads": 2, "text_kv_heads": 1, "text_intermediate": 128,
               "vision_hidden": 32, "vision_depth": 2, "vision_heads": 2, "vision_intermediate": 64,
               "fullatt_blocks": [1], "seed": 1},
-    "data": {"image_size": 112, "grpo_images": 8, "validation_images": 8, "test_images": 8},
-    "sft": {"steps": 150, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 10},
-    "grpo": {"max_steps": 2, "batch_size": 2, "generations": 2, "max_completion_length": 32, "save_steps": 1,
+    "data": {"image_size": 112, "cgro_images": 8, "validation_images": 8, "test_images": 8},
+    "warmup": {"steps": 150, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 10},
+    "cgro": {"max_steps": 2, "batch_size": 2, "generations": 2, "max_completion_length": 32, "save_steps": 1,
              "gradient_checkpointing": False},
     "real": {"layer_start": 0},
     "max_new_tokens": 32,
@@ -44,14 +44,14 @@ def test_recipe_builds_a_verified_bundle_with_its_card_and_resumes(tmp_path):
     write_mvtec_layout(tmp_path / "real", "tile", range(900, 906), 96)  # stands in for a real dataset
     config = load_recipe(_write_recipe(tmp_path))
 
-    run_recipe(config, stop_after="grpo")
-    assert (config.work_dir / "grpo" / "adapter" / "adapter_config.json").is_file()
+    run_recipe(config, stop_after="cgro")
+    assert (config.work_dir / "cgro" / "adapter" / "adapter_config.json").is_file()
     assert not (config.work_dir / "export").exists()
-    sft_record = json.loads((config.work_dir / "sft" / "stage.json").read_text())
-    assert len(sft_record["losses"]) == 150
+    warmup_record = json.loads((config.work_dir / "warmup" / "stage.json").read_text())
+    assert len(warmup_record["losses"]) == 150
 
-    run_recipe(config)  # picks up at export; sft and grpo are not redone
-    assert json.loads((config.work_dir / "sft" / "stage.json").read_text()) == sft_record
+    run_recipe(config)  # picks up at export; warm-up and CGRO are not redone
+    assert json.loads((config.work_dir / "warmup" / "stage.json").read_text()) == warmup_record
     manifest = verify_bundle(config.output)
     assert manifest.quantization == "nf4" and manifest.name == "micro"
     assert manifest.image_size == (112, 112)
@@ -67,8 +67,8 @@ def test_recipe_builds_a_verified_bundle_with_its_card_and_resumes(tmp_path):
 
 
 def test_recipe_rejects_unknown_keys_naming_them(tmp_path):
-    path = _write_recipe(tmp_path, sft={"steps": 2, "learnig_rate": 1e-3})
-    with pytest.raises(InspectdError, match=r"sft\.learnig_rate"):
+    path = _write_recipe(tmp_path, warmup={"steps": 2, "learnig_rate": 1e-3})
+    with pytest.raises(InspectdError, match=r"warmup\.learnig_rate"):
         load_recipe(path)
 
 
@@ -86,7 +86,7 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
         score={"method": "reasoning_branch", "branches": 2},
         real={"layer_start": 0, "map_scaling": "score_gated"},
         zero_shot=["dev"],
-        sft={"steps": 150, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 10},
+        warmup={"steps": 150, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 10},
     )
     config = load_recipe(path)
     run_recipe(config)

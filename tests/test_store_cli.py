@@ -21,7 +21,7 @@ from inspectd.alerts.relay import backoff_s
 from inspectd.config import AlertSettings, ArchiveSettings
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.items import ReadyFile
-from inspectd.daemon.recorder import Processed, Recorder
+from inspectd.daemon.recorder import Processed, InspectionRecorder
 from inspectd.inspection.result import InspectionResult, Verdict
 from inspectd.real.params import RealParams
 from inspectd.store.database import current_revision, head_revision, migrate, open_engine
@@ -57,7 +57,7 @@ def store(tmp_path, store_url):
         "rules": [{"name": "bad", "verdicts": ["anomalous"], "min_score": 0.8, "channels": ["log"], "cooldown_s": 3600}],
     })
     archiver = Archiver(ArchiveSettings(folder=tmp_path / "archive", failed_folder=tmp_path / "failed"))
-    recorder = Recorder(engine, 1, RealParams(), archiver, alerts, save_maps=True)
+    recorder = InspectionRecorder(engine, 1, RealParams(), archiver, alerts, save_maps=True)
     drop = tmp_path / "drop"
     drop.mkdir()
     plan = [("a.png", "cam1", Verdict.ANOMALOUS, 0.95), ("b.png", "cam1", Verdict.NORMAL, 0.1),
@@ -219,12 +219,12 @@ def test_a_failed_row_whose_move_was_interrupted_is_finished_into_failed(tmp_pat
     (drop / "bad.png").write_bytes(b"not an image")
     settings = dict(folder=tmp_path / "archive", failed_folder=tmp_path / "failed")
     alerts = AlertSettings()
-    crashed = Recorder(engine, None, RealParams(), Archiver(ArchiveSettings(mode="keep", **settings)), alerts, True)
+    crashed = InspectionRecorder(engine, None, RealParams(), Archiver(ArchiveSettings(mode="keep", **settings)), alerts, True)
     ready = ReadyFile(drop / "bad.png", "cam1", time.time())
     failed = _result(str(drop / "bad.png"), Verdict.FAILED, None)
     assert crashed.record(Processed(ready, "f" * 64, 12, failed, time.time())) is not None
     assert (drop / "bad.png").is_file()
-    restarted = Recorder(engine, None, RealParams(), Archiver(ArchiveSettings(**settings)), alerts, True)
+    restarted = InspectionRecorder(engine, None, RealParams(), Archiver(ArchiveSettings(**settings)), alerts, True)
     restarted.finish_recorded(ready, restarted.lookup("f" * 64))
     moved = tmp_path / "failed" / "cam1" / "bad.png"
     assert moved.is_file() and "not an image" in Path(str(moved) + ".error.json").read_text()

@@ -62,15 +62,15 @@ def test_inspectd_train_takes_its_labels_from_the_reviews(reviewed_store, format
     train = {
         "base": str(format_bundle), "output_dir": str(tmp_path / "run"),
         "data": {"kind": "store", "path": str(config)},
-        "sft": {"steps": 1, "batch_size": 2, "warmup_steps": 0},
-        "grpo": {"max_steps": 1, "batch_size": 2, "generations": 2, "max_completion_length": 24, "save_steps": 1,
+        "warmup": {"steps": 1, "batch_size": 2, "warmup_steps": 0},
+        "cgro": {"max_steps": 1, "batch_size": 2, "generations": 2, "max_completion_length": 24, "save_steps": 1,
                  "gradient_checkpointing": False},
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
-    for stage in ("sft", "grpo"):
+    for stage in ("warmup", "cgro"):
         done = _cli("inspectd.training.cli", stage, "--config", str(tmp_path / "train.yaml"))
         assert done.returncode == 0, done.stderr[-3000:]
         assert "training data from the store: 2 good, 3 defect" in done.stderr
     history = json.loads((tmp_path / "run" / "adapter" / "training.json").read_text())["log_history"]
     assert any("rewards/accuracy_reward/mean" in h for h in history)
-    assert (tmp_path / "run" / "sft" / "model.safetensors").is_file()
+    assert (tmp_path / "run" / "warmup" / "model.safetensors").is_file()

@@ -71,7 +71,12 @@ def register_bundle(engine: Engine, bundle: LoadedBundle) -> int:
         return row.id
 
 
-class Recorder:
+class InspectionRecorder:
+    """The daemon's end of an inspection: its row, maps and alerts in the store, then its file in the archive.
+
+    (Not to be confused with the model's ``AttentionRecorder`` and ``AnswerLogitsRecorder``, which record
+    tensors during generation.)"""
+
     def __init__(
         self,
         engine: Engine,

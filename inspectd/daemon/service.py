@@ -31,7 +31,7 @@ from inspectd.daemon.disk_guard import DiskGuard, FreeSpace, GuardChange, free_b
 from inspectd.daemon.metrics import DaemonMetrics, MetricsServer
 from inspectd.daemon.model_reload import ActiveModel, ModelReloader, activate
 from inspectd.daemon.items import InFlight, ReadyFile
-from inspectd.daemon.recorder import Recorder
+from inspectd.daemon.recorder import InspectionRecorder
 from inspectd.daemon.retention import Retention
 from inspectd.daemon.systemd import SystemdNotifier
 from inspectd.daemon.watch import FolderWatcher
@@ -102,7 +102,7 @@ class Daemon:
         archiver = Archiver(settings.archive)
         metrics = DaemonMetrics(engine)
         metrics.use_bundle(bundle)
-        recorder = Recorder(engine, model.bundle_id, model.inspector.real, archiver, settings.alerts,
+        recorder = InspectionRecorder(engine, model.bundle_id, model.inspector.real, archiver, settings.alerts,
                             settings.store.save_maps, relay.wake, metrics)
         repair = ArchiveRepair(engine, archiver)
         repair.run()
@@ -206,7 +206,7 @@ class Daemon:
             return
         relay.wake()
 
-    def _apply_reload(self, recorder: Recorder, relay: AlertRelay, reloader: ModelReloader) -> None:
+    def _apply_reload(self, recorder: InspectionRecorder, relay: AlertRelay, reloader: ModelReloader) -> None:
         """SIGHUP: alert rules and channels at once; the model on the reloader's thread (see model_reload)."""
         self.notifier.reloading()
         try:

@@ -25,7 +25,7 @@ from inspectd.config import ImageSettings
 from inspectd.daemon.file_names import as_text, identity_digest
 from inspectd.daemon.items import InFlight, ReadyFile
 from inspectd.daemon.model_reload import ActiveModel
-from inspectd.daemon.recorder import Processed, Recorder
+from inspectd.daemon.recorder import Processed, InspectionRecorder
 from inspectd.errors import ImageError
 from inspectd.inspection.images import decode_image, read_image_bytes
 from inspectd.inspection.inspector import Inspector, NamedImage
@@ -38,7 +38,7 @@ log = logging.getLogger("inspectd.worker")
 class RecordStage(LoopThread):
     """Writes rows, moves files and queues alerts, in the order the model thread handed them over."""
 
-    def __init__(self, recorder: Recorder, in_flight: InFlight, capacity: int) -> None:
+    def __init__(self, recorder: InspectionRecorder, in_flight: InFlight, capacity: int) -> None:
         super().__init__("inspectd-record")
         self.recorder = recorder
         self.in_flight = in_flight
@@ -89,7 +89,7 @@ class ModelWorker(LoopThread):
     def __init__(
         self,
         inspector: Inspector,
-        recorder: Recorder,
+        recorder: InspectionRecorder,
         work: queue.Queue,
         in_flight: InFlight,
         batch_size: int,

@@ -25,7 +25,7 @@ from inspectd.training.rewards import (
 
 
 class CgroSettings(StrictModel):
-    """GRPO hyperparameters (the ``grpo:`` section of a training YAML); ours where the paper is silent."""
+    """GRPO hyperparameters (the ``cgro:`` section of a training YAML); ours where the paper is silent."""
 
     max_steps: int = Field(200, ge=1)
     batch_size: int = Field(16, ge=1, description="prompts per step and device (paper: 16)")
@@ -54,7 +54,7 @@ class CgroSettings(StrictModel):
         return self
 
 
-def grpo_rows(images_and_labels, prompt: PromptSpec) -> list[dict]:
+def cgro_rows(images_and_labels, prompt: PromptSpec) -> list[dict]:
     """Rows of {prompt (chat with an image part), image, label} as trl expects."""
     message = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt.user_text()}]}]
     return [{"prompt": message, "image": image, "label": bool(label)} for image, label in images_and_labels]

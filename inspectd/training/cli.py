@@ -1,12 +1,13 @@
 """``inspectd-train``: supervised warm-up and CGRO from one YAML file.
 
-    inspectd-train sft  --config train.yaml     # cold start on reasoning texts (synthetic data)
-    inspectd-train grpo --config train.yaml [--resume]
+    inspectd-train warmup --config train.yaml   # supervised cold start on reasoning texts
+    inspectd-train cgro   --config train.yaml [--resume]
     inspectd-train recipe --config models/recipes/tiny-cgro.yaml [--stop-after STAGE]
                                             # build a small model end to end (inspectd.training.recipe)
 
-Multi-GPU: ``accelerate launch --num_processes N -m inspectd.training.cli sft|grpo --config ...``
-(distributed data parallel, ``batch_size`` is per process; grpo: set ``use_cpu: false``).
+Multi-GPU: ``accelerate launch --num_processes N -m inspectd.training.cli warmup|cgro --config ...``
+(distributed data parallel, ``batch_size`` is per process; cgro: set ``use_cpu: false``).
+The stages' old names, ``sft`` and ``grpo``, are still taken (commands and YAML sections), with a warning.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from inspectd.cli.common import offline, run_command, setup_logging
 from inspectd.config import validated_yaml
@@ -26,7 +27,8 @@ from inspectd.errors import InspectdError
 from inspectd.strict_model import StrictModel
 from inspectd.training.cgro import CgroSettings
 from inspectd.training.recipe import STAGES, load_recipe, run_recipe
-from inspectd.training.sft import WarmupSettings
+from inspectd.training.stage_names import OLD_STAGE_NAMES, stage_folder, stage_name, with_new_keys
+from inspectd.training.warmup import WarmupSettings
 
 log = logging.getLogger("inspectd.train")
 
@@ -47,8 +49,13 @@ class TrainConfig(StrictModel):
     output_dir: Path
     seed: int = 0
     data: DataConfig = DataConfig()
-    sft: WarmupSettings = WarmupSettings(steps=400, learning_rate=5e-4, warmup_steps=30)
-    grpo: CgroSettings = CgroSettings()
+    warmup: WarmupSettings = WarmupSettings(steps=400, learning_rate=5e-4, warmup_steps=30)
+    cgro: CgroSettings = CgroSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_section_names(cls, raw):
+        return with_new_keys(raw, OLD_STAGE_NAMES)
 
 
 def load_config(path: Path) -> TrainConfig:
@@ -149,7 +156,7 @@ def _warmup_examples(config: TrainConfig):
     """Synthetic texts, or a labelled folder's good images (clean / with drawn defects) and defect folders."""
     from inspectd.data.synthetic import make_sample
     from inspectd.training.line_data import LabelledFolderData, LineSplit, warmup_examples
-    from inspectd.training.sft import ReplyExample, reasoning_reply
+    from inspectd.training.warmup import ReplyExample, reasoning_reply
 
     data = config.data
     if data.kind == "labelled":
@@ -157,12 +164,12 @@ def _warmup_examples(config: TrainConfig):
 
         size = _image_size(config)
         if size[0] != size[1]:
-            raise InspectdError(f"sft on a labelled folder draws on square images; the image size is {size}")
+            raise InspectdError(f"the warm-up on a labelled folder draws on square images; the image size is {size}")
         folder = LabelledFolderData(kind="labelled_folder", path=data.path, image_size=size[0])
         images = read_labelled_folder(data.path).images
         return warmup_examples(folder, LineSplit(train=images, validation=()), config.seed)
     if data.kind != "synthetic":
-        raise InspectdError("sft needs reasoning texts: data.kind synthetic or labelled (drawn defects)")
+        raise InspectdError("the warm-up needs reasoning texts: data.kind synthetic or labelled (drawn defects)")
 
     def example(i: int) -> ReplyExample:
         sample = make_sample(data.seed_offset + i % data.count, data.image_size)
@@ -171,48 +178,50 @@ def _warmup_examples(config: TrainConfig):
     return example
 
 
-def run_sft(config: TrainConfig) -> Path:
-    from inspectd.training.sft import is_main_process, supervised_warmup
+def run_warmup(config: TrainConfig) -> Path:
+    from inspectd.training.warmup import is_main_process, supervised_warmup
 
     config = _store_as_folder(config)
     model, processor = _load(config.base)
     prompt, _ = _prompt_and_real(config.base)
     example = _warmup_examples(config)
 
-    losses = supervised_warmup(model, processor, prompt, example, config.sft.model_copy(update={"seed": config.seed}),
+    losses = supervised_warmup(model, processor, prompt, example, config.warmup.model_copy(update={"seed": config.seed}),
                                log_every=10)
-    out = config.output_dir / "sft"
+    out = stage_folder(config.output_dir, "warmup")
     if not is_main_process():  # under accelerate launch / torchrun every process trained; one writes
         return out
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
-    (out / "training.json").write_text(json.dumps({"stage": "sft", "losses": losses, **config.sft.model_dump()},
+    (out / "training.json").write_text(json.dumps({"stage": "warmup", "losses": losses, **config.warmup.model_dump()},
                                                   indent=2))
     return out
 
 
-def run_grpo(config: TrainConfig, resume: bool) -> Path:
-    from inspectd.training.cgro import grpo_rows, train_cgro
+def run_cgro(config: TrainConfig, resume: bool) -> Path:
+    from inspectd.training.cgro import cgro_rows, train_cgro
 
     config = _store_as_folder(config)
     model, processor = _load(config.base)
     prompt, real = _prompt_and_real(config.base)
-    rows = grpo_rows(list(_labelled_images(config)), prompt)
+    rows = cgro_rows(list(_labelled_images(config)), prompt)
     adapter = config.output_dir / "adapter"
-    history = train_cgro(model, processor, rows, config.grpo, prompt, real, config.output_dir / "grpo", adapter,
+    checkpoints = stage_folder(config.output_dir, "cgro")
+    history = train_cgro(model, processor, rows, config.cgro, prompt, real, checkpoints, adapter,
                          seed=config.seed, resume=resume)
     (adapter / "training.json").write_text(json.dumps(
-        {"stage": "grpo", "log_history": history, **config.grpo.model_dump()}, indent=2, default=str))
+        {"stage": "cgro", "log_history": history, **config.cgro.model_dump()}, indent=2, default=str))
     return adapter
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="inspectd-train", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("sft", "grpo", "recipe"))
+    parser.add_argument("stage", choices=("warmup", "cgro", "recipe", *OLD_STAGE_NAMES),
+                        help="warmup, cgro or recipe (sft and grpo: the old names of warmup and cgro)")
     parser.add_argument("--config", required=True)
-    parser.add_argument("--resume", action="store_true", help="grpo: continue from the newest checkpoint")
-    parser.add_argument("--stop-after", choices=STAGES, help="recipe: finish this stage, then stop")
+    parser.add_argument("--resume", action="store_true", help="cgro: continue from the newest checkpoint")
+    parser.add_argument("--stop-after", choices=(*STAGES, *OLD_STAGE_NAMES), help="recipe: finish this stage, then stop")
     args = parser.parse_args(argv)
     setup_logging()
     offline(quiet_transformers=False)
@@ -225,10 +234,11 @@ def _train(args) -> int:
 
         recipe = load_recipe(Path(args.config))
         torch.set_num_threads(recipe.threads)
-        run_recipe(recipe, args.stop_after)
+        run_recipe(recipe, args.stop_after and stage_name(args.stop_after))
         return 0
     config = load_config(Path(args.config))
-    out = run_sft(config) if args.stage == "sft" else run_grpo(config, args.resume)
+    stage = stage_name(args.stage)
+    out = run_warmup(config) if stage == "warmup" else run_cgro(config, args.resume)
     print(f"wrote {out}")
     return 0
 

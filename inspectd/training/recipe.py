@@ -5,9 +5,9 @@
 Stages, each written under ``work_dir/<stage>`` with a ``stage.json`` when it
 finishes, so an interrupted run picks up at the first unfinished stage:
 
-  sft     build the tiny Qwen2.5-VL from the spec (untrained, seeded), then the
-          supervised warm-up on synthetic images with "what and where" texts
-  grpo    CGRO (GRPO + LoRA, vision frozen) on image-level labels only; an
+  warmup  build the tiny Qwen2.5-VL from the spec (untrained, seeded) or start from
+          ``init``, then the supervised warm-up on images with "what and where" texts
+  cgro    CGRO (GRPO + LoRA, vision frozen) on image-level labels only; an
           interrupted run resumes from its last checkpoint
   export  merge and quantize both the warm-up model and the CGRO model into
           bundles, thresholds calibrated on a held-out synthetic validation set
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from inspectd.config import validated_yaml
 from inspectd.bundle.manifest import ScoreSpec
@@ -39,11 +39,12 @@ from inspectd.real.params import RealParams
 from inspectd.strict_model import StrictModel
 from inspectd.training.cgro import CgroSettings
 from inspectd.training.line_data import LabelledFolderData
-from inspectd.training.sft import WarmupSettings
+from inspectd.training.stage_names import OLD_STAGE_NAMES, OLD_SYNTHETIC_KEYS, stage_folder, with_new_keys
+from inspectd.training.warmup import WarmupSettings
 
 log = logging.getLogger("inspectd.recipe")
 
-STAGES = ("sft", "grpo", "export", "eval", "publish")
+STAGES = ("warmup", "cgro", "export", "eval", "publish")
 
 
 class SyntheticSplits(StrictModel):
@@ -51,13 +52,18 @@ class SyntheticSplits(StrictModel):
 
     kind: Literal["synthetic"] = "synthetic"
     image_size: int = Field(168, ge=28)
-    sft_seed_offset: int = 1_000_000
-    grpo_seed_offset: int = 2_000_000
-    grpo_images: int = Field(512, ge=1)
+    warmup_seed_offset: int = 1_000_000
+    cgro_seed_offset: int = 2_000_000
+    cgro_images: int = Field(512, ge=1)
     validation_seed_offset: int = 500_000
     validation_images: int = Field(200, ge=2)
     test_seed_offset: int = 0
     test_images: int = Field(300, ge=2)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_key_names(cls, raw):
+        return with_new_keys(raw, OLD_SYNTHETIC_KEYS, "data.")
 
 
 def _data_kind(value) -> str:
@@ -79,13 +85,18 @@ class RecipeConfig(StrictModel):
                                                 "null = build a fresh small model from `model`")
     model: TinySpec = Field(TinySpec(), description="dimensions of the small Qwen2.5-VL (when not `init`)")
     data: RecipeData = SyntheticSplits()
-    sft: WarmupSettings = WarmupSettings()
-    grpo: CgroSettings = CgroSettings()
+    warmup: WarmupSettings = WarmupSettings()
+    cgro: CgroSettings = CgroSettings()
     real: RealParams = RealParams()
     score: ScoreSpec = Field(ScoreSpec(), description="how the bundle scores an image (see ScoreSpec)")
     max_new_tokens: int = Field(48, ge=8)
     quantization: Literal["nf4", "quanto-int8", "quanto-int4", "bfloat16", "float32"] = "nf4"
     zero_shot: list[Path] = Field(default_factory=list, description="MVTec-layout datasets evaluated, never trained on")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_section_names(cls, raw):
+        return with_new_keys(raw, OLD_STAGE_NAMES)
 
 
 def load_recipe(path: Path) -> RecipeConfig:
@@ -109,7 +120,7 @@ class _Stage:
 
     def __init__(self, config: RecipeConfig, name: str) -> None:
         self.name = name
-        self.dir = config.work_dir / name
+        self.dir = stage_folder(config.work_dir, name)  # a work folder from before the rename goes on
         self.record_path = self.dir / "stage.json"
 
     @property
@@ -169,12 +180,12 @@ def _manifest(config: RecipeConfig, stage: str):
 
 def _check_reply_fits(config: RecipeConfig, tokenizer) -> None:
     """A reply cut short does not parse: refuse a budget below the longest warm-up reply."""
-    from inspectd.training.sft import reply_text
+    from inspectd.training.warmup import reply_text
 
     longest = max(len(tokenizer.encode(reply_text(text, True), add_special_tokens=False))
                   for text in _corpus(config)) + 1  # + end of turn
     for field, budget in (("max_new_tokens", config.max_new_tokens),
-                          ("grpo.max_completion_length", config.grpo.max_completion_length)):
+                          ("cgro.max_completion_length", config.cgro.max_completion_length)):
         if budget < longest:
             raise InspectdError(f"{field} is {budget}, but the longest warm-up reply takes {longest} tokens")
 
@@ -183,41 +194,41 @@ def _warmup_examples(config: RecipeConfig):
     if _from_folder(config):
         from inspectd.training.line_data import split_folder, warmup_examples
 
-        return warmup_examples(config.data, split_folder(config.data), config.sft.seed)
+        return warmup_examples(config.data, split_folder(config.data), config.warmup.seed)
     from inspectd.data.synthetic import make_sample
-    from inspectd.training.sft import ReplyExample, reasoning_reply
+    from inspectd.training.warmup import ReplyExample, reasoning_reply
 
     def example(i: int) -> ReplyExample:
-        sample = make_sample(config.data.sft_seed_offset + i, config.data.image_size)
+        sample = make_sample(config.data.warmup_seed_offset + i, config.data.image_size)
         return ReplyExample(sample.image, reasoning_reply(sample))
 
     return example
 
 
-def run_sft(config: RecipeConfig, stage: _Stage) -> None:
+def run_warmup(config: RecipeConfig, stage: _Stage) -> None:
     from inspectd.bundle.save import save_bundle
-    from inspectd.training.sft import supervised_warmup
+    from inspectd.training.warmup import supervised_warmup
 
     model, processor = _initial_model(config)
     _check_reply_fits(config, processor.tokenizer)
     parameters = sum(p.numel() for p in model.parameters())
-    log.info("sft: %s, %.2fM parameters, %d steps of %d", config.name, parameters / 1e6,
-             config.sft.steps, config.sft.batch_size)
+    log.info("warm-up: %s, %.2fM parameters, %d steps of %d", config.name, parameters / 1e6,
+             config.warmup.steps, config.warmup.batch_size)
     manifest = _manifest(config, "supervised warm-up")
     started = time.perf_counter()
     example = _warmup_examples(config)
-    losses = supervised_warmup(model, processor, manifest.prompt, example, config.sft, log_every=50)
+    losses = supervised_warmup(model, processor, manifest.prompt, example, config.warmup, log_every=50)
     seconds = time.perf_counter() - started
     save_bundle(model, processor, stage.dir / "model", manifest, f"# {config.name} (warm-up stage, float32)\n")
-    stage.finish(seconds=seconds, parameters=parameters, losses=losses, settings=config.sft.model_dump())
+    stage.finish(seconds=seconds, parameters=parameters, losses=losses, settings=config.warmup.model_dump())
 
 
-def run_grpo(config: RecipeConfig, stage: _Stage) -> None:
+def run_cgro(config: RecipeConfig, stage: _Stage) -> None:
     from inspectd.bundle.load import load_bundle
     from inspectd.data.synthetic import make_sample
-    from inspectd.training.cgro import grpo_rows, train_cgro
+    from inspectd.training.cgro import cgro_rows, train_cgro
 
-    warmed = load_bundle(_Stage(config, "sft").dir / "model", "cpu")
+    warmed = load_bundle(_Stage(config, "warmup").dir / "model", "cpu")
     manifest = warmed.manifest
     splits = config.data
     if _from_folder(config):
@@ -225,16 +236,16 @@ def run_grpo(config: RecipeConfig, stage: _Stage) -> None:
 
         labelled = cgro_images(splits, split_folder(splits))
     else:
-        samples = (make_sample(splits.grpo_seed_offset + i, splits.image_size) for i in range(splits.grpo_images))
+        samples = (make_sample(splits.cgro_seed_offset + i, splits.image_size) for i in range(splits.cgro_images))
         labelled = [(s.image, s.anomalous) for s in samples]
-    rows = grpo_rows(labelled, manifest.prompt)  # labels only, no masks or texts
+    rows = cgro_rows(labelled, manifest.prompt)  # labels only, no masks or texts
     checkpoints = stage.dir / "checkpoints"
     started = time.perf_counter()
-    history = train_cgro(warmed.model, warmed.processor, rows, config.grpo, manifest.prompt, config.real, checkpoints,
-                         stage.dir / "adapter", seed=config.sft.seed, resume=True)  # an interrupted run goes on
+    history = train_cgro(warmed.model, warmed.processor, rows, config.cgro, manifest.prompt, config.real, checkpoints,
+                         stage.dir / "adapter", seed=config.warmup.seed, resume=True)  # an interrupted run goes on
     seconds = time.perf_counter() - started
     shutil.rmtree(checkpoints, ignore_errors=True)
-    stage.finish(seconds=seconds, settings=config.grpo.model_dump(), rewards=_reward_summary(history),
+    stage.finish(seconds=seconds, settings=config.cgro.model_dump(), rewards=_reward_summary(history),
                  log_history=history)
 
 
@@ -265,12 +276,12 @@ def run_export(config: RecipeConfig, stage: _Stage) -> None:
     else:
         validation = _write_split(stage.dir / "validation", splits.validation_seed_offset,
                                   splits.validation_images, splits.image_size)
-    sft, grpo = _Stage(config, "sft"), _Stage(config, "grpo")
+    warmup, cgro = _Stage(config, "warmup"), _Stage(config, "cgro")
     facts = {}
-    for variant, adapter in (("warmup", None), ("cgro", grpo.dir / "adapter")):
+    for variant, adapter in (("warmup", None), ("cgro", cgro.dir / "adapter")):
         started = time.perf_counter()
         exported = export_bundle(ExportRequest(
-            base=sft.dir / "model", adapter=adapter, out=stage.dir / variant,
+            base=warmup.dir / "model", adapter=adapter, out=stage.dir / variant,
             name=config.name if variant == "cgro" else f"{config.name}-warmup-only",
             quantization=config.quantization, real=config.real, score=config.score, calibration=validation,
         ))
@@ -289,7 +300,7 @@ def run_eval(config: RecipeConfig, stage: _Stage) -> None:
     if _from_folder(config):
         from inspectd.training.line_data import split_folder, write_drawn_validation
 
-        drawn = write_drawn_validation(splits, split_folder(splits), stage.dir / "drawn-validation", config.sft.seed)
+        drawn = write_drawn_validation(splits, split_folder(splits), stage.dir / "drawn-validation", config.warmup.seed)
         suites = {"drawn_validation": [read_mvtec(drawn, name="drawn-validation")]}
     else:
         test = _write_split(stage.dir / "synthetic-test", splits.test_seed_offset, splits.test_images,
@@ -331,15 +342,15 @@ def run_publish(config: RecipeConfig, stage: _Stage) -> None:
 
 
 def run_recipe(config: RecipeConfig, stop_after: str | None = None) -> None:
-    runners = {"sft": run_sft, "grpo": run_grpo, "export": run_export, "eval": run_eval, "publish": run_publish}
+    runners = {"warmup": run_warmup, "cgro": run_cgro, "export": run_export, "eval": run_eval, "publish": run_publish}
     config.work_dir.mkdir(parents=True, exist_ok=True)
     for name in STAGES:
         stage = _Stage(config, name)
         if stage.done:
             log.info("%s: done earlier (%s), skipped", name, stage.record_path)
         else:
-            if stage.dir.exists() and name != "grpo":
-                shutil.rmtree(stage.dir)  # a half-finished stage starts over (grpo resumes from checkpoints)
+            if stage.dir.exists() and name != "cgro":
+                shutil.rmtree(stage.dir)  # a half-finished stage starts over (cgro resumes from checkpoints)
             stage.dir.mkdir(parents=True, exist_ok=True)
             runners[name](config, stage)
             log.info("%s: finished", name)

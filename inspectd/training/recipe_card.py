@@ -68,10 +68,10 @@ def _synthetic_sections(config) -> dict[str, list[str]]:
             "Synthetic only (`inspectd.data.synthetic`): procedural textures (brushed, granular, woven, rings, "
             "cloudy) with, on half the images, one drawn scratch, spot, crack, hole or stain of varied size, "
             "contrast and place, and its exact mask. Seed ranges never overlap:",
-            f"- warm-up: {config.sft.steps * config.sft.batch_size} images from seed {splits.sft_seed_offset}, "
+            f"- warm-up: {config.warmup.steps * config.warmup.batch_size} images from seed {splits.warmup_seed_offset}, "
             "each with a reply `<think>there is a <kind> near the <place> of the <texture> surface</think>"
             "<answer>yes</answer>` (place = the mask centroid on a 3x3 grid) or the clean-surface text and `no`;",
-            f"- CGRO: {splits.grpo_images} images from seed {splits.grpo_seed_offset}, image-level labels only;",
+            f"- CGRO: {splits.cgro_images} images from seed {splits.cgro_seed_offset}, image-level labels only;",
             f"- threshold calibration: {splits.validation_images} images from seed {splits.validation_seed_offset};",
             f"- test: {splits.test_images} images from seed {splits.test_seed_offset} (never trained on)."],
         "evaluation": [
@@ -105,7 +105,7 @@ def _folder_sections(config) -> dict[str, list[str]]:
             f"{data.validation_fraction:.0%} held out): training {facts['train_good']} good + "
             f"{facts['train_defective']} defective, validation {facts['validation_good']} good + "
             f"{facts['validation_defective']} defective.",
-            f"- warm-up ({config.sft.steps * config.sft.batch_size} examples, augmented: flips, brightness, "
+            f"- warm-up ({config.warmup.steps * config.warmup.batch_size} examples, augmented: flips, brightness, "
             f"contrast): {data.clean_share:.0%} good images replied `the {data.surface} surface is clean and "
             f"uniform with no visible defect` / `no`; {data.drawn_share:.0%} good images with one drawn defect "
             f"({', '.join(DRAWN_KINDS)}) replied `there is a <kind> near the <place> of the {data.surface} "
@@ -151,17 +151,17 @@ def _comparisons(overall: dict[str, dict[str, float]], suites: dict[str, str]) -
 
 
 def recipe_model_card(config, stages: dict) -> str:
-    sft, grpo, export, evaluation = (stages[n].record() for n in ("sft", "grpo", "export", "eval"))
+    warmup, cgro, export, evaluation = (stages[n].record() for n in ("warmup", "cgro", "export", "eval"))
     folder = getattr(config.data, "kind", "synthetic") == "labelled_folder"
     sections = _folder_sections(config) if folder else _synthetic_sections(config)
     suites = {**_SUITES, "zero_shot": _SUITES["dev"] if folder else _SUITES["zero_shot"]}
     tables = []
     for path in sorted(stages["eval"].dir.glob("*.txt")):
         tables += [f"`{path.stem}`", "", "```", path.read_text(encoding="utf-8").rstrip(), "```", ""]
-    rewards = "\n".join(f"| {key} | {first:.3f} | {last:.3f} |" for key, (first, last) in grpo["rewards"].items())
-    total = sft["seconds"] + grpo["seconds"] + sum(v["seconds"] for v in export.values())
+    rewards = "\n".join(f"| {key} | {first:.3f} | {last:.3f} |" for key, (first, last) in cgro["rewards"].items())
+    total = warmup["seconds"] + cgro["seconds"] + sum(v["seconds"] for v in export.values())
     missing = evaluation.get("zero_shot_missing") or []
-    sft_losses = sft["losses"]
+    warmup_losses = warmup["losses"]
     size = config.data.image_size
     return "\n".join([
         f"# {config.name}",
@@ -170,9 +170,9 @@ def recipe_model_card(config, stages: dict) -> str:
         "",
         "## Architecture",
         "",
-        f"- {sft['parameters'] / 1e6:.2f}M parameters"
+        f"- {warmup['parameters'] / 1e6:.2f}M parameters"
         + (f", started from the weights of `{config.init.name}`." if config.init else ", trained from scratch."),
-        *_architecture(stages["sft"].dir / "model"),
+        *_architecture(stages["warmup"].dir / "model"),
         f"- Input {size}x{size} px -> {(size // 28) ** 2} image tokens. Precision: {config.quantization} "
         "(see Export).",
         "",
@@ -184,14 +184,14 @@ def recipe_model_card(config, stages: dict) -> str:
         "",
         f"`inspectd-train recipe --config models/recipes/{config.name}.yaml`, deterministic seeds, "
         f"{config.threads} torch thread(s).",
-        f"- Warm-up: {config.sft.steps} steps of {config.sft.batch_size}, AdamW (betas 0.9/0.98, weight decay "
-        f"{config.sft.weight_decay}), peak lr {config.sft.learning_rate}, {config.sft.warmup_steps} warm-up "
-        f"steps then cosine, clip {config.sft.grad_clip}, vision encoder trained: {_minutes(sft['seconds'])}; "
-        f"loss {sum(sft_losses[:20]) / 20:.3f} (first 20 steps) -> {sum(sft_losses[-20:]) / 20:.3f} (last 20).",
-        f"- CGRO: {config.grpo.max_steps} GRPO steps of {config.grpo.batch_size} prompts x "
-        f"{config.grpo.generations} replies, LoRA r={config.grpo.lora_rank} on the language model, vision "
-        f"frozen, lr {config.grpo.learning_rate}, KL beta {config.grpo.kl_beta}, rewards format + accuracy + "
-        f"consistency (k={config.grpo.consistency.k}): {_minutes(grpo['seconds'])}.",
+        f"- Warm-up: {config.warmup.steps} steps of {config.warmup.batch_size}, AdamW (betas 0.9/0.98, weight decay "
+        f"{config.warmup.weight_decay}), peak lr {config.warmup.learning_rate}, {config.warmup.warmup_steps} warm-up "
+        f"steps then cosine, clip {config.warmup.grad_clip}, vision encoder trained: {_minutes(warmup['seconds'])}; "
+        f"loss {sum(warmup_losses[:20]) / 20:.3f} (first 20 steps) -> {sum(warmup_losses[-20:]) / 20:.3f} (last 20).",
+        f"- CGRO: {config.cgro.max_steps} GRPO steps of {config.cgro.batch_size} prompts x "
+        f"{config.cgro.generations} replies, LoRA r={config.cgro.lora_rank} on the language model, vision "
+        f"frozen, lr {config.cgro.learning_rate}, KL beta {config.cgro.kl_beta}, rewards format + accuracy + "
+        f"consistency (k={config.cgro.consistency.k}): {_minutes(cgro['seconds'])}.",
         f"- Export (merge, {config.quantization}, round-trip check, calibration; both bundles): "
         f"{_minutes(sum(v['seconds'] for v in export.values()))}.",
         f"- Total training and export: {_minutes(total)} on 2 CPU cores.",

@@ -34,7 +34,7 @@ class ReplyExample:
 
 
 class WarmupSettings(StrictModel):
-    """Supervised warm-up hyperparameters (also the ``sft:`` section of a training YAML)."""
+    """Supervised warm-up hyperparameters (also the ``warmup:`` section of a training YAML)."""
 
     steps: int = Field(200, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -144,7 +144,7 @@ def supervised_warmup(
             scheduler.step()
             losses.append(accelerator.reduce(loss.detach(), "mean").item() if processes > 1 else loss.item())
             if log_every and accelerator.is_main_process and (step % log_every == 0 or step == settings.steps - 1):
-                log.info("sft step %d/%d loss %.4f (%.0f s)", step + 1, settings.steps, losses[-1],
+                log.info("warm-up step %d/%d loss %.4f (%.0f s)", step + 1, settings.steps, losses[-1],
                          time.perf_counter() - started)
         accelerator.wait_for_everyone()
     finally:

@@ -1,4 +1,4 @@
-"""``inspectd-train sft`` under torchrun: data parallel over processes, one writer (CPU processes, gloo)."""
+"""``inspectd-train warmup`` under torchrun: data parallel over processes, one writer (CPU processes, gloo)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _train(tmp_path, name: str, batch_size: int, processes: int, base) -> tuple[
     config = {
         "base": str(base), "output_dir": str(tmp_path / name),
         "data": {"kind": "synthetic", "count": 16, "image_size": 96},
-        "sft": {"steps": 2, "batch_size": batch_size, "warmup_steps": 1, "learning_rate": 1e-3},
+        "warmup": {"steps": 2, "batch_size": batch_size, "warmup_steps": 1, "learning_rate": 1e-3},
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -34,10 +34,10 @@ def _train(tmp_path, name: str, batch_size: int, processes: int, base) -> tuple[
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                 "--master_addr", "127.0.0.1", "--master_port", str(_free_port())] if processes > 1 else \
         [sys.executable]
-    done = subprocess.run([*launcher, "-m", "inspectd.training.cli", "sft", "--config", str(path)],
+    done = subprocess.run([*launcher, "-m", "inspectd.training.cli", "warmup", "--config", str(path)],
                           capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return load_file(tmp_path / name / "sft" / "model.safetensors"), done
+    return load_file(tmp_path / name / "warmup" / "model.safetensors"), done
 
 
 def test_two_processes_train_the_same_global_batch_as_one_and_one_of_them_writes(format_bundle, tmp_path):
