@@ -11,10 +11,12 @@ from inspectd.bundle.load import load_bundle
 from inspectd.bundle.manifest import PromptSpec
 from inspectd.data.synthetic import make_sample
 from inspectd.model.runtime import InspectionModel
-from inspectd.real.localize import TokenEvidence
+from inspectd.metrics.ranking import exact_auroc_ap
+from inspectd.real.localize import TokenEvidence, localize
 from inspectd.real.params import RealParams
 from inspectd.training.rewards import (
     ConsistencySettings,
+    LocalizationReward,
     ReplyAttention,
     accuracy_reward,
     consistency_reward_value,
@@ -80,6 +82,39 @@ def test_teacher_forced_attention_equals_the_inference_capture(format_bundle):
     for reply, evidence in zip(replies, forced):
         np.testing.assert_allclose(evidence.maps, reply.evidence.maps, atol=1e-5)
         np.testing.assert_allclose(evidence.relevance, reply.evidence.relevance, atol=1e-5)
+
+
+def test_localization_reward_is_the_pixel_auroc_of_reals_map_on_the_drawn_mask(format_bundle):
+    bundle = load_bundle(format_bundle, "cpu")
+    sample = make_sample(90_010, 112, anomalous=True)
+    replies, _ = InspectionModel(bundle, bundle.manifest.real).run([sample.image])
+    expected = exact_auroc_ap(sample.mask.ravel(), localize(replies[0].evidence, bundle.manifest.real,
+                                                           sample.image.size).anomaly_map.ravel())[0]
+    reward = LocalizationReward(ReplyAttention(bundle.model, bundle.processor, PromptSpec(), bundle.manifest.real),
+                                [sample.mask, ~sample.mask])
+    completion = [{"role": "assistant", "content": replies[0].text}]
+    unparsable = [{"role": "assistant", "content": "a spot somewhere"}]
+    values = reward([completion] * 3 + [unparsable], image=[sample.image] * 4, mask_id=[0, 1, -1, 0])
+    assert values[0] == pytest.approx(expected, abs=1e-4), "the daemon's map, scored against the drawn mask"
+    assert values[0] + values[1] == pytest.approx(1.0), "the inverted mask gets the inverted ranking"
+    assert values[2] is None, "a photo with image-level labels only is not scored"
+    assert values[3] == 0.0, "no reasoning, nothing found"
+
+
+def test_a_cgro_step_with_drawn_defects_logs_the_localization_reward(format_bundle, tmp_path):
+    from inspectd.training.cgro import CgroSettings, build_trainer, cgro_rows
+
+    bundle = load_bundle(format_bundle, "cpu")
+    drawn = [(s.image, s.mask) for s in (make_sample(97_000 + i, 96, anomalous=True) for i in range(4))]
+    rows = cgro_rows([(make_sample(97_100 + i, 96).image, False) for i in range(4)], PromptSpec(), drawn)
+    assert [row["mask_id"] for row in rows] == [-1] * 4 + [0, 1, 2, 3] and all(row["label"] for row in rows[4:])
+    settings = CgroSettings(max_steps=1, batch_size=4, generations=2, max_completion_length=40, save_steps=1000,
+                            gradient_checkpointing=False)
+    trainer, _ = build_trainer(bundle.model, bundle.processor, rows, settings, PromptSpec(), bundle.manifest.real,
+                               tmp_path / "run", masks=[mask for _, mask in drawn])
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "rewards/localization_reward/mean" in h]
+    assert len(logged) == 1
 
 
 def test_two_cgro_steps_change_the_lora_weights_with_logged_rewards(format_bundle, tmp_path):

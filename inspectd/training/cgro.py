@@ -1,6 +1,7 @@
 """CGRO: GRPO with format, accuracy and consistency rewards, LoRA on the language model.
 
-Image-level labels only. Uses trl's GRPOTrainer (it runs on the CPU with the
+Image-level labels only; where rows carry a defect drawn onto a good photo, its exact mask adds a
+localization reward (still no human pixel label). Uses trl's GRPOTrainer (it runs on the CPU with the
 tiny model) and peft; the vision encoder stays frozen. Training
 code: the daemon never imports it.
 """
@@ -18,6 +19,7 @@ from inspectd.strict_model import StrictModel
 from inspectd.training.rewards import (
     ConsistencyReward,
     ConsistencySettings,
+    LocalizationReward,
     ReplyAttention,
     accuracy_reward,
     format_reward,
@@ -54,14 +56,21 @@ class CgroSettings(StrictModel):
         return self
 
 
-def cgro_rows(images_and_labels, prompt: PromptSpec) -> list[dict]:
-    """Rows of {prompt (chat with an image part), image, label} as trl expects."""
+def cgro_rows(images_and_labels, prompt: PromptSpec, drawn=()) -> list[dict]:
+    """Rows of {prompt (chat with an image part), image, label, mask_id} as trl expects.
+
+    ``drawn``: (image, mask) pairs, defects drawn onto good photos; their rows are anomalous and ``mask_id``
+    indexes ``drawn`` (the localization reward reads the mask). Labelled rows have ``mask_id`` -1.
+    """
     message = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt.user_text()}]}]
-    return [{"prompt": message, "image": image, "label": bool(label)} for image, label in images_and_labels]
+    rows = [{"prompt": message, "image": image, "label": bool(label), "mask_id": -1}
+            for image, label in images_and_labels]
+    return rows + [{"prompt": message, "image": image, "label": True, "mask_id": index}
+                   for index, (image, _) in enumerate(drawn)]
 
 
 def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, prompt: PromptSpec, real: RealParams,
-                  output_dir: Path, seed: int = 0):
+                  output_dir: Path, seed: int = 0, masks: list | None = None):
     from datasets import Dataset
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
@@ -94,25 +103,31 @@ def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, pr
         remove_unused_columns=False,
         disable_tqdm=False,
     )
-    consistency = ConsistencyReward(ReplyAttention(model, processor, prompt, real), settings.consistency)
+    attention = ReplyAttention(model, processor, prompt, real)
+    consistency = ConsistencyReward(attention, settings.consistency)
+    rewards = [format_reward, accuracy_reward, consistency]
+    if masks:
+        rewards.append(LocalizationReward(attention, list(masks)))
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[format_reward, accuracy_reward, consistency],
+        reward_funcs=rewards,
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=processor,
         peft_config=LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha,
                                target_modules=settings.lora_targets, lora_dropout=0.0),
     )
-    consistency.attention.model = trainer.model  # rewards read the policy being trained
+    attention.model = trainer.model  # rewards read the policy being trained
     return trainer, consistency
 
 
 def train_cgro(model, processor, rows: list[dict], settings: CgroSettings, prompt: PromptSpec, real: RealParams,
-               checkpoints: Path, adapter: Path, seed: int = 0, resume: bool = False) -> list[dict]:
+               checkpoints: Path, adapter: Path, seed: int = 0, resume: bool = False,
+               masks: list | None = None) -> list[dict]:
     """CGRO from ``rows``; checkpoints every ``save_steps`` under ``checkpoints`` (``resume``: go on from the
-    newest); the LoRA adapter is saved to ``adapter``. Returns trl's log history (rewards per step)."""
-    trainer, _ = build_trainer(model, processor, rows, settings, prompt, real, checkpoints, seed)
+    newest); the LoRA adapter is saved to ``adapter``. ``masks``: the drawn defects' masks that rows with a
+    ``mask_id`` point at. Returns trl's log history (rewards per step)."""
+    trainer, _ = build_trainer(model, processor, rows, settings, prompt, real, checkpoints, seed, masks)
     resume_from = resume and any(Path(checkpoints).glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume_from else None)
     trainer.model.save_pretrained(adapter)

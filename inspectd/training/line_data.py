@@ -9,7 +9,9 @@ threshold and judges ReAL. What each stage sees:
   with the kind and the place, which is known because we drew it; (c) real
   defective training images, replied with the kind from the folder name and no
   place (there is no pixel label to say where);
-- CGRO: the real training images with their image-level labels;
+- CGRO: the real training images with their image-level labels, and optionally
+  (``cgro_drawn_images``) good training images with a drawn defect whose exact
+  mask feeds a localization reward;
 - validation: the held-out real images (labels only, for the threshold) and
   the held-out good images with drawn defects (exact masks, to judge maps
   without any human pixel label).
@@ -47,6 +49,8 @@ class LabelledFolderData(StrictModel):
     drawn_share: float = Field(0.35, ge=0, le=1, description="warm-up share of good images with a drawn defect")
     # the rest of the warm-up are the real defective images
     drawn_validation_images: int = Field(200, ge=2, description="held-out good images with drawn defects")
+    cgro_drawn_images: int = Field(0, ge=0, description="CGRO: good training images with a drawn defect, rewarded "
+                                                        "by ReAL's pixel AUROC on its exact mask (0 = labels only)")
 
     @model_validator(mode="after")
     def _check(self) -> LabelledFolderData:
@@ -150,6 +154,18 @@ def cgro_images(data: LabelledFolderData, split: LineSplit) -> list[tuple[Image.
     """The real training images with their image-level labels, at model size."""
     load = ImageCache(data.image_size)
     return [(load(image.path).convert("RGB"), image.anomalous) for image in split.train]
+
+
+def drawn_cgro_images(data: LabelledFolderData, split: LineSplit, seed: int) -> list[tuple[Image.Image, np.ndarray]]:
+    """Good training images, each with a defect drawn on it and its exact mask (CGRO's localization reward)."""
+    load = ImageCache(data.image_size)
+    good = sorted((i.path for i in split.train if not i.anomalous), key=lambda p: p.name)
+    out = []
+    for index in range(data.cgro_drawn_images):
+        rng = np.random.default_rng([seed, 2, index])  # warm-up draws use [seed, index]: other streams
+        drawn = draw_defect(augment(load(good[int(rng.integers(len(good)))]), rng), rng)
+        out.append((drawn.image.convert("RGB"), drawn.mask))
+    return out
 
 
 def write_validation_folder(split: LineSplit, folder: Path) -> Path:

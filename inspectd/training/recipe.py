@@ -231,18 +231,22 @@ def run_cgro(config: RecipeConfig, stage: _Stage) -> None:
     warmed = load_bundle(_Stage(config, "warmup").dir / "model", "cpu")
     manifest = warmed.manifest
     splits = config.data
+    drawn = []
     if _from_folder(config):
-        from inspectd.training.line_data import cgro_images, split_folder
+        from inspectd.training.line_data import cgro_images, drawn_cgro_images, split_folder
 
-        labelled = cgro_images(splits, split_folder(splits))
+        split = split_folder(splits)
+        labelled = cgro_images(splits, split)
+        drawn = drawn_cgro_images(splits, split, config.warmup.seed)  # masks we drew, no human pixel label
     else:
         samples = (make_sample(splits.cgro_seed_offset + i, splits.image_size) for i in range(splits.cgro_images))
         labelled = [(s.image, s.anomalous) for s in samples]
-    rows = cgro_rows(labelled, manifest.prompt)  # labels only, no masks or texts
+    rows = cgro_rows(labelled, manifest.prompt, drawn)  # real images: labels only, no masks or texts
     checkpoints = stage.dir / "checkpoints"
     started = time.perf_counter()
     history = train_cgro(warmed.model, warmed.processor, rows, config.cgro, manifest.prompt, config.real, checkpoints,
-                         stage.dir / "adapter", seed=config.warmup.seed, resume=True)  # an interrupted run goes on
+                         stage.dir / "adapter", seed=config.warmup.seed, resume=True,  # an interrupted run goes on
+                         masks=[mask for _, mask in drawn])
     seconds = time.perf_counter() - started
     shutil.rmtree(checkpoints, ignore_errors=True)
     stage.finish(seconds=seconds, settings=config.cgro.model_dump(), rewards=_reward_summary(history),

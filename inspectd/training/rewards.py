@@ -1,4 +1,5 @@
-"""CGRO's rewards: format, accuracy and spatial consistency (README, "Training (CGRO)").
+"""CGRO's rewards: format, accuracy, spatial consistency and, where a drawn defect's exact mask is known,
+localization (README, "Training (CGRO)").
 
 The consistency reward reads the reasoning tokens' attention with the same
 capture code as inference (a teacher-forced pass over the sampled reply) and
@@ -17,7 +18,8 @@ from inspectd.model.capture import AttentionRecorder, enable_capture, recording
 from inspectd.model.prompting import anomaly_word_token_ids, capture_targets, chat_text
 from inspectd.model.reply import ParseStatus, parse_reply, token_char_spans, tokens_overlapping
 from inspectd.model.sequences import extend_rows, pad_id_of
-from inspectd.real.localize import TokenEvidence, score_tokens
+from inspectd.metrics.ranking import exact_auroc_ap
+from inspectd.real.localize import TokenEvidence, localize, score_tokens
 from inspectd.real.params import RealParams
 from inspectd.strict_model import StrictModel
 
@@ -160,4 +162,34 @@ class ConsistencyReward:
             consensus.append(value)
             rewards.append(consistency_reward_value(value, bool(anomalous), self.settings))
         self.last_consensus = consensus
+        return rewards
+
+
+class LocalizationReward:
+    """trl reward function: how well ReAL's map finds a drawn defect, on the rows that carry its exact mask.
+
+    The value is the pixel AUROC of the map ReAL draws from the reply's reasoning (the daemon's map) against
+    the mask of the defect drawn onto a good photo (``mask_id`` indexes ``masks``); rows without a mask
+    (``mask_id`` -1: the real photos, labels only) are not scored (None). No human pixel label is involved.
+    """
+
+    __name__ = "localization_reward"
+
+    def __init__(self, attention: ReplyAttention, masks: list[np.ndarray]) -> None:
+        self.attention = attention
+        self.masks = masks
+
+    def __call__(self, completions, image, mask_id, **_) -> list[float | None]:
+        rewards: list[float | None] = [None] * len(completions)
+        rows = [i for i, m in enumerate(mask_id) if m is not None and m >= 0]
+        if not rows:
+            return rewards
+        evidence = self.attention.evidence([image[i] for i in rows], [completion_text(completions[i]) for i in rows])
+        for row, item in zip(rows, evidence):
+            mask = self.masks[mask_id[row]]
+            if item is None:  # no reasoning to read: nothing found
+                rewards[row] = 0.0
+                continue
+            found = localize(item, self.attention.real, (mask.shape[1], mask.shape[0])).anomaly_map
+            rewards[row] = exact_auroc_ap(mask.ravel(), found.ravel())[0]
         return rewards
