@@ -201,8 +201,10 @@ class InspectionRecorder:
             self._set_archived(inspection_id, target)
 
     def _set_archived(self, inspection_id: int, target: Path) -> None:
-        with Session(self.engine) as session, session.begin():
-            session.execute(
+        # Core, not an ORM session: one UPDATE needs no unit of work (profiled: 1.5 -> 0.5 ms a row on the
+        # record thread, whose Python time competes with the model thread for the GIL)
+        with self.engine.begin() as connection:
+            connection.execute(
                 update(InspectionRow).where(InspectionRow.id == inspection_id).values(archived_path=str(target))
             )
 
