@@ -202,3 +202,17 @@ def test_train_cli_warmup_then_cgro_then_export(format_bundle, tmp_path):
     bad.write_text(yaml.safe_dump({**config, "cgro": {"max_step": 1}}))
     done = run("inspectd.training.cli", "cgro", "--config", str(bad))
     assert done.returncode == 2 and "cgro.max_step" in done.stderr
+
+
+def test_the_recipe_reward_summary_leaves_out_steps_a_reward_did_not_score():
+    from inspectd.training.recipe import _reward_summary
+
+    history = [{"reward": 1.0, "rewards/localization_reward/mean": None, "rewards/accuracy_reward/mean": 0.5},
+               {"reward": 2.0, "rewards/localization_reward/mean": 0.8, "rewards/accuracy_reward/mean": 1.0},
+               {"reward": 3.0, "rewards/localization_reward/mean": float("nan"), "rewards/accuracy_reward/mean": 0.0},
+               {"reward": 4.0, "rewards/localization_reward/mean": 0.6, "rewards/accuracy_reward/mean": 1.0}]
+    summary = _reward_summary(history)
+    assert summary["reward"] == [1.0, 4.0]
+    assert summary["rewards/localization_reward/mean"][1] == 0.6
+    assert summary["rewards/localization_reward/mean"][0] != summary["rewards/localization_reward/mean"][0], "nan"
+    assert summary["rewards/accuracy_reward/mean"] == [0.5, 1.0]

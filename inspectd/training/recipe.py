@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -248,17 +249,24 @@ def run_cgro(config: RecipeConfig, stage: _Stage) -> None:
                          stage.dir / "adapter", seed=config.warmup.seed, resume=True,  # an interrupted run goes on
                          masks=[mask for _, mask in drawn])
     seconds = time.perf_counter() - started
-    shutil.rmtree(checkpoints, ignore_errors=True)
     stage.finish(seconds=seconds, settings=config.cgro.model_dump(), rewards=_reward_summary(history),
                  log_history=history)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # only once the stage is recorded: until then a rerun resumes
 
 
 def _reward_summary(history: list[dict]) -> dict[str, list[float]]:
-    """Mean of each logged reward over the first and the last quarter of the steps."""
+    """Mean of each logged reward over the first and the last quarter of the steps.
+
+    A reward that scored no row of a step (the localization reward when the step drew no drawn-defect row) is
+    logged as None or NaN there; such steps are left out of that reward's mean."""
     steps = [entry for entry in history if "reward" in entry]
     quarter = max(1, len(steps) // 4)
     keys = sorted({k for entry in steps for k in entry if k.startswith("rewards/") and k.endswith("/mean")})
-    mean = lambda rows, key: sum(r.get(key, 0.0) for r in rows) / len(rows)  # noqa: E731
+
+    def mean(rows: list[dict], key: str) -> float:
+        values = [float(r[key]) for r in rows if r.get(key) is not None and math.isfinite(float(r[key]))]
+        return sum(values) / len(values) if values else float("nan")
+
     return {key: [mean(steps[:quarter], key), mean(steps[-quarter:], key)] for key in keys + ["reward"]}
 
 
