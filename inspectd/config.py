@@ -320,7 +320,7 @@ def load_settings(path: Path, require_paths: bool = True) -> Settings:
     path = Path(path)
     settings = validated_yaml(path, Settings)
     base = path.resolve().parent
-    bundle = _resolve(base, settings.model.bundle)
+    bundle = resolve_beside(base, settings.model.bundle)
     if require_paths and not bundle.is_dir():
         raise ConfigError(f"{path}: model.bundle: folder {bundle} does not exist")
     try:
@@ -330,26 +330,29 @@ def load_settings(path: Path, require_paths: bool = True) -> Settings:
     return resolved.model_copy(update={"source": path})
 
 
-def _resolve(base: Path, value: Path) -> Path:
+def resolve_beside(base: Path, value: Path | None) -> Path | None:
+    """A path from a file under ``base`` (its folder): relative paths are read from there, not from the cwd."""
+    if value is None:
+        return None
     return (value if value.is_absolute() else base / value).resolve()
 
 
 def _resolve_paths(settings: Settings, base: Path, bundle: Path) -> Settings:
-    folders = tuple(f.model_copy(update={"path": _resolve(base, f.path)}) for f in settings.watch.folders)
+    folders = tuple(f.model_copy(update={"path": resolve_beside(base, f.path)}) for f in settings.watch.folders)
     cameras = [f.camera for f in folders]
     if len(set(f.path for f in folders)) != len(folders):
         raise ValueError("watch.folders: the same folder is listed twice")
     archive = settings.archive.model_copy(
         update={
-            "folder": _resolve(base, settings.archive.folder),
-            "failed_folder": _resolve(base, settings.archive.failed_folder),
+            "folder": resolve_beside(base, settings.archive.folder),
+            "failed_folder": resolve_beside(base, settings.archive.failed_folder),
         }
     )
     url = settings.store.url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
-        url = "sqlite:///" + str(_resolve(base, Path(url[len("sqlite:///"):])))
+        url = "sqlite:///" + str(resolve_beside(base, Path(url[len("sqlite:///"):])))
     channels = tuple(
-        c.model_copy(update={k: _resolve(base, getattr(c, k)) for k in ("secret_file", "path", "password_file")
+        c.model_copy(update={k: resolve_beside(base, getattr(c, k)) for k in ("secret_file", "path", "password_file")
                              if getattr(c, k, None)})
         for c in settings.alerts.channels
     )
@@ -361,14 +364,14 @@ def _resolve_paths(settings: Settings, base: Path, bundle: Path) -> Settings:
         update={
             "model": settings.model.model_copy(update={
                 "bundle": bundle,
-                "canary_image": _resolve(base, settings.model.canary_image) if settings.model.canary_image else None,
+                "canary_image": resolve_beside(base, settings.model.canary_image) if settings.model.canary_image else None,
             }),
             "watch": settings.watch.model_copy(update={"folders": folders}),
             "archive": archive,
             "store": settings.store.model_copy(update={"url": url}),
             "alerts": settings.alerts.model_copy(update={"channels": channels}),
             "console": settings.console.model_copy(update={
-                "users_file": _resolve(base, settings.console.users_file) if settings.console.users_file else None}),
+                "users_file": resolve_beside(base, settings.console.users_file) if settings.console.users_file else None}),
         }
     )
 

@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from inspectd.cli.common import offline, run_command, setup_logging
-from inspectd.config import validated_yaml
+from inspectd.config import resolve_beside, validated_yaml
 from inspectd.errors import InspectdError
 from inspectd.strict_model import StrictModel
 from inspectd.training.cgro import CgroSettings
@@ -61,10 +61,9 @@ class TrainConfig(StrictModel):
 def load_config(path: Path) -> TrainConfig:
     config = validated_yaml(Path(path), TrainConfig, "training config")
     base = Path(path).resolve().parent
-    resolve = lambda p: p if p is None or p.is_absolute() else (base / p).resolve()  # noqa: E731
     return config.model_copy(update={
-        "base": resolve(config.base), "output_dir": resolve(config.output_dir),
-        "data": config.data.model_copy(update={"path": resolve(config.data.path)}),
+        "base": resolve_beside(base, config.base), "output_dir": resolve_beside(base, config.output_dir),
+        "data": config.data.model_copy(update={"path": resolve_beside(base, config.data.path)}),
     })
 
 

@@ -32,7 +32,7 @@ from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from inspectd.config import validated_yaml
+from inspectd.config import resolve_beside, validated_yaml
 from inspectd.bundle.manifest import ScoreSpec
 from inspectd.errors import InspectdError
 from inspectd.model.tiny import TinySpec
@@ -103,12 +103,11 @@ class RecipeConfig(StrictModel):
 def load_recipe(path: Path) -> RecipeConfig:
     config = validated_yaml(Path(path), RecipeConfig, "recipe")
     base = Path(path).resolve().parent
-    resolve = lambda p: p if p.is_absolute() else (base / p).resolve()  # noqa: E731
-    update = {"output": resolve(config.output), "work_dir": resolve(config.work_dir),
-              "zero_shot": [resolve(p) for p in config.zero_shot],
-              "init": None if config.init is None else resolve(config.init)}
+    update = {"output": resolve_beside(base, config.output), "work_dir": resolve_beside(base, config.work_dir),
+              "zero_shot": [resolve_beside(base, p) for p in config.zero_shot],
+              "init": resolve_beside(base, config.init)}
     if isinstance(config.data, LabelledFolderData):
-        update["data"] = config.data.model_copy(update={"path": resolve(config.data.path)})
+        update["data"] = config.data.model_copy(update={"path": resolve_beside(base, config.data.path)})
     return config.model_copy(update=update)
 
 
