@@ -14,57 +14,23 @@ Usage: python benchmarks/daemon_overhead.py [--files 500] [--rows 1000000]
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import random
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import yaml
-
-REPO = Path(__file__).resolve().parent.parent
+from daemon_bench import drop_at_rate, png_payloads, start_daemon
 
 
 def run_daemon(files: int, rate_hz: float, max_wait_ms: int) -> dict:
-    from inspectd.data.synthetic import make_sample
-
     root = Path(tempfile.mkdtemp(prefix="inspectd-bench-"))
-    config = {
-        "model": {"bundle": str(REPO / "models" / "tiny-cgro"), "device": "cpu", "batch_size": 4},
-        "watch": {"folders": [{"path": "drop", "camera": "bench"}], "reconcile_interval_s": 3600},
-        "queue": {"max_wait_ms": max_wait_ms},
-        "store": {"url": "sqlite:///var/inspectd.db"},
-        "archive": {"folder": "archive", "failed_folder": "failed"},
-    }
-    (root / "inspectd.yaml").write_text(yaml.safe_dump(config))
-    (root / "drop").mkdir()
-    payloads = []
-    for i in range(files):
-        buffer = io.BytesIO()
-        make_sample(900_000 + i, 168).image.save(buffer, format="PNG")
-        payloads.append(buffer.getvalue())
-    log = open(root / "daemon.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "inspectd.cli", "--config", str(root / "inspectd.yaml"), "run"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    proc = start_daemon(root, {"batch_size": 4}, queue={"max_wait_ms": max_wait_ms})
     db = root / "var" / "inspectd.db"
-    deadline = time.time() + 120
-    while "inspectd ready" not in (root / "daemon.log").read_text():
-        if time.time() > deadline or proc.poll() is not None:
-            raise RuntimeError((root / "daemon.log").read_text())
-        time.sleep(0.1)
-    closed = {}
-    for i, data in enumerate(payloads):
-        name = f"b{i:05d}.png"
-        with open(root / "drop" / name, "wb") as handle:
-            handle.write(data)
-        closed[name] = time.time()
-        time.sleep(1.0 / rate_hz)
+    closed = drop_at_rate(root / "drop", png_payloads(files, 900_000), rate_hz)
     while True:
         done = sqlite3.connect(db).execute("SELECT count(*) FROM inspections").fetchone()[0]
         if done >= files:

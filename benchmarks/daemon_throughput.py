@@ -26,22 +26,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-BUNDLE = REPO / "models" / "tiny-cgro"
 
-
-def _images(count: int, offset: int) -> list[bytes]:
-    from inspectd.data.synthetic import make_sample
-
-    out = []
-    for i in range(count):
-        buffer = io.BytesIO()
-        make_sample(offset + i, 168).image.save(buffer, format="PNG")
-        out.append(buffer.getvalue())
-    return out
+from daemon_bench import BUNDLE, drop_at_rate, png_payloads, start_daemon  # noqa: E402
 
 
 def model_rate(batch: int, threads: int, payloads: list[bytes]) -> float:
@@ -67,26 +55,9 @@ def model_rate(batch: int, threads: int, payloads: list[bytes]) -> float:
 
 
 def _start(root: Path, batch: int, threads: int) -> subprocess.Popen:
-    config = {
-        "model": {"bundle": str(BUNDLE), "device": "cpu", "batch_size": batch, "threads": threads},
-        "watch": {"folders": [{"path": "drop", "camera": "bench"}], "reconcile_interval_s": 3600},
-        "queue": {"max_wait_ms": 0},
-        "store": {"url": "sqlite:///var/inspectd.db"},
-        "archive": {"folder": "archive", "failed_folder": "failed"},
-        "disk_guard": {"min_free_mb": 0},
-    }
-    (root / "inspectd.yaml").write_text(yaml.safe_dump(config))
-    (root / "drop").mkdir()
     (root / "staging").mkdir()
-    log = open(root / "daemon.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "inspectd.cli", "--config", str(root / "inspectd.yaml"), "run"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.time() + 120
-    while "inspectd ready" not in (root / "daemon.log").read_text():
-        if time.time() > deadline or proc.poll() is not None:
-            raise RuntimeError((root / "daemon.log").read_text())
-        time.sleep(0.1)
-    return proc
+    return start_daemon(root, {"batch_size": batch, "threads": threads}, queue={"max_wait_ms": 0},
+                        disk_guard={"min_free_mb": 0})
 
 
 def _rows(db: Path, count: int, timeout: float = 600) -> list[tuple]:
@@ -127,16 +98,10 @@ def daemon_saturated(batch: int, payloads: list[bytes], threads: int) -> float:
 
 def daemon_below_capacity(batch: int, files: int, rate_hz: float, threads: int) -> tuple[float, float]:
     root = Path(tempfile.mkdtemp(prefix="inspectd-overhead-"))
-    payloads = _images(files, 900_000)
+    payloads = png_payloads(files, 900_000)
     proc = _start(root, batch, threads)
-    closed = {}
     try:
-        for i, data in enumerate(payloads):
-            name = f"b{i:05d}.png"
-            with open(root / "drop" / name, "wb") as handle:
-                handle.write(data)
-            closed[name] = time.time()
-            time.sleep(1.0 / rate_hz)
+        closed = drop_at_rate(root / "drop", payloads, rate_hz)
         rows = _rows(root / "var" / "inspectd.db", files)
     finally:
         proc.terminate()
@@ -164,7 +129,7 @@ def main() -> int:
     print(f"{'batch':>5} {'model img/s':>12} {'daemon img/s':>13} {'ratio':>6} {'(min-max)':>12} "
           f"{'overhead median ms':>19} {'p90':>6}")
     for batch in (int(b) for b in args.batch.split(",")):
-        payloads = _images(args.files, 800_000)
+        payloads = png_payloads(args.files, 800_000)
         pairs = []
         for _ in range(args.repeats):
             model = model_rate(batch, args.threads, payloads)

@@ -1,0 +1,62 @@
+"""What the daemon benchmarks share: the synthetic files they feed, the real daemon as a subprocess, and files
+dropped into its folder at a steady rate (each one's close time kept)."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE = REPO / "models" / "tiny-cgro"
+
+
+def png_payloads(count: int, offset: int, size: int = 168) -> list[bytes]:
+    """PNG bytes of synthetic parts with seeds offset.. (a different offset per use: no duplicate hashes)."""
+    from inspectd.data.synthetic import make_sample
+
+    out = []
+    for i in range(count):
+        buffer = io.BytesIO()
+        make_sample(offset + i, size).image.save(buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def start_daemon(root: Path, model: dict, **sections) -> subprocess.Popen:
+    """``inspectd run`` on a config in ``root`` (drop folder ``drop``, store under ``var``), once it is ready."""
+    config = {
+        "model": {"bundle": str(BUNDLE), "device": "cpu", **model},
+        "watch": {"folders": [{"path": "drop", "camera": "bench"}], "reconcile_interval_s": 3600},
+        "store": {"url": "sqlite:///var/inspectd.db"},
+        "archive": {"folder": "archive", "failed_folder": "failed"},
+        **sections,
+    }
+    (root / "inspectd.yaml").write_text(yaml.safe_dump(config))
+    (root / "drop").mkdir()
+    log = open(root / "daemon.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "inspectd.cli", "--config", str(root / "inspectd.yaml"), "run"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 120
+    while "inspectd ready" not in (root / "daemon.log").read_text():
+        if time.time() > deadline or proc.poll() is not None:
+            raise RuntimeError((root / "daemon.log").read_text())
+        time.sleep(0.1)
+    return proc
+
+
+def drop_at_rate(folder: Path, payloads: list[bytes], rate_hz: float) -> dict[str, float]:
+    """Write each payload as its own file, ``rate_hz`` a second; returns each name's close time."""
+    closed = {}
+    for i, data in enumerate(payloads):
+        name = f"b{i:05d}.png"
+        with open(folder / name, "wb") as handle:
+            handle.write(data)
+        closed[name] = time.time()
+        time.sleep(1.0 / rate_hz)
+    return closed
