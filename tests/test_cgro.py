@@ -15,6 +15,7 @@ from inspectd.metrics.ranking import exact_auroc_ap
 from inspectd.real.localize import TokenEvidence, localize
 from inspectd.real.params import RealParams
 from inspectd.training.rewards import (
+    ConsistencyReward,
     ConsistencySettings,
     LocalizationReward,
     ReplyAttention,
@@ -99,6 +100,18 @@ def test_localization_reward_is_the_pixel_auroc_of_reals_map_on_the_drawn_mask(f
     assert values[0] + values[1] == pytest.approx(1.0), "the inverted mask gets the inverted ranking"
     assert values[2] is None, "a photo with image-level labels only is not scored"
     assert values[3] == 0.0, "no reasoning, nothing found"
+
+    consistency = ConsistencyReward(reward.attention, ConsistencySettings())
+    shared = LocalizationReward(reward.attention, reward.masks, consistency)
+    batch = {"completions": [completion] * 3 + [unparsable], "image": [sample.image] * 4}
+    consistency(**batch, label=[True] * 4)
+    passes = []
+    hook = bundle.model.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        assert shared(**batch, mask_id=[0, 1, -1, 0]) == values, "the consistency reward's pass, same values"
+    finally:
+        hook.remove()
+    assert passes == [], "no second teacher-forced pass in the same step"
 
 
 def test_a_cgro_step_with_drawn_defects_logs_the_localization_reward(format_bundle, tmp_path):

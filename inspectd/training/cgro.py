@@ -107,7 +107,7 @@ def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, pr
     consistency = ConsistencyReward(attention, settings.consistency)
     rewards = [format_reward, accuracy_reward, consistency]
     if masks:
-        rewards.append(LocalizationReward(attention, list(masks)))
+        rewards.append(LocalizationReward(attention, list(masks), consistency))  # after it: shares its pass
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=rewards,

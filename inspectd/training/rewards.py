@@ -148,10 +148,12 @@ class ConsistencyReward:
         self.attention = attention
         self.settings = settings
         self.last_consensus: list[float | None] = []
+        self.last_evidence: tuple[list, list[str], list[TokenEvidence | None]] | None = None
 
     def __call__(self, completions, image, label, **_) -> list[float]:
         replies = [completion_text(c) for c in completions]
         evidence = self.attention.evidence(image, replies)
+        self.last_evidence = (list(image), replies, evidence)  # the localization reward reads it, same step
         rewards, consensus = [], []
         for item, anomalous in zip(evidence, label):
             if item is None:
@@ -175,17 +177,26 @@ class LocalizationReward:
 
     __name__ = "localization_reward"
 
-    def __init__(self, attention: ReplyAttention, masks: list[np.ndarray]) -> None:
+    def __init__(self, attention: ReplyAttention, masks: list[np.ndarray],
+                 consistency: ConsistencyReward | None = None) -> None:
         self.attention = attention
         self.masks = masks
+        self.consistency = consistency  # called first in a step: its teacher-forced pass is reused
+
+    def _evidence(self, image, completions, rows: list[int]) -> list[TokenEvidence | None]:
+        replies = [completion_text(c) for c in completions]
+        last = None if self.consistency is None else self.consistency.last_evidence
+        if last is not None and last[1] == replies and len(last[0]) == len(image) \
+                and all(a is b for a, b in zip(last[0], image)):
+            return [last[2][i] for i in rows]
+        return self.attention.evidence([image[i] for i in rows], [replies[i] for i in rows])
 
     def __call__(self, completions, image, mask_id, **_) -> list[float | None]:
         rewards: list[float | None] = [None] * len(completions)
         rows = [i for i, m in enumerate(mask_id) if m is not None and m >= 0]
         if not rows:
             return rewards
-        evidence = self.attention.evidence([image[i] for i in rows], [completion_text(completions[i]) for i in rows])
-        for row, item in zip(rows, evidence):
+        for row, item in zip(rows, self._evidence(image, completions, rows)):
             mask = self.masks[mask_id[row]]
             if item is None:  # no reasoning to read: nothing found
                 rewards[row] = 0.0
