@@ -9,7 +9,7 @@
 3. Below capacity: files one at a time at a third of the model's rate on single images; per file, close -> row written, less the
    time it waited in the queue and its decode + model + ReAL time (the row's own queue_ms, load_ms, model_ms,
    real_ms): what the daemon itself adds (target: median < 10 ms).
-Usage: python benchmarks/daemon_throughput.py [--batch 1,4] [--files 48] [--repeats 5] [--threads 1]
+Usage: python benchmarks/daemon_throughput.py [--batch 1,4] [--files 200] [--repeats 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def daemon_below_capacity(batch: int, files: int, rate_hz: float, threads: int) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", default="1,4", help="batch sizes to measure")
-    parser.add_argument("--files", type=int, default=48)
+    parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5, help="model / daemon pairs per batch size (median ratio)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

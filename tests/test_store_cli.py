@@ -106,6 +106,67 @@ def test_recorded_rows_archive_and_cooldown(store):
     assert not list((tmp_path / "drop").iterdir())
 
 
+def _processed(drop: Path, name: str, camera: str, sha: str, verdict: Verdict, score: float | None, seed: int):
+    noise_image(40, 30, seed=seed).save(drop / name)
+    return Processed(ReadyFile(drop / name, camera, time.time()), sha, 123,
+                     _result(str(drop / name), verdict, score), time.time())
+
+
+def test_a_batch_shares_one_transaction_and_keeps_duplicates_and_cooldowns(store):
+    """The rows of a batch are written together; bytes that came twice in it are archived as a duplicate of the
+    first, and an alert rule's cooldown holds between rows of the same batch."""
+    engine, tmp_path, _, _ = store
+    recorder = InspectionRecorder(engine, 1, RealParams(), Archiver(ArchiveSettings(
+        folder=tmp_path / "archive", failed_folder=tmp_path / "failed")), AlertSettings.model_validate({
+            "channels": [{"type": "log", "name": "log"}],
+            "rules": [{"name": "bad", "verdicts": ["anomalous"], "channels": ["log"], "cooldown_s": 3600}]}),
+        save_maps=True)
+    drop = tmp_path / "drop"
+    batch = [_processed(drop, "x.png", "cam3", "a" * 64, Verdict.ANOMALOUS, 0.9, 10),
+             _processed(drop, "y.png", "cam3", "a" * 64, Verdict.ANOMALOUS, 0.9, 10),
+             _processed(drop, "z.png", "cam3", "b" * 64, Verdict.ANOMALOUS, 0.95, 11)]
+    ids = recorder.record_many(batch)
+    assert ids[0] is not None and ids[1] is None and ids[2] == ids[0] + 1
+    assert not any((drop / name).exists() for name in ("x.png", "y.png", "z.png"))  # all three archived
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            "SELECT i.id, i.archived_path, a.map_png IS NOT NULL FROM inspections i "
+            "JOIN artifacts a ON a.inspection_id = i.id WHERE i.camera = 'cam3' ORDER BY i.id")).all()
+        alerts = connection.execute(text(
+            "SELECT inspection_id FROM alerts WHERE camera = 'cam3'")).scalars().all()
+    assert [r[0] for r in rows] == [ids[0], ids[2]] and all(Path(r[1]).is_file() and r[2] for r in rows)
+    assert alerts == [ids[0]]  # the second anomalous row of the batch is inside the first one's cooldown
+
+
+def test_a_row_that_breaks_its_batch_fails_alone(store):
+    """Bytes already in the store break the batch's insert (unique sha256): the record stage writes the files one
+    by one, so the others are recorded and that one is archived as a duplicate."""
+    from inspectd.daemon.items import InFlight
+    from inspectd.daemon.record_stage import RecordStage
+
+    engine, tmp_path, ids, _ = store
+    recorder = InspectionRecorder(engine, 1, RealParams(), Archiver(ArchiveSettings(
+        folder=tmp_path / "archive", failed_folder=tmp_path / "failed")), AlertSettings(), save_maps=True)
+    drop = tmp_path / "drop"
+    known = f"{1:064x}"  # b.png's bytes, recorded by the fixture
+    batch = [_processed(drop, "new1.png", "cam1", "c" * 64, Verdict.NORMAL, 0.1, 20),
+             _processed(drop, "again.png", "cam1", known, Verdict.NORMAL, 0.1, 1),
+             _processed(drop, "new2.png", "cam1", "d" * 64, Verdict.NORMAL, 0.2, 21)]
+    in_flight = InFlight()
+    stage = RecordStage(recorder, in_flight, capacity=8)
+    for item in batch:
+        assert in_flight.claim(item.ready.path)
+        stage.record(item)  # all waiting before the stage starts: taken up together
+    stage.start()
+    stage.stop()
+    assert stage.recorded == 2 and len(in_flight) == 0
+    with engine.connect() as connection:
+        names = connection.execute(text("SELECT source_path FROM inspections WHERE sha256 IN (:c, :d, :k)"),
+                                   {"c": "c" * 64, "d": "d" * 64, "k": known}).scalars().all()
+    assert sorted(Path(n).name for n in names) == ["b.png", "new1.png", "new2.png"]
+    assert not any((drop / item.ready.path.name).exists() for item in batch)  # the duplicate archived too
+
+
 def test_history_filters_and_formats(store):
     _, tmp_path, ids, url = store
     done = _cli(url, "history", "--format", "json")

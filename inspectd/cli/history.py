@@ -114,7 +114,7 @@ _SHOW_NOTES = {
     "score": "P(yes), by the bundle's score method",
     "reasoning_tokens": "tokens between <think> and </think>",
     "tokens_used": "reasoning tokens ReAL kept (both filters) to build the map",
-    "queue_ms": "file complete -> its batch started",
+    "queue_ms": "file complete -> its batch started, less its reading and decoding",
     "load_ms": "reading and decoding this file",
     "model_ms": "this image's share of its batch's model time: batch time / images in the batch",
     "real_ms": "ReAL for this image alone",

@@ -1,20 +1,13 @@
-"""The one thread that owns the model: batch, read, infer; and the thread beside it that records.
+"""The one thread that owns the model: takes the batches the read stage prepared, infers, hands results on.
 
-The model thread hands each file, in order, to the record stage (row, archive
-move, alerts) and starts its next batch at once: recording a batch overlapped
-the next batch's inference instead of adding to it (measured: recording was
-~15 % of a batch of the shipped model; the daemon ran at 0.83x the model's
-own rate). A file stays claimed (in flight) until its row is written, and a
-model swap travels through the same queue, so every row names the bundle that
-inspected it.
+Three threads in a line (read -> model -> record) so that the model thread does nothing but inference: the
+read stage prepares the next batch and the record stage writes the last one while the model runs.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -22,67 +15,17 @@ import time
 import torch
 
 from inspectd.config import ImageSettings
-from inspectd.daemon.file_names import as_text, identity_digest
+from inspectd.daemon.file_names import as_text
 from inspectd.daemon.items import InFlight, ReadyFile
 from inspectd.daemon.model_reload import ActiveModel
-from inspectd.daemon.recorder import Processed, InspectionRecorder
-from inspectd.errors import ImageError
-from inspectd.inspection.images import decode_image, read_image_bytes
+from inspectd.daemon.read_stage import ReadFile, ReadStage
+from inspectd.daemon.record_stage import RecordStage
+from inspectd.daemon.recorder import InspectionRecorder, Processed
 from inspectd.inspection.inspector import Inspector, NamedImage
 from inspectd.inspection.result import InspectionResult
 from inspectd.threads import LoopThread
 
 log = logging.getLogger("inspectd.worker")
-
-
-class RecordStage(LoopThread):
-    """Writes rows, moves files and queues alerts, in the order the model thread handed them over."""
-
-    def __init__(self, recorder: InspectionRecorder, in_flight: InFlight, capacity: int) -> None:
-        super().__init__("inspectd-record")
-        self.recorder = recorder
-        self.in_flight = in_flight
-        self.items: queue.Queue = queue.Queue(maxsize=capacity)  # full: the model thread waits (back-pressure)
-        self.recorded = 0
-
-    def record(self, item: Processed) -> None:
-        self.items.put(("record", item))
-
-    def release(self, ready: ReadyFile) -> None:
-        """A file that needs no row (vanished, already recorded): unclaimed after the rows before it."""
-        self.items.put(("release", ready))
-
-    def use_model(self, bundle_id: int, real) -> None:
-        self.items.put(("model", (bundle_id, real)))
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                kind, payload = self.items.get(timeout=0.2)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return  # stopping: everything handed over has been written
-                continue
-            if kind == "model":
-                self.recorder.use_model(*payload)
-            elif kind == "release":
-                self.in_flight.release(payload.path)
-            else:
-                try:
-                    self._record(payload)
-                finally:
-                    self.in_flight.release(payload.ready.path)
-
-    def _record(self, item: Processed) -> None:
-        """One file's row; whatever breaks it fails that file alone (it stays in the folder for the next pass)."""
-        try:
-            inspection_id = self.recorder.record(item)
-        except Exception:
-            log.exception("%s could not be recorded; it stays in the drop folder and is offered again",
-                          as_text(item.ready.path))
-            return
-        if inspection_id is not None:
-            self.recorded += 1
 
 
 class ModelWorker(LoopThread):
@@ -100,13 +43,11 @@ class ModelWorker(LoopThread):
         super().__init__("inspectd-model")
         self.inspector = inspector
         self.recorder = recorder
-        self.work = work
         self.in_flight = in_flight
-        self.batch_size = batch_size
-        self.max_wait_s = max_wait_ms / 1000
+        self.reader = ReadStage(work, in_flight, recorder.lookup_many if recorder is not None else None,
+                                batch_size, max_wait_ms, images or ImageSettings())
         self.stage = RecordStage(recorder, in_flight, capacity=4 * batch_size) if recorder is not None else None
         self.paused = paused or threading.Event()  # the disk guard's: take no new batch while set
-        self.images = images or ImageSettings()  # limits checked before a file is decoded
         self._next_model: ActiveModel | None = None
         self._next_lock = threading.Lock()
         # Starting a batch and the stop request exclude each other, so the stop names the last batch started.
@@ -123,7 +64,8 @@ class ModelWorker(LoopThread):
             model, self._next_model = self._next_model, None
         if model is None:
             return
-        self.inspector, self.batch_size, self.images = model.inspector, model.batch_size, model.images
+        self.inspector = model.inspector
+        self.reader.use_limits(model.batch_size, model.images)
         self.stage.use_model(model.bundle_id, model.inspector.real)  # after the rows of the old model's batches
         gc.collect()  # the old weights go now, not at some later collection
         if torch.cuda.is_available():
@@ -137,14 +79,16 @@ class ModelWorker(LoopThread):
     def start(self) -> None:
         self.stage.start()
         super().start()
+        self.reader.start()
 
     def alive(self) -> bool:
-        return super().alive() and self.stage.alive()
+        return super().alive() and self.stage.alive() and self.reader.alive()
 
     def request_stop(self) -> int:
         """Start no other batch; returns the number of the last one started (it finishes and is recorded)."""
         with self._start_lock:
             self._stop.set()
+            self.reader.request_stop()
             return self.batches_started
 
     def waiting_rows(self) -> int:
@@ -152,41 +96,31 @@ class ModelWorker(LoopThread):
         return self.stage.items.qsize()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Finish the batch in flight and write its rows; files still queued stay in the folder for the next start."""
+        """Finish the batch in flight and write its rows; files read ahead or still queued stay in the folder for
+        the next start."""
+        self.reader.stop(timeout)
         super().stop(timeout)
+        self.reader.drain()
         self.stage.stop(timeout)
-
-    def _gather(self) -> list[ReadyFile]:
-        try:
-            first = self.work.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self.max_wait_s
-        while len(batch) < self.batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                batch.append(self.work.get(timeout=max(0.0, remaining)) if remaining > 0 else self.work.get_nowait())
-            except queue.Empty:
-                break
-        return batch
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            batch = self._gather()
-            self._take_new_model()  # a batch started after the swap was offered uses the new model
-            if not batch:
+            try:
+                batch = self.reader.batches.get(timeout=0.2)
+            except queue.Empty:
+                self._take_new_model()
                 continue
+            self._take_new_model()  # a batch started after the swap was offered uses the new model
             with self._start_lock:
                 start = not (self._stop.is_set() or self.paused.is_set())
                 if start:
                     self.batches_started += 1
                     number = self.batches_started
             if not start:
-                # Stopping, or the disk guard paused: a batch gathered now is not started; its files stay in the
+                # Stopping, or the disk guard paused: a batch prepared now is not started; its files stay in the
                 # drop folder for the next start or the rescan at resume.
-                for ready in batch:
-                    self.in_flight.release(ready.path)
+                for file in batch:
+                    self.in_flight.release(file.ready.path)
                 continue
             handed: set = set()
             try:
@@ -196,12 +130,13 @@ class ModelWorker(LoopThread):
                 # folder and the next rescan offers them again.
                 log.exception("batch of %d files could not be recorded; they will be retried", len(batch))
             finally:
-                for ready in batch:
-                    if ready.path not in handed:
-                        self.in_flight.release(ready.path)
+                for file in batch:
+                    if file.ready.path not in handed:
+                        self.in_flight.release(file.ready.path)
 
-    def process(self, batch: list[ReadyFile], handed: set | None = None, number: int = 0) -> None:
-        """Read, infer and hand every file of ``batch`` to the record stage (``handed`` collects their paths)."""
+    def process(self, batch: list[ReadFile], handed: set | None = None, number: int = 0) -> None:
+        """Infer the prepared batch and hand every file of it to the record stage (``handed`` collects their
+        paths)."""
         handed = set() if handed is None else handed
         started = time.time()
 
@@ -212,39 +147,22 @@ class ModelWorker(LoopThread):
                 self.stage.record(item)
             handed.add(ready.path)
 
-        log.debug("batch #%d of %d: %s", number, len(batch), ", ".join(as_text(r.path.name) for r in batch))
-        max_pixels = self.images.max_pixels
-        max_bytes = self.images.max_file_bytes
-        to_infer: list[tuple[ReadyFile, str, int, NamedImage]] = []
-        for ready in batch:
-            name = as_text(ready.path)
-            load_started = time.perf_counter()
-            try:
-                data = read_image_bytes(ready.path, max_bytes, follow_symlinks=False)
-            except ImageError as exc:
-                if not os.path.lexists(ready.path):
-                    log.warning("%s vanished before it was read; nothing recorded", name)
-                    hand(ready, None)
-                    continue
-                hand(ready, self._failure(ready, *identity_digest(ready.path), exc.reason, started))
-                continue
-            sha256 = hashlib.sha256(data).hexdigest()
-            existing = self.recorder.lookup(sha256)
-            if existing is not None:
-                self.recorder.finish_recorded(ready, existing)
-                hand(ready, None)
-                continue
-            try:
-                image = decode_image(data, name, max_pixels)
-            except ImageError as exc:
-                hand(ready, self._failure(ready, sha256, len(data), exc.reason, started))
-                continue
-            named = NamedImage(name, image, time.perf_counter() - load_started)
-            to_infer.append((ready, sha256, len(data), named))
+        log.debug("batch #%d of %d: %s", number, len(batch), ", ".join(as_text(f.ready.path.name) for f in batch))
+        to_infer = []
+        for file in batch:
+            if file.image is not None:
+                to_infer.append(file)
+            elif file.existing is not None:
+                self.recorder.finish_recorded(file.ready, file.existing)
+                hand(file.ready, None)
+            elif file.failure is not None:
+                hand(file.ready, self._failure(file.ready, file.sha256, file.size_bytes, file.failure, started))
+            else:  # vanished before it was read
+                hand(file.ready, None)
         if to_infer:
-            results = self._infer([entry[3] for entry in to_infer])
-            for (ready, sha256, size, _), result in zip(to_infer, results):
-                hand(ready, Processed(ready, sha256, size, result, started))
+            results = self._infer([file.image for file in to_infer])
+            for file, result in zip(to_infer, results):
+                hand(file.ready, Processed(file.ready, file.sha256, file.size_bytes, result, started))
 
     def _infer(self, images: list[NamedImage]) -> list[InspectionResult]:
         """Run a batch; on CUDA out-of-memory split it, and isolate any image that breaks it."""
