@@ -1,4 +1,4 @@
-"""Commit each result with its maps and alerts in one transaction, then archive.
+"""Commit results (a batch at a time) with their maps and alerts in one transaction, then archive.
 
 Nothing is moved before its row is committed. A crash after the commit but
 before the move leaves the file in the drop folder with a row whose
@@ -128,8 +128,8 @@ class InspectionRecorder:
         the bytes were already recorded (that file is archived as a duplicate or its interrupted move finished).
 
         One transaction and one archived-path UPDATE per batch instead of per row: the record stage's SQLAlchemy
-        time holds the GIL the model thread needs (profiled ~1.4 ms a row through the ORM's unit of work).
-        A failure rolls the whole batch back; the caller then records its files one by one."""
+        time holds the GIL the model thread needs. A failure rolls the whole batch back; the caller then records
+        its files one by one."""
         now = utcnow()
         rows = [self._row_values(item, now) for item in items]
         artifacts = [self._artifacts(item.result) for item in items]
