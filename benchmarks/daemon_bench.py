@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -60,3 +61,28 @@ def drop_at_rate(folder: Path, payloads: list[bytes], rate_hz: float) -> dict[st
         closed[name] = time.time()
         time.sleep(1.0 / rate_hz)
     return closed
+
+
+@dataclass(frozen=True)
+class ThreadClock:
+    """One thread's CPU seconds and the times it blocked (voluntary context switches), from Linux's /proc."""
+
+    cpu_s: float
+    blocked: int
+
+    @classmethod
+    def read(cls, pid: int, tid: int) -> "ThreadClock":
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        blocked = next(int(line.split(":")[1]) for line in Path(f"/proc/{pid}/task/{tid}/status").read_text()
+                       .splitlines() if line.startswith("voluntary_ctxt_switches"))
+        return cls((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), blocked)
+
+    @staticmethod
+    def threads(pid: int) -> dict[int, "ThreadClock"]:
+        clocks = {}
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                clocks[int(tid)] = ThreadClock.read(pid, int(tid))
+            except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+                pass
+        return clocks
