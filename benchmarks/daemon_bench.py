@@ -78,11 +78,14 @@ class ThreadClock:
         return cls((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), blocked)
 
     @staticmethod
-    def threads(pid: int) -> dict[int, "ThreadClock"]:
+    def threads(pid: int) -> dict[tuple[int, int], "ThreadClock"]:
+        """Every thread of the process and of its children (the daemon's model process), by (pid, tid)."""
+        pids = [pid] + [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
         clocks = {}
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                clocks[int(tid)] = ThreadClock.read(pid, int(tid))
-            except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
-                pass
+        for process in pids:
+            for tid in os.listdir(f"/proc/{process}/task"):
+                try:
+                    clocks[(process, int(tid))] = ThreadClock.read(process, int(tid))
+                except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+                    pass
         return clocks

@@ -10,8 +10,9 @@
    time it waited in the queue and its decode + model + ReAL time (the row's own queue_ms, load_ms, model_ms,
    real_ms): what the daemon itself adds (target: median < 10 ms).
 4. Where the difference goes (Linux /proc, steady state): the model thread's share of wall time on a CPU and how
-   often it blocked per image, alone and in the saturated daemon. A thread that blocks waits for the GIL (or a
-   lock) while another thread of the daemon holds it: on a small CPU model every such wait is lost model time.
+   often it blocked per image, alone and in the saturated daemon (there: the busiest thread of the daemon and its
+   model process). A thread that blocks waits for the GIL (or a lock) while another thread of its process holds
+   it: on a small CPU model every such wait is lost model time.
 Usage: python benchmarks/daemon_throughput.py [--batch 1,4] [--files 200] [--repeats 5] [--threads 1]
 """
 
@@ -113,7 +114,7 @@ def daemon_saturated(batch: int, payloads: list[bytes], threads: int) -> Run:
                 (root / "staging" / f"s{i:05d}.png").write_bytes(data)
             for i in range(files):  # renames: each complete at once, all faster than the model
                 os.rename(root / "staging" / f"s{i:05d}.png", root / "drop" / f"s{i:05d}.png")
-            # The model thread's clock over the steady state (the thread that used the most CPU in it)
+            # The model's thread (in the daemon's model process) over the steady state: the one that used the most CPU
             while _count(db) < 2 * batch:
                 time.sleep(0.01)
             first, done_first, started = ThreadClock.threads(proc.pid), _count(db), time.perf_counter()
@@ -124,7 +125,7 @@ def daemon_saturated(batch: int, payloads: list[bytes], threads: int) -> Run:
         finally:
             proc.terminate()
             proc.wait()
-    model = max(last, key=lambda tid: last[tid].cpu_s - first.get(tid, ThreadClock(0, 0)).cpu_s)
+    model = max(last, key=lambda key: last[key].cpu_s - first.get(key, ThreadClock(0, 0)).cpu_s)
     stamps = sorted(_stamp(r[1]) for r in rows)
     return Run((files - batch) / (stamps[-1] - stamps[batch - 1]), (last[model].cpu_s - first[model].cpu_s) / wall,
                (last[model].blocked - first[model].blocked) / (done_last - done_first))

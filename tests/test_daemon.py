@@ -313,3 +313,41 @@ def test_sighup_reloads_alert_rules(format_bundle, tmp_path):
     assert [Path(line["source_path"]).name for line in lines] == ["after.png"]
     assert Path(lines[0]["archived_path"]).is_file(), "the alert says where the photo is now"
     assert lines[0]["threshold"] == round(lines[0]["threshold"], 4) and "error" in lines[0]
+
+
+def _model_process(daemon: DaemonProcess) -> int:
+    """The pid of the daemon's model process (its spawned child; multiprocessing's resource tracker is the other)."""
+    children = Path(f"/proc/{daemon.proc.pid}/task/{daemon.proc.pid}/children").read_text().split()
+    spawned = [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(spawned) == 1, children
+    return spawned[0]
+
+
+def test_the_model_process_outlives_unit_signals_and_its_death_restarts_the_daemon(format_bundle, tmp_path):
+    """The model runs in a process of its own. systemd signals the whole unit on stop: the model process ignores
+    it (the daemon finishes the batch in flight, then closes it). If the model process dies, the daemon exits 1 so
+    that systemd restarts it, and the file it was given stays in the drop folder."""
+    import signal
+
+    config = write_config(tmp_path, format_bundle)
+    daemon = DaemonProcess(config)
+    db = tmp_path / "var/inspectd.db"
+    drop = tmp_path / "drop-line1"
+    try:
+        daemon.wait_ready()
+        model = _model_process(daemon)
+        os.kill(model, signal.SIGTERM)
+        os.kill(model, signal.SIGINT)
+        drop_renamed(drop, "after-signals.png", png_bytes(41_000))
+        wait_for(lambda: db_rows(db, "SELECT count(*) FROM inspections")[0][0] == 1, 60,
+                 "the model process still inspects after SIGTERM and SIGINT")
+        os.kill(model, signal.SIGKILL)
+        drop_renamed(drop, "after-kill.png", png_bytes(41_001))
+        code = daemon.proc.wait(timeout=60)
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.stop()
+    assert code == 1, daemon.output()
+    assert "the model process is gone" in daemon.output()
+    assert (drop / "after-kill.png").is_file(), "the file stays for the restarted daemon"
+    assert db_rows(db, "SELECT count(*) FROM inspections")[0][0] == 1

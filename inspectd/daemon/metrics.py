@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertRow, AlertStatus
 
 if TYPE_CHECKING:
-    from inspectd.bundle.load import LoadedBundle
+    from inspectd.daemon.model_process import BundleInfo
 
 log = logging.getLogger("inspectd.metrics")
 
@@ -94,7 +94,7 @@ class DaemonMetrics:
     def archived(self, seconds: float) -> None:
         self.stage_seconds.labels("archive").observe(seconds)
 
-    def use_bundle(self, bundle: LoadedBundle) -> None:
+    def use_bundle(self, bundle: BundleInfo) -> None:
         self.bundle.clear()
         self.bundle.labels(bundle.manifest.name, bundle.digest, bundle.manifest.quantization).set(1)
 

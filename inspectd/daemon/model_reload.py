@@ -3,11 +3,12 @@
 ``systemctl reload inspectd`` (SIGHUP) re-reads the config. When the bundle
 there changed (another folder, or a bundle re-published in place: its
 manifest digest differs) the new bundle is loaded beside the one in use, its
-file hashes verified (``load_bundle``) and a canary image inspected; only
-then does the model worker take it, between two batches. On any failure the
+file hashes verified (in a new model process) and a canary image inspected;
+only then does the model worker take it, between two batches, and the old
+model's process is closed. On any failure the
 old model stays and the error is logged. Changes of ReAL parameters, the
-threshold, ``max_new_tokens`` or the batch size apply the same way without
-reloading weights. ``model.device`` and ``model.threads`` need a restart.
+threshold, ``max_new_tokens`` or the batch size apply the same way (a new
+model process, weights loaded again). ``model.device`` and ``model.threads`` need a restart.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from inspectd.bundle.files import manifest_digest
-from inspectd.bundle.load import LoadedBundle, load_bundle
 from inspectd.config import ImageSettings, Settings
+from inspectd.daemon.model_process import BundleInfo, ModelProcess
 from inspectd.daemon.recorder import register_bundle
 from inspectd.errors import InspectdError
-from inspectd.inspection.build import build_inspector
 from inspectd.inspection.images import load_image
-from inspectd.inspection.inspector import Inspector, NamedImage
+from inspectd.inspection.inspector import NamedImage
 from inspectd.inspection.result import Verdict
 
 log = logging.getLogger("inspectd.reload")
@@ -36,20 +36,24 @@ log = logging.getLogger("inspectd.reload")
 
 @dataclass(frozen=True)
 class ActiveModel:
-    """What the worker inspects with, and the bundle row its results are recorded under."""
+    """What the worker inspects with (the model's process), and the bundle row its results are recorded under."""
 
-    bundle: LoadedBundle
-    inspector: Inspector
+    bundle: BundleInfo
+    inspector: ModelProcess
     bundle_id: int
     batch_size: int
     images: ImageSettings  # size limits checked before an image reaches the model
 
 
-def activate(settings: Settings, engine: Engine, bundle: LoadedBundle | None = None) -> ActiveModel:
-    """Load the config's bundle (unless given), wire its inspector and register it in the store."""
-    bundle = bundle or load_bundle(settings.model.bundle, settings.model.device)
-    return ActiveModel(bundle, build_inspector(settings, bundle), register_bundle(engine, bundle),
-                       settings.model.batch_size, settings.images)
+def activate(settings: Settings, engine: Engine) -> ActiveModel:
+    """Start a model process on the config's bundle (it loads and verifies it) and register it in the store."""
+    process = ModelProcess(settings)
+    try:
+        bundle_id = register_bundle(engine, process.bundle)
+    except Exception:
+        process.close()
+        raise
+    return ActiveModel(process.bundle, process, bundle_id, settings.model.batch_size, settings.images)
 
 
 def canary_problem(model: ActiveModel, settings: Settings) -> str | None:
@@ -125,13 +129,11 @@ class ModelReloader:
                      digest[:12])
             return
         pinned = fresh.model_copy(update={"model": fresh.model.model_copy(update={"device": old.model.device})})
-        if same_bundle:
-            candidate = activate(pinned, self.engine, self.current.bundle)
-        else:
-            log.info("reload: loading bundle %s beside %s", fresh.model.bundle, self.current.bundle.manifest.name)
-            candidate = activate(pinned, self.engine)
+        log.info("reload: loading bundle %s beside %s", fresh.model.bundle, self.current.bundle.manifest.name)
+        candidate = activate(pinned, self.engine)  # a new model process, also when only the wiring changed
         problem = canary_problem(candidate, fresh)
         if problem is not None:
+            candidate.inspector.close()
             raise InspectdError(f"new model refused: {problem}")
         self.install(candidate)
         self.current, self.settings = candidate, fresh

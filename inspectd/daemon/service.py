@@ -22,8 +22,6 @@ from sqlalchemy.orm import Session
 
 from inspectd.alerts.outbox import add_system_alerts
 from inspectd.alerts.relay import AlertRelay
-from inspectd.bundle.load import load_bundle
-from inspectd.model.cpu_threads import limit_cpu_threads
 from inspectd.config import Settings, load_settings
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.archive_repair import ArchiveRepair
@@ -92,12 +90,11 @@ class Daemon:
     def run(self) -> int:
         settings = self.settings
         self.notifier.status("loading model")
-        limit_cpu_threads(settings.model.threads)
-        bundle = load_bundle(settings.model.bundle, settings.model.device)
         engine = open_engine(settings.store.url)
         revision = migrate(engine)
         log.info("store %s at schema %s", engine.url.render_as_string(hide_password=True), revision)
-        model = activate(settings, engine, bundle)
+        model = activate(settings, engine)  # the model's own process loads and verifies the bundle
+        bundle = model.bundle
         relay = AlertRelay(engine, settings.alerts)
         archiver = Archiver(settings.archive)
         metrics = DaemonMetrics(engine)

@@ -1,12 +1,13 @@
-"""The one thread that owns the model: takes the batches the read stage prepared, infers, hands results on.
+"""The one thread that drives the model: takes the batches the read stage prepared, has them inferred, hands the
+results on.
 
-Three threads in a line (read -> model -> record) so that the model thread does nothing but inference: the
-read stage prepares the next batch and the record stage writes the last one while the model runs.
+Three threads in a line (read -> model -> record) so that the model does nothing but inference: the read stage
+prepares the next batch and the record stage writes the last one while the model runs. The model itself runs in
+its own process (``model_process``), where no other thread takes the GIL from it; this thread sends it each batch.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import queue
 import threading
@@ -17,6 +18,7 @@ import torch
 from inspectd.config import ImageSettings
 from inspectd.daemon.file_names import as_text
 from inspectd.daemon.items import InFlight, ReadyFile
+from inspectd.daemon.model_process import ModelProcessDied
 from inspectd.daemon.model_reload import ActiveModel
 from inspectd.daemon.read_stage import ReadFile, ReadStage
 from inspectd.daemon.record_stage import RecordStage
@@ -64,12 +66,10 @@ class ModelWorker(LoopThread):
             model, self._next_model = self._next_model, None
         if model is None:
             return
-        self.inspector = model.inspector
+        old, self.inspector = self.inspector, model.inspector
         self.reader.use_limits(model.batch_size, model.images)
         self.stage.use_model(model.bundle_id, model.inspector.real)  # after the rows of the old model's batches
-        gc.collect()  # the old weights go now, not at some later collection
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _close(old)  # its last batch is done: its process (and the memory of its weights) goes now
         log.info("now inspecting with bundle %s (%s)", model.bundle.manifest.name, model.bundle.digest[:12])
 
     @property
@@ -102,6 +102,7 @@ class ModelWorker(LoopThread):
         super().stop(timeout)
         self.reader.drain()
         self.stage.stop(timeout)
+        _close(self.inspector)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -125,6 +126,11 @@ class ModelWorker(LoopThread):
             handed: set = set()
             try:
                 self.process(batch, handed, number)
+            except ModelProcessDied as exc:
+                # Nothing more can be inspected: this thread ends, the daemon sees it and exits so that systemd
+                # restarts it. The batch's files are released below and stay in the drop folder.
+                log.error("%s; stopping the model worker", exc)
+                return
             except Exception:
                 # A store outage must not kill the daemon; the files stay in the
                 # folder and the next rescan offers them again.
@@ -168,6 +174,8 @@ class ModelWorker(LoopThread):
         """Run a batch; on CUDA out-of-memory split it, and isolate any image that breaks it."""
         try:
             return self.inspector.inspect_images(images)
+        except ModelProcessDied:
+            raise
         except torch.cuda.OutOfMemoryError:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -190,3 +198,10 @@ class ModelWorker(LoopThread):
             log.warning("%s could not be read (%s); nothing recorded", as_text(ready.path), reason)
             return None
         return Processed(ready, sha256, size, self.inspector.failed(as_text(ready.path), reason), started)
+
+
+def _close(inspector) -> None:
+    """End a model process; an in-process ``Inspector`` (tests, the CLI) has nothing to close."""
+    close = getattr(inspector, "close", None)
+    if close is not None:
+        close()
