@@ -77,7 +77,10 @@ class ModelProcess:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
-        reply = self._receive()
+        try:
+            reply = self._receive()
+        except ModelProcessDied as exc:  # killed or crashed while loading (e.g. out of host memory)
+            raise BundleError(f"{settings.model.bundle}: {exc} while loading the model") from exc
         if isinstance(reply, _Failed):
             self.close()
             raise BundleError(reply.message)
