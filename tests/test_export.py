@@ -15,6 +15,8 @@ from inspectd.bundle.load import load_bundle
 from inspectd.data.synthetic import make_sample
 from inspectd.export.calibrate import balanced_accuracy_threshold
 from inspectd.export.exporter import ExportRequest, _probe_inputs, export_bundle
+from inspectd.inspection.inspector import Inspector, InspectorOptions
+from inspectd.metrics.ranking import exact_auroc_ap
 from tests.conftest import REPO
 
 pytest.importorskip("bitsandbytes")
@@ -117,11 +119,21 @@ def test_calibration_writes_threshold_and_keeps_bundle_valid(format_bundle, tmp_
         (folder / kind).mkdir(parents=True)
         for i in range(4):
             make_sample(80_000 + 10 * anomalous + i, 96, anomalous=anomalous).image.save(folder / kind / f"{i}.png")
-    manifest = export_bundle(ExportRequest(base=format_bundle, out=tmp_path / "cal", name="cal",
-                                           quantization="float32", calibration=folder)).manifest
+    result = export_bundle(ExportRequest(base=format_bundle, out=tmp_path / "cal", name="cal",
+                                         quantization="float32", calibration=folder))
+    manifest = result.manifest
     assert 0.0 <= manifest.threshold <= 1.0
     assert verify_bundle(tmp_path / "cal").threshold == manifest.threshold
-    assert "calibrated on" in (tmp_path / "cal" / "MODEL_CARD.md").read_text()
+    card = (tmp_path / "cal" / "MODEL_CARD.md").read_text()
+    assert "calibrated on" in card
+    # The card also says how well the score ranks those images: the AUROC of the exported bundle's own scores.
+    bundle = load_bundle(tmp_path / "cal", "cpu")
+    paths = [folder / kind / f"{i}.png" for kind in ("good", "defect") for i in range(4)]
+    scores = [r.score for r in Inspector(bundle, bundle.manifest.real, InspectorOptions()).inspect_files(paths)]
+    labels = np.array([False] * 4 + [True] * 4)
+    expected, _ = exact_auroc_ap(labels[[s is not None for s in scores]], [s for s in scores if s is not None])
+    assert result.calibration.images == 8 and result.calibration.image_auroc == pytest.approx(expected)
+    assert f"image AUROC there: {expected:.3f}" in card
 
 
 def test_balanced_accuracy_threshold_rule():

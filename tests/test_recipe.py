@@ -104,3 +104,7 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
     assert any(c["category"].startswith("tile/") for c in report["categories"])  # per defect kind
     calibration = config.work_dir / "export" / "validation"
     assert sorted(p.name for p in calibration.iterdir()) == ["good", "hole", "scratch"]
+    export = json.loads((config.work_dir / "export" / "stage.json").read_text())
+    assert export["cgro"]["calibration_images"] == 10  # the held-out real images
+    assert (f"On those 10 calibration images the score's image AUROC is "
+            f"{100 * export['cgro']['calibration_image_auroc']:.1f}") in card

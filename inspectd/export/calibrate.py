@@ -4,7 +4,9 @@ Rule (ours): the P(yes) threshold that maximises balanced accuracy
 ((TPR + TNR) / 2, i.e. Youden's J) over the validation images, taking the
 midpoint between the two neighbouring scores so the cut does not sit on an
 observed value; ties go to the threshold nearest 0.5. Images whose reply
-does not parse are left out and counted.
+does not parse are left out and counted. The same images' image AUROC is
+kept with it: it says how well the score ranks there, which no threshold can
+change, and is what a recipe's score choices were made on.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class Calibration:
     balanced_accuracy: float
     images: int
     unparsable: int
+    image_auroc: float  # of the score on the scored calibration images
 
 
 def balanced_accuracy_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:

@@ -30,6 +30,7 @@ from inspectd.bundle.quanto import SCHEMES as QUANTO_SCHEMES
 from inspectd.bundle.quanto import quantize_language_model
 from inspectd.bundle.save import save_bundle
 from inspectd.errors import BundleError
+from inspectd.export.calibrate import Calibration, balanced_accuracy_threshold
 from inspectd.bundle.processor import ImageOnlyQwenProcessor
 from inspectd.real.params import RealParams
 
@@ -99,6 +100,7 @@ def _probe_inputs(processor) -> dict:
 class ExportResult:
     manifest: BundleManifest
     drift: float  # largest logit change on a probe image, converted vs merged model (float32 on CPU, bf16 on GPU)
+    calibration: Calibration | None = None  # None when no calibration folder was given
 
 
 def export_bundle(request: ExportRequest) -> ExportResult:
@@ -153,11 +155,12 @@ def export_bundle(request: ExportRequest) -> ExportResult:
         # Saved before any forward pass (the CPU repacking trap).
         save_bundle(model, processor, request.out, manifest, model_card(request, manifest, None))
         drift = _check_round_trip(model, processor, request, probe, float_logits)
+    calibration = None
     if request.calibration is not None:
-        calibrate_bundle(request, manifest, drift)  # rewrites the card with threshold and drift
+        calibration = calibrate_bundle(request, manifest, drift)  # rewrites the card with threshold and drift
     else:
         replace_model_card(request.out, model_card(request, manifest, None, drift))
-    return ExportResult(read_manifest(request.out), drift)
+    return ExportResult(read_manifest(request.out), drift, calibration)
 
 
 def _check_round_trip(model, processor, request: ExportRequest, probe: dict, float_logits: torch.Tensor) -> float:
@@ -184,13 +187,14 @@ def _check_round_trip(model, processor, request: ExportRequest, probe: dict, flo
     return drift
 
 
-def calibrate_bundle(request: ExportRequest, manifest: BundleManifest, drift: float | None = None) -> BundleManifest:
+def calibrate_bundle(request: ExportRequest, manifest: BundleManifest, drift: float | None = None) -> Calibration:
+    """Sets the bundle's threshold on the calibration folder and rewrites its card."""
     import numpy as np
 
     from inspectd.bundle.load import load_bundle
     from inspectd.data.layouts import read_labelled_folder, read_mvtec
-    from inspectd.export.calibrate import Calibration, balanced_accuracy_threshold
     from inspectd.inspection.inspector import Inspector, InspectorOptions
+    from inspectd.metrics.ranking import exact_auroc_ap
 
     folder = request.calibration
     dataset = read_mvtec(folder) if (folder / "test").is_dir() or any(
@@ -204,11 +208,13 @@ def calibrate_bundle(request: ExportRequest, manifest: BundleManifest, drift: fl
         raise BundleError(f"{folder}: no calibration image gave a parsable reply; threshold not calibrated")
     labels, scores = (np.array(x) for x in zip(*scored))
     threshold, balanced = balanced_accuracy_threshold(labels, scores)
-    calibration = Calibration(threshold, balanced, len(dataset.images), len(dataset.images) - len(scored))
-    log.info("calibrated threshold %.4f (balanced accuracy %.3f on %d images, %d unparsable)",
-             threshold, balanced, calibration.images, calibration.unparsable)
+    auroc, _ = exact_auroc_ap(labels, scores)
+    calibration = Calibration(threshold, balanced, len(dataset.images), len(dataset.images) - len(scored), auroc)
+    log.info("calibrated threshold %.4f (balanced accuracy %.3f, image AUROC %.3f on %d images, %d unparsable)",
+             threshold, balanced, auroc, calibration.images, calibration.unparsable)
     card = model_card(request, manifest.model_copy(update={"threshold": threshold}), calibration, drift)
-    return replace_model_card(request.out, card, threshold=threshold)
+    replace_model_card(request.out, card, threshold=threshold)
+    return calibration
 
 
 _PRECISION = {
@@ -235,7 +241,7 @@ def model_card(request: ExportRequest, manifest: BundleManifest, calibration, dr
         lines.append(
             f"- Threshold: {calibration.threshold:.4f}, calibrated on `{request.calibration}` "
             f"({calibration.images} images, {calibration.unparsable} unparsable) by maximum balanced accuracy "
-            f"({calibration.balanced_accuracy:.3f})"
+            f"({calibration.balanced_accuracy:.3f}); the score's image AUROC there: {calibration.image_auroc:.3f}"
         )
     else:
         lines.append(f"- Threshold: {manifest.threshold} (not calibrated)")

@@ -297,6 +297,9 @@ def run_export(config: RecipeConfig, stage: _Stage) -> None:
             quantization=config.quantization, real=config.real, score=config.score, calibration=validation,
         ))
         facts[variant] = {"threshold": exported.manifest.threshold, "drift": exported.drift,
+                          "calibration_images": exported.calibration.images,
+                          "calibration_image_auroc": exported.calibration.image_auroc,
+                          "calibration_balanced_accuracy": exported.calibration.balanced_accuracy,
                           "seconds": time.perf_counter() - started}
     stage.finish(**facts)
 

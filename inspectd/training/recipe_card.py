@@ -13,6 +13,17 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{100 * value:.1f}"
 
 
+def _calibration_ranking(export: dict) -> str:
+    """How well each bundle's score ranks the calibration images (stage records from before have no figure)."""
+    if not all("calibration_image_auroc" in export[v] for v in ("warmup", "cgro")):
+        return ""
+    return (f"On those {export['cgro']['calibration_images']} calibration images the score's image AUROC is "
+            f"{100 * export['cgro']['calibration_image_auroc']:.1f} (balanced accuracy "
+            f"{100 * export['cgro']['calibration_balanced_accuracy']:.1f}); warm-up only: "
+            f"{100 * export['warmup']['calibration_image_auroc']:.1f} "
+            f"({100 * export['warmup']['calibration_balanced_accuracy']:.1f}). ")
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
@@ -207,7 +218,8 @@ def recipe_model_card(config, stages: dict) -> str:
         f"Precision {config.quantization}; the reload was checked against the exported model's logits; the "
         f"largest logit change against the float32 model on a probe image was {export['cgro']['drift']:.3g}. "
         f"Threshold on the score: {export['cgro']['threshold']:.4f} (maximum balanced accuracy on the "
-        f"calibration set; the warm-up-only bundle: {export['warmup']['threshold']:.4f}). Score: "
+        f"calibration set; the warm-up-only bundle: {export['warmup']['threshold']:.4f}). "
+        f"{_calibration_ranking(export)}Score: "
         f"`{json.dumps(config.score.model_dump(mode='json'))}`. ReAL parameters: "
         f"`{json.dumps(config.real.model_dump(mode='json'))}`.",
         "",
