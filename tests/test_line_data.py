@@ -77,6 +77,28 @@ def test_drawn_defects_change_only_pixels_near_their_mask(kind):
     assert changed.any() and not (changed & ~near).any()
 
 
+def test_uneven_is_drawn_as_a_reground_band_or_as_shading():
+    """Real "uneven" tiles show a re-ground band: straight edges, brighter, stronger streaks."""
+    from scipy import ndimage
+
+    image = make_sample(7, 112, anomalous=False).image.convert("L")
+    before = np.asarray(image, dtype=np.float64)
+    bands = 0
+    for seed in range(12):
+        drawn = draw_defect(image, np.random.default_rng(seed), "uneven")
+        after = np.asarray(drawn.image, dtype=np.float64)
+        outside = ~ndimage.binary_dilation(drawn.mask, iterations=4)
+        if np.abs(after - before)[outside].max() > 1:
+            continue  # shading: a soft blob or band whose edge fades out
+        bands += 1  # a band with a sharp edge: nothing changes beyond it
+        assert drawn.mask.all(axis=0).any() or drawn.mask.all(axis=1).any()  # open-ended or edge to edge
+        inside = ndimage.binary_erosion(drawn.mask, iterations=3)
+        gradient_before = np.hypot(*np.gradient(before))[inside].mean()
+        gradient_after = np.hypot(*np.gradient(after))[inside].mean()
+        assert gradient_after > 1.2 * gradient_before  # the streaks inside the band are stronger
+    assert 0 < bands < 12  # both styles occur
+
+
 def test_validation_folders_hold_the_held_out_images_and_exact_drawn_masks(data, tmp_path):
     split = split_folder(data)
     folder = write_validation_folder(split, tmp_path / "validation")

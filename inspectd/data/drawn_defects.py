@@ -10,7 +10,8 @@ parts, and are named after the defect folders of the magnetic-tile line:
   crack     a thin dark random-walk line
   break     a chipped edge: a dark wedge cut into a border
   fray      a dark, irregular, sharp-edged area (noise-shaped)
-  uneven    a large, low-contrast band or blob of shading
+  uneven    a re-ground band (straight edges, brighter, stronger streaks) or a
+            large, low-contrast band or blob of shading
 
 Everything is a function of the random generator handed in.
 """
@@ -130,7 +131,7 @@ def _fray(grey, rng):
     return grey * (1 - (1 - factor) * soft), mask
 
 
-def _uneven(grey, rng):
+def _shading(grey, rng):
     h, w = grey.shape
     size = min(h, w)
     yy, xx = np.mgrid[0:h, 0:w]
@@ -147,6 +148,32 @@ def _uneven(grey, rng):
     strength = rng.uniform(0.15, 0.3) * (-1 if rng.random() < 0.7 else 1)
     mask = field >= 0.5
     return grey * (1 + strength * field), mask
+
+
+def _ground_band(grey, rng):
+    """A re-ground band: straight, slightly tilted edges, brighter, its grinding streaks stronger."""
+    h, w = grey.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    across = rng.random() < 0.8  # most bands run across the grinding direction (horizontal edges)
+    u, v, length = (yy, xx, h) if across else (xx, yy, w)
+    tilt = np.tan(rng.uniform(-0.12, 0.12))
+    start = rng.uniform(0.1, 0.75) * length
+    width = rng.uniform(0.15, 0.4) * length
+    edge = u - (v - v.mean()) * tilt
+    if rng.random() < 0.3:  # open on one side: the band runs to the part's border
+        inside = edge >= start if rng.random() < 0.5 else edge <= start + width
+    else:
+        inside = (edge >= start) & (edge <= start + width)
+    soft = ndimage.gaussian_filter(inside.astype(np.float64), rng.uniform(0.5, 1.5))
+    local = ndimage.gaussian_filter(grey, min(h, w) / 25)
+    gain = rng.uniform(1.4, 2.2)
+    shift = rng.uniform(0.1, 0.3) * (1 if rng.random() < 0.8 else -1)
+    reground = (local + gain * (grey - local)) * (1 + shift)
+    return grey + soft * (reground - grey), inside
+
+
+def _uneven(grey, rng):
+    return (_ground_band if rng.random() < 0.6 else _shading)(grey, rng)
 
 
 _DRAWERS = {"blowhole": _blowhole, "crack": _crack, "break": _break, "fray": _fray, "uneven": _uneven}
