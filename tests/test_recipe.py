@@ -82,7 +82,8 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
     path = _write_recipe(
         tmp_path,
         data={"kind": "labelled_folder", "path": "line", "image_size": 56, "surface": "tile",
-              "validation_fraction": 0.25, "drawn_validation_images": 6},
+              "validation_fraction": 0.25, "drawn_validation_images": 6,
+              "cgro_drawn_images": 4},
         score={"method": "reasoning_branch", "branches": 2},
         real={"layer_start": 0, "map_scaling": "score_gated"},
         zero_shot=["dev"],
@@ -97,6 +98,9 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
     assert "learnt one production line" in card
     assert "training 18 good + 10 defective, validation 6 good + 4 defective" in card
     assert "held-out good images + drawn defects" in card and "real dev subset" in card
+    # the card says what CGRO was given and rewarded with, drawn-defect rows included
+    assert "and 4 good training images with a drawn defect" in card
+    assert "+ localization (drawn-defect rows only)" in card and "sampling temperature 1.0" in card
     evaluation = json.loads((config.work_dir / "eval" / "stage.json").read_text())
     assert set(evaluation["overall"]) == {"warmup-drawn_validation", "cgro-drawn_validation",
                                           "warmup-zero_shot", "cgro-zero_shot"}

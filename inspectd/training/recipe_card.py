@@ -123,7 +123,9 @@ def _folder_sections(config) -> dict[str, list[str]]:
             f"surface` / `yes` (place = the drawn mask's centroid on a 3x3 grid); {rest:.0%} real defective "
             f"images replied `there is a <folder name> on the {data.surface} surface` / `yes` (no place: none "
             "is known);",
-            "- CGRO: the real training images with their image-level labels;",
+            "- CGRO: the real training images with their image-level labels"
+            + (f", and {data.cgro_drawn_images} good training images with a drawn defect (other draws than the "
+               "warm-up's) whose exact mask gives the localization reward;" if data.cgro_drawn_images else ";"),
             "- threshold calibration: the held-out real images (labels only);",
             f"- maps judged on: {data.drawn_validation_images} held-out good images, half with a drawn defect "
             "(exact masks; no human pixel label is used anywhere).",
@@ -159,6 +161,13 @@ def _comparisons(overall: dict[str, dict[str, float]], suites: dict[str, str]) -
                      f"(image {100 * (cgro['image_auroc'] - warmup['image_auroc']):+.1f}); ReAL vs the all-token "
                      f"map {real:+.1f}.")
     return lines
+
+
+def _reward_names(config) -> str:
+    names = f"format + accuracy + consistency (k={config.cgro.consistency.k})"
+    if getattr(config.data, "cgro_drawn_images", 0):
+        names += " + localization (drawn-defect rows only)"
+    return names
 
 
 def recipe_model_card(config, stages: dict) -> str:
@@ -201,8 +210,8 @@ def recipe_model_card(config, stages: dict) -> str:
         f"loss {sum(warmup_losses[:20]) / 20:.3f} (first 20 steps) -> {sum(warmup_losses[-20:]) / 20:.3f} (last 20).",
         f"- CGRO: {config.cgro.max_steps} GRPO steps of {config.cgro.batch_size} prompts x "
         f"{config.cgro.generations} replies, LoRA r={config.cgro.lora_rank} on the language model, vision "
-        f"frozen, lr {config.cgro.learning_rate}, KL beta {config.cgro.kl_beta}, rewards format + accuracy + "
-        f"consistency (k={config.cgro.consistency.k}): {_minutes(cgro['seconds'])}.",
+        f"frozen, lr {config.cgro.learning_rate}, KL beta {config.cgro.kl_beta}, sampling temperature "
+        f"{config.cgro.temperature}, rewards {_reward_names(config)}: {_minutes(cgro['seconds'])}.",
         f"- Export (merge, {config.quantization}, round-trip check, calibration; both bundles): "
         f"{_minutes(sum(v['seconds'] for v in export.values()))}.",
         f"- Total training and export: {_minutes(total)} on 2 CPU cores.",
