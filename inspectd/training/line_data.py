@@ -49,6 +49,9 @@ class LabelledFolderData(StrictModel):
     drawn_share: float = Field(0.35, ge=0, le=1, description="warm-up share of good images with a drawn defect")
     # the rest of the warm-up are the real defective images
     drawn_validation_images: int = Field(200, ge=2, description="held-out good images with drawn defects")
+    drawn_validation_seed: int | None = Field(None, description="seed of the defects drawn on the validation "
+                                                                "images; null = warmup.seed. Fix it to compare "
+                                                                "builds of several warm-up seeds on one set")
     cgro_drawn_images: int = Field(0, ge=0, description="CGRO: good training images with a drawn defect, rewarded "
                                                         "by ReAL's pixel AUROC on its exact mask (0 = labels only)")
 
