@@ -112,6 +112,22 @@ def test_validation_folders_hold_the_held_out_images_and_exact_drawn_masks(data,
                 assert mask.size == (56, 56) and np.asarray(mask).max() == 255
 
 
+def test_a_fixed_drawn_validation_seed_judges_builds_of_other_warmup_seeds_on_one_set(data, tmp_path):
+    split = split_folder(data)
+
+    def drawn_pixels(settings, warmup_seed, name):
+        seed = settings.validation_draw_seed(warmup_seed)
+        folder = write_drawn_validation(settings, split, tmp_path / name, seed=seed)
+        return [np.asarray(Image.open(p)) for p in sorted(folder.rglob("*.png"))]
+
+    assert data.validation_draw_seed(8) == 8  # unset: follows the warm-up seed, as before the setting existed
+    follows = [drawn_pixels(data, s, f"follows-{s}") for s in (7, 8)]
+    assert any((a != b).any() for a, b in zip(*follows))
+    fixed = data.model_copy(update={"drawn_validation_seed": 7})
+    pinned = [drawn_pixels(fixed, s, f"fixed-{s}") for s in (7, 8)]
+    assert all((a == b).all() for a, b in zip(*pinned)) and all((a == b).all() for a, b in zip(follows[0], pinned[1]))
+
+
 def test_folder_settings_are_checked_naming_the_field(tmp_path):
     with pytest.raises(ValueError, match="multiple of 28"):
         LabelledFolderData(kind="labelled_folder", path=tmp_path, image_size=100)

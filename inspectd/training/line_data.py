@@ -55,6 +55,9 @@ class LabelledFolderData(StrictModel):
     cgro_drawn_images: int = Field(0, ge=0, description="CGRO: good training images with a drawn defect, rewarded "
                                                         "by ReAL's pixel AUROC on its exact mask (0 = labels only)")
 
+    def validation_draw_seed(self, warmup_seed: int) -> int:
+        return warmup_seed if self.drawn_validation_seed is None else self.drawn_validation_seed
+
     @model_validator(mode="after")
     def _check(self) -> LabelledFolderData:
         if self.clean_share + self.drawn_share > 1 + 1e-9:

@@ -314,8 +314,8 @@ def run_eval(config: RecipeConfig, stage: _Stage) -> None:
     if _from_folder(config):
         from inspectd.training.line_data import split_folder, write_drawn_validation
 
-        seed = config.warmup.seed if splits.drawn_validation_seed is None else splits.drawn_validation_seed
-        drawn = write_drawn_validation(splits, split_folder(splits), stage.dir / "drawn-validation", seed)
+        drawn = write_drawn_validation(splits, split_folder(splits), stage.dir / "drawn-validation",
+                                       splits.validation_draw_seed(config.warmup.seed))
         suites = {"drawn_validation": [read_mvtec(drawn, name="drawn-validation")]}
     else:
         test = _write_split(stage.dir / "synthetic-test", splits.test_seed_offset, splits.test_images,

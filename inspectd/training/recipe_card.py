@@ -128,7 +128,8 @@ def _folder_sections(config) -> dict[str, list[str]]:
                "warm-up's) whose exact mask gives the localization reward;" if data.cgro_drawn_images else ";"),
             "- threshold calibration: the held-out real images (labels only);",
             f"- maps judged on: {data.drawn_validation_images} held-out good images, half with a drawn defect "
-            "(exact masks; no human pixel label is used anywhere).",
+            f"(draw seed {data.validation_draw_seed(config.warmup.seed)}; exact masks; no human pixel label is "
+            "used anywhere).",
             f"- Images are resized to {data.image_size}x{data.image_size} px "
             f"({(data.image_size // 28) ** 2} image tokens) before the model."],
         "evaluation": [
