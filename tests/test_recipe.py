@@ -72,13 +72,19 @@ def test_recipe_rejects_unknown_keys_naming_them(tmp_path):
         load_recipe(path)
 
 
-def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
+def _line_folder(tmp_path: Path) -> Path:
+    """A small OK/NG folder (good/ + two defect kinds) and an MVTec-layout dev set beside it."""
     line = tmp_path / "line"
     for kind, seeds in (("good", range(0, 24)), ("scratch", range(24, 32)), ("hole", range(32, 38))):
         (line / kind).mkdir(parents=True)
         for seed in seeds:
             make_sample(seed, 96, anomalous=kind != "good").image.convert("L").save(line / kind / f"{seed}.png")
     write_mvtec_layout(tmp_path / "dev", "tile", range(900, 908), 96)
+    return line
+
+
+def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
+    _line_folder(tmp_path)
     path = _write_recipe(
         tmp_path,
         data={"kind": "labelled_folder", "path": "line", "image_size": 56, "surface": "tile",
@@ -112,3 +118,48 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
     assert export["cgro"]["calibration_images"] == 10  # the held-out real images
     assert (f"On those 10 calibration images the score's image AUROC is "
             f"{100 * export['cgro']['calibration_image_auroc']:.1f}") in card
+
+
+FOLDER_DATA = {"kind": "labelled_folder", "path": "line", "image_size": 56, "surface": "tile",
+               "validation_fraction": 0.25, "drawn_validation_images": 6}
+
+
+def test_recipe_with_several_seeds_builds_each_and_publishes_the_best_on_validation(tmp_path):
+    _line_folder(tmp_path)
+    config = load_recipe(_write_recipe(
+        tmp_path, threads=1, seeds=[3, 4], parallel_builds=2, zero_shot=["dev"],
+        data={**FOLDER_DATA, "drawn_validation_seed": 5}, real={"layer_start": 0, "map_scaling": "score_gated"},
+        warmup={"steps": 150, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 10}))
+    run_recipe(config)
+
+    builds = {seed: config.work_dir / f"seed-{seed}" for seed in (3, 4)}
+    losses = {seed: json.loads((folder / "warmup" / "stage.json").read_text())["losses"]
+              for seed, folder in builds.items()}
+    assert losses[3] != losses[4]  # two warm-ups, one per seed
+    drawn = {seed: sorted((p.relative_to(folder), p.read_bytes()) for p in
+                          (folder / "eval" / "drawn-validation").rglob("*.png")) for seed, folder in builds.items()}
+    assert drawn[3] == drawn[4]  # both judged on the one validation set drawn with seed 5
+    figures = {seed: json.loads((folder / "eval" / "stage.json").read_text())["overall"]
+               for seed, folder in builds.items()}
+    best = max((3, 4), key=lambda seed: figures[seed]["cgro-drawn_validation"]["pixel_auroc"])
+    published = json.loads((config.work_dir / "publish" / "stage.json").read_text())
+    assert published["seed"] == best
+    assert verify_bundle(config.output).name == "micro"
+    assert (config.output / "model.safetensors").read_bytes() == (
+        builds[best] / "export" / "cgro" / "model.safetensors").read_bytes()
+    card = (config.output / "MODEL_CARD.md").read_text()
+    assert "## Builds" in card and f"| {best} (published) | + CGRO |" in card
+    assert f"Warm-up (seed {best})" in card and "2 were built side by side" in card
+
+    stamps = {p: p.stat().st_mtime_ns for p in config.work_dir.rglob("stage.json")}
+    run_recipe(config)  # every build and the publication are done: nothing runs again
+    assert {p: p.stat().st_mtime_ns for p in config.work_dir.rglob("stage.json")} == stamps
+
+
+def test_several_seeds_need_one_drawn_validation_set_and_a_labelled_folder(tmp_path):
+    with pytest.raises(InspectdError, match="drawn_validation_seed"):
+        load_recipe(_write_recipe(tmp_path, seeds=[1, 2], data=FOLDER_DATA))
+    with pytest.raises(InspectdError, match="labelled_folder"):
+        load_recipe(_write_recipe(tmp_path, seeds=[1, 2]))
+    with pytest.raises(InspectdError, match="repeat"):
+        load_recipe(_write_recipe(tmp_path, seeds=[1, 1], data={**FOLDER_DATA, "drawn_validation_seed": 1}))

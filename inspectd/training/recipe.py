@@ -93,11 +93,28 @@ class RecipeConfig(StrictModel):
     max_new_tokens: int = Field(48, ge=8)
     quantization: Literal["nf4", "quanto-int8", "quanto-int4", "bfloat16", "float32"] = "nf4"
     zero_shot: list[Path] = Field(default_factory=list, description="MVTec-layout datasets evaluated, never trained on")
+    seeds: list[int] = Field(default_factory=list, description=(
+        "warm-up seeds built side by side (labelled folders); the build whose CGRO model has the highest pooled "
+        "pixel AUROC on the drawn validation is published. Empty = warmup.seed alone"))
+    parallel_builds: int = Field(2, ge=1, description="seed builds at once, each in its own process on `threads`")
 
     @model_validator(mode="before")
     @classmethod
     def _old_section_names(cls, raw):
         return with_new_keys(raw, OLD_STAGE_NAMES)
+
+    @model_validator(mode="after")
+    def _check_seeds(self) -> RecipeConfig:
+        if not self.seeds:
+            return self
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds {self.seeds} repeat a seed")
+        if not isinstance(self.data, LabelledFolderData):
+            raise ValueError("seeds needs data.kind labelled_folder: builds are chosen on its drawn validation")
+        if self.data.drawn_validation_seed is None:
+            raise ValueError("seeds needs data.drawn_validation_seed: otherwise each seed's build is judged on a "
+                             "validation set of its own")
+        return self
 
 
 def load_recipe(path: Path) -> RecipeConfig:
@@ -341,22 +358,47 @@ def run_eval(config: RecipeConfig, stage: _Stage) -> None:
     stage.finish(overall=reports, zero_shot_missing=missing)
 
 
-def run_publish(config: RecipeConfig, stage: _Stage) -> None:
+def run_publish(config: RecipeConfig, stage: _Stage, builds=()) -> None:
+    """``config``'s CGRO bundle to ``output``; with several seed builds, ``config`` is the chosen seed's."""
     from inspectd.bundle.files import replace_model_card
     from inspectd.training.recipe_card import recipe_model_card
 
     export_dir = _Stage(config, "export").dir
     staged = stage.dir / "bundle"
     shutil.copytree(export_dir / "cgro", staged)
-    card = recipe_model_card(config, {name: _Stage(config, name) for name in STAGES[:-1]})
+    card = recipe_model_card(config, {name: _Stage(config, name) for name in STAGES[:-1]}, builds)
     replace_model_card(staged, card)
     if config.output.exists():
         shutil.rmtree(config.output)
     shutil.copytree(staged, config.output)
-    stage.finish(output=str(config.output))
+    stage.finish(output=str(config.output), seed=config.warmup.seed,
+                 builds={b.seed: b.selection_value for b in builds})
+
+
+def _run_seed_builds(config: RecipeConfig, stop_after: str | None) -> None:
+    """Each seed's build in ``work_dir/seed-<seed>`` up to eval, then the best one published."""
+    from inspectd.training.seed_builds import build_seeds, choose_seed, seed_config
+
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    build_seeds(config, "eval" if stop_after in (None, "publish") else stop_after)
+    if stop_after not in (None, "publish"):
+        return
+    chosen, builds = choose_seed(config)
+    stage = _Stage(config, "publish")
+    if stage.done and stage.record().get("seed") == chosen:
+        log.info("publish: done earlier (%s), skipped", stage.record_path)
+        return
+    if stage.dir.exists():
+        shutil.rmtree(stage.dir)
+    stage.dir.mkdir(parents=True)
+    run_publish(seed_config(config, chosen), stage, builds)
+    log.info("publish: seed %d finished", chosen)
 
 
 def run_recipe(config: RecipeConfig, stop_after: str | None = None) -> None:
+    if config.seeds:
+        _run_seed_builds(config, stop_after)
+        return
     runners = {"warmup": run_warmup, "cgro": run_cgro, "export": run_export, "eval": run_eval, "publish": run_publish}
     config.work_dir.mkdir(parents=True, exist_ok=True)
     for name in STAGES:

@@ -171,7 +171,33 @@ def _reward_names(config) -> str:
     return names
 
 
-def recipe_model_card(config, stages: dict) -> str:
+def _builds_section(config, builds) -> list[str]:
+    """Every seed's figures next to the chosen one's: the spread a rebuild can land in."""
+    if not builds:
+        return []
+    rows = ["## Builds", "",
+            f"Warm-up seeds {', '.join(str(b.seed) for b in builds)} were built side by side (`seeds`, "
+            f"{config.parallel_builds} at a time); published: seed {config.warmup.seed}, the build whose CGRO "
+            "model has the highest pooled pixel AUROC (ReAL) on the held-out good images with drawn defects. "
+            "Dev figures are reported, not chosen on.", "",
+            "| seed | model | drawn val img AUROC | drawn val px AUROC (ReAL / all tokens) | dev img AUROC "
+            "| dev px AUROC (ReAL / all tokens) | dev px AUPR |",
+            "|---|---|---|---|---|---|---|"]
+    for build in builds:
+        for variant, label in (("warmup", "warm-up only"), ("cgro", "+ CGRO")):
+            drawn = build.figures.get(f"{variant}-drawn_validation", {})
+            dev = build.figures.get(f"{variant}-zero_shot", {})
+            rows.append(
+                f"| {build.seed}{' (published)' if build.seed == config.warmup.seed else ''} | {label} "
+                f"| {_pct(drawn.get('image_auroc'))} | {_pct(drawn.get('pixel_auroc'))} / "
+                f"{_pct(drawn.get('pixel_auroc_all_tokens'))} | {_pct(dev.get('image_auroc'))} "
+                f"| {_pct(dev.get('pixel_auroc'))} / {_pct(dev.get('pixel_auroc_all_tokens'))} "
+                f"| {_pct(dev.get('pixel_aupr'))} |")
+    return rows + [""]
+
+
+def recipe_model_card(config, stages: dict, builds=()) -> str:
+    """``builds``: every seed's figures when the recipe built several (``seeds``); ``config`` is the chosen one's."""
     warmup, cgro, export, evaluation = (stages[n].record() for n in ("warmup", "cgro", "export", "eval"))
     folder = getattr(config.data, "kind", "synthetic") == "labelled_folder"
     sections = _folder_sections(config) if folder else _synthetic_sections(config)
@@ -205,7 +231,7 @@ def recipe_model_card(config, stages: dict) -> str:
         "",
         f"`inspectd-train recipe --config models/recipes/{config.name}.yaml`, deterministic seeds, "
         f"{config.threads} torch thread(s).",
-        f"- Warm-up: {config.warmup.steps} steps of {config.warmup.batch_size}, AdamW (betas 0.9/0.98, weight decay "
+        f"- Warm-up (seed {config.warmup.seed}): {config.warmup.steps} steps of {config.warmup.batch_size}, AdamW (betas 0.9/0.98, weight decay "
         f"{config.warmup.weight_decay}), peak lr {config.warmup.learning_rate}, {config.warmup.warmup_steps} warm-up "
         f"steps then cosine, clip {config.warmup.grad_clip}, vision encoder trained: {_minutes(warmup['seconds'])}; "
         f"loss {sum(warmup_losses[:20]) / 20:.3f} (first 20 steps) -> {sum(warmup_losses[-20:]) / 20:.3f} (last 20).",
@@ -215,7 +241,8 @@ def recipe_model_card(config, stages: dict) -> str:
         f"{config.cgro.temperature}, rewards {_reward_names(config)}: {_minutes(cgro['seconds'])}.",
         f"- Export (merge, {config.quantization}, round-trip check, calibration; both bundles): "
         f"{_minutes(sum(v['seconds'] for v in export.values()))}.",
-        f"- Total training and export: {_minutes(total)} on 2 CPU cores.",
+        f"- Total training and export: {_minutes(total)} on 2 CPU cores"
+        + (f" (this build; {len(builds)} were built side by side)." if builds else "."),
         "",
         "Rewards during CGRO (mean over the first and the last quarter of the steps):",
         "",
@@ -223,6 +250,7 @@ def recipe_model_card(config, stages: dict) -> str:
         "|---|---|---|",
         rewards,
         "",
+        *_builds_section(config, builds),
         "## Export",
         "",
         f"Precision {config.quantization}; the reload was checked against the exported model's logits; the "
