@@ -375,12 +375,27 @@ def run_publish(config: RecipeConfig, stage: _Stage, builds=()) -> None:
                  builds={b.seed: b.selection_value for b in builds})
 
 
+def _build_seed(config_json: str, seed: int, stop_after: str) -> None:
+    """A spawned process of a several-seed recipe: one seed's build up to ``stop_after``, on ``threads``."""
+    import torch
+
+    from inspectd.cli.common import offline
+    from inspectd.training.seed_builds import seed_config
+
+    logging.basicConfig(level=logging.INFO, force=True,
+                        format=f"%(asctime)s %(levelname)s %(name)s [seed {seed}]: %(message)s")
+    offline(quiet_transformers=False)
+    config = RecipeConfig.model_validate_json(config_json)
+    torch.set_num_threads(config.threads)
+    run_recipe(seed_config(config, seed), stop_after)
+
+
 def _run_seed_builds(config: RecipeConfig, stop_after: str | None) -> None:
     """Each seed's build in ``work_dir/seed-<seed>`` up to eval, then the best one published."""
     from inspectd.training.seed_builds import build_seeds, choose_seed, seed_config
 
     config.work_dir.mkdir(parents=True, exist_ok=True)
-    build_seeds(config, "eval" if stop_after in (None, "publish") else stop_after)
+    build_seeds(config, "eval" if stop_after in (None, "publish") else stop_after, _build_seed)
     if stop_after not in (None, "publish"):
         return
     chosen, builds = choose_seed(config)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,32 +39,17 @@ def seed_config(config, seed: int):
         "work_dir": seed_work_dir(config.work_dir, seed)})
 
 
-def _build_one(config_json: str, seed: int, stop_after: str) -> None:
-    """Child process: one seed's build, up to ``stop_after``, on the recipe's thread count."""
-    import torch
-
-    from inspectd.cli.common import offline
-    from inspectd.training.recipe import RecipeConfig, run_recipe
-
-    logging.basicConfig(level=logging.INFO, force=True,
-                        format=f"%(asctime)s %(levelname)s %(name)s [seed {seed}]: %(message)s")
-    offline(quiet_transformers=False)
-    config = RecipeConfig.model_validate_json(config_json)
-    torch.set_num_threads(config.threads)
-    run_recipe(seed_config(config, seed), stop_after)
-
-
-def build_seeds(config, stop_after: str) -> None:
+def build_seeds(config, stop_after: str, build: Callable[[str, int, str], None]) -> None:
     """Each seed's build up to ``stop_after`` (finished stages are skipped), ``parallel_builds`` at a time.
 
-    Spawned processes (never fork a process with torch threads); a build that fails stops the recipe, naming its
-    seed, once the builds running beside it end."""
+    ``build(config_json, seed, stop_after)`` runs in a spawned process (never fork a process with torch threads);
+    a build that fails stops the recipe, naming its seed, once the builds running beside it end."""
     from inspectd.errors import InspectdError
 
     context = multiprocessing.get_context("spawn")
     payload = config.model_dump_json()
     with context.Pool(processes=min(config.parallel_builds, len(config.seeds)), maxtasksperchild=1) as pool:
-        pending = {seed: pool.apply_async(_build_one, (payload, seed, stop_after)) for seed in config.seeds}
+        pending = {seed: pool.apply_async(build, (payload, seed, stop_after)) for seed in config.seeds}
         failures = []
         for seed, result in pending.items():
             try:
