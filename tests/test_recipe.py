@@ -72,6 +72,10 @@ def test_recipe_rejects_unknown_keys_naming_them(tmp_path):
         load_recipe(path)
 
 
+FOLDER_DATA = {"kind": "labelled_folder", "path": "line", "image_size": 56, "surface": "tile",
+               "validation_fraction": 0.25, "drawn_validation_images": 6}
+
+
 def _line_folder(tmp_path: Path) -> Path:
     """A small OK/NG folder (good/ + two defect kinds) and an MVTec-layout dev set beside it."""
     line = tmp_path / "line"
@@ -87,9 +91,7 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
     _line_folder(tmp_path)
     path = _write_recipe(
         tmp_path,
-        data={"kind": "labelled_folder", "path": "line", "image_size": 56, "surface": "tile",
-              "validation_fraction": 0.25, "drawn_validation_images": 6,
-              "cgro_drawn_images": 4},
+        data={**FOLDER_DATA, "cgro_drawn_images": 4},
         score={"method": "reasoning_branch", "branches": 2},
         real={"layer_start": 0, "map_scaling": "score_gated"},
         zero_shot=["dev"],
@@ -118,10 +120,6 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
     assert export["cgro"]["calibration_images"] == 10  # the held-out real images
     assert (f"On those 10 calibration images the score's image AUROC is "
             f"{100 * export['cgro']['calibration_image_auroc']:.1f}") in card
-
-
-FOLDER_DATA = {"kind": "labelled_folder", "path": "line", "image_size": 56, "surface": "tile",
-               "validation_fraction": 0.25, "drawn_validation_images": 6}
 
 
 def test_recipe_with_several_seeds_builds_each_and_publishes_the_best_on_validation(tmp_path):

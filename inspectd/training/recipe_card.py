@@ -231,8 +231,8 @@ def recipe_model_card(config, stages: dict, builds=()) -> str:
         "",
         f"`inspectd-train recipe --config models/recipes/{config.name}.yaml`, deterministic seeds, "
         f"{config.threads} torch thread(s).",
-        f"- Warm-up (seed {config.warmup.seed}): {config.warmup.steps} steps of {config.warmup.batch_size}, AdamW (betas 0.9/0.98, weight decay "
-        f"{config.warmup.weight_decay}), peak lr {config.warmup.learning_rate}, {config.warmup.warmup_steps} warm-up "
+        f"- Warm-up (seed {config.warmup.seed}): {config.warmup.steps} steps of {config.warmup.batch_size}, AdamW "
+        f"(betas 0.9/0.98, weight decay {config.warmup.weight_decay}), peak lr {config.warmup.learning_rate}, {config.warmup.warmup_steps} warm-up "
         f"steps then cosine, clip {config.warmup.grad_clip}, vision encoder trained: {_minutes(warmup['seconds'])}; "
         f"loss {sum(warmup_losses[:20]) / 20:.3f} (first 20 steps) -> {sum(warmup_losses[-20:]) / 20:.3f} (last 20).",
         f"- CGRO: {config.cgro.max_steps} GRPO steps of {config.cgro.batch_size} prompts x "

@@ -4,9 +4,11 @@ Why: on magnetic tiles two warm-up seeds of the same recipe on the same machine
 gave dev pixel AUROC 62.8 and 79.3 — the seed moves the outcome more than any
 setting measured. A recipe with ``seeds`` builds each one in a process of its
 own (one core each), evaluates all of them the same way, and publishes the one
-whose CGRO model scores best on the validation's drawn defects: a rebuild then
-depends less on one seed's luck, and the choice is made by a rule stated in the
-YAML, on validation only.
+whose CGRO model scores best on the validation's drawn defects, by a rule fixed
+in code and on validation only. The card shows every build, so the spread a
+rebuild can land in is on record. The choice keeps out a build that fails on
+validation; with a few dozen real validation photos it does not tell the better
+of two close builds apart (README, "Two more warm-up seeds").
 
 Training code: the daemon never imports it.
 """
