@@ -49,12 +49,19 @@ class ScoreSpec(StrictModel):
     (``<answer>Yes</answer>``, "... Answer: No.") is scored at that word (parse
     status ``lenient``, answer score only); the text before it is the reasoning
     ReAL reads, and with no text before it there is no map.
+
+    ``views`` (ours): 2 adds the image mirrored left-right, 4 also mirrored
+    top-bottom and both; the score is the mean of the views' scores and the
+    map the mean of their maps turned back (``inspectd.inspection.views``).
+    Only for parts whose mirror image is the same part (a tile, a sheet; not
+    a part with a handed feature). It costs one model run per view.
     """
 
     method: Literal["answer", "reasoning_branch"] = "answer"
     branches: int = Field(3, ge=1, le=16)
     min_branch_probability: float = Field(1e-3, ge=0, le=0.5)
     replies: Literal["strict", "lenient"] = "strict"
+    views: Literal[1, 2, 4] = 1
 
 
 class BundleManifest(StrictModel):

@@ -24,8 +24,8 @@ from PIL import Image
 from inspectd.data.layouts import Dataset, LabelledImage
 from inspectd.inspection.inspector import Inspector
 from inspectd.inspection.result import InspectionResult, Verdict
+from inspectd.inspection.views import all_token_view_map
 from inspectd.metrics.ranking import BinnedCurve, accuracy, exact_auroc_ap
-from inspectd.real.localize import all_token_map
 
 METRICS = ("image_auroc", "image_aupr", "image_acc", "pixel_auroc", "pixel_aupr", "pixel_acc",
            "pixel_auroc_all_tokens", "pixel_aupr_all_tokens")
@@ -119,7 +119,7 @@ def _report(inspector: Inspector, dataset: str, category: str, pairs, bins: int,
         if result.anomaly_map is not None:
             report.real_fallbacks += bool(result.real_fallback)
             real_curve.add(result.anomaly_map, truth)
-            baseline = all_token_map(result.evidence, inspector.real, size, result.score)
+            baseline = all_token_view_map(result, inspector.real)
             all_curve.add(baseline, truth)
         else:
             blank = np.zeros(truth.shape, dtype=np.float32)

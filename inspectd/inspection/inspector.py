@@ -14,6 +14,7 @@ from inspectd.config import ImageSettings, ModelSettings
 from inspectd.errors import ImageError
 from inspectd.inspection.images import load_image
 from inspectd.inspection.result import InspectionResult, Verdict
+from inspectd.inspection.views import combine_views, view_images
 from inspectd.model.reply import ParseStatus
 from inspectd.model.runtime import InspectionModel, ModelReply
 from inspectd.real.localize import localize
@@ -42,6 +43,7 @@ class Inspector:
         self.options = options
         self.real = real
         self.threshold = options.threshold if options.threshold is not None else bundle.manifest.threshold
+        self.views = bundle.manifest.score.views
         self.model = InspectionModel(bundle, real, options.max_new_tokens)
 
     def inspect_files(self, paths: list[Path]) -> list[InspectionResult]:
@@ -66,6 +68,18 @@ class Inspector:
         return InspectionResult(source=source, verdict=Verdict.FAILED, threshold=self.threshold, error=reason)
 
     def inspect_images(self, images: list[NamedImage]) -> list[InspectionResult]:
+        """Verdict and ReAL per image; with mirror views, each view is a row of the batch and they are combined."""
+        if self.views == 1:
+            return self._inspect_batch(images)
+        rows = [NamedImage(item.source, view, item.load_s / self.views)
+                for item in images for view in view_images(item.image, self.views)]
+        results = []
+        for start in range(0, len(rows), self.options.batch_size):  # batch_size bounds one generate call
+            results += self._inspect_batch(rows[start : start + self.options.batch_size])
+        return [combine_views(results[i : i + self.views], self.threshold, self.real)
+                for i in range(0, len(results), self.views)]
+
+    def _inspect_batch(self, images: list[NamedImage]) -> list[InspectionResult]:
         """One generate call for the batch, then verdict and ReAL per image."""
         if not images:
             return []

@@ -1,0 +1,92 @@
+"""Mirror views of one image, and one result from the views' results.
+
+Why: a tile and its mirror images are the same part, yet a small model's score
+and map differ between them; averaging them removes part of that noise. On the
+magnetic-tile validation split (README, "Flip views") four views raised the
+shipped bundle's image AUROC on the held-out real photos from 87.2 to 89.4 and
+the drawn defects' per-kind pixel AUROC from 86.8 to 88.8.
+
+The reasoning, the reply and the per-token evidence come from the unflipped
+view: a flipped view's reasoning names mirrored places. A result needs that
+view to parse; the other views add to the score and the map when they parse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from inspectd.inspection.result import InspectionResult, Verdict
+from inspectd.real.localize import all_token_map
+from inspectd.real.params import RealParams
+
+# (left-right, top-bottom) per view, in the order views are made: the first is the image as it came.
+FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True), (True, True))
+
+
+def view_images(image: Image.Image, views: int) -> list[Image.Image]:
+    out = []
+    for left_right, top_bottom in FLIPS[:views]:
+        view = ImageOps.mirror(image) if left_right else image
+        out.append(ImageOps.flip(view) if top_bottom else view)
+    return out
+
+
+def turned_back(array: np.ndarray, view: int) -> np.ndarray:
+    """A view's map (height x width) in the orientation of the image as it came."""
+    left_right, top_bottom = FLIPS[view]
+    if top_bottom:
+        array = array[::-1, :]
+    if left_right:
+        array = array[:, ::-1]
+    return np.ascontiguousarray(array)
+
+
+def _timings(views: list[InspectionResult]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for result in views:
+        for stage, seconds in result.timings.items():
+            total[stage] = total.get(stage, 0.0) + seconds
+    return total
+
+
+def _peak_as_one_view(mean_map: np.ndarray, real: RealParams, score: float) -> np.ndarray:
+    """The mean map scaled to the peak one view's map has (1, or the score when gated), so the mask threshold
+    means what it means for one view: a mean of maps whose peaks differ is lower than each (on the magnetic-tile
+    validation the mask then covered 54 % of the drawn defects on average, 59 % rescaled, at the same AUROC)."""
+    peak = float(mean_map.max())
+    if peak <= 0:
+        return mean_map.astype(np.float32)
+    target = min(1.0, max(0.0, score)) if real.map_scaling == "score_gated" else 1.0
+    return (mean_map * np.float32(target / peak)).astype(np.float32)
+
+
+def combine_views(views: list[InspectionResult], threshold: float, real: RealParams) -> InspectionResult:
+    """Score: the mean over the views that parsed; map: the mean of their maps turned back, its peak that of one
+    view's map; the rest: view 0's."""
+    first = views[0]
+    if first.score is None:  # failed, or the unflipped reply did not parse: that view's result, as without views
+        return replace(first, timings=_timings(views), views=tuple(views))
+    scored = [(index, view) for index, view in enumerate(views) if view.score is not None]
+    score = float(np.mean([view.score for _, view in scored]))
+    verdict = Verdict.ANOMALOUS if score >= threshold else Verdict.NORMAL
+    maps = [turned_back(view.anomaly_map, index) for index, view in scored if view.anomaly_map is not None]
+    anomaly_map = mask = None
+    if maps:
+        anomaly_map = _peak_as_one_view(np.mean(maps, axis=0), real, score)
+        mask = anomaly_map >= real.mask_threshold
+        if real.map_scaling == "score_gated" and verdict is not Verdict.ANOMALOUS:
+            mask = np.zeros_like(mask)  # as for one view: a part passed by the threshold shows no defect region
+    return replace(first, verdict=verdict, score=score, anomaly_map=anomaly_map, mask=mask,
+                   timings=_timings(views), views=tuple(views))
+
+
+def all_token_view_map(result: InspectionResult, real: RealParams) -> np.ndarray | None:
+    """The all-token baseline (Tab. 7) made the same way as the result's map: over its views when it has them."""
+    if not result.views:
+        return None if result.evidence is None else all_token_map(result.evidence, real, result.image_size, result.score)
+    maps = [turned_back(all_token_map(view.evidence, real, view.image_size, view.score), index)
+            for index, view in enumerate(result.views) if view.evidence is not None and view.score is not None]
+    return _peak_as_one_view(np.mean(maps, axis=0), real, result.score) if maps else None
