@@ -66,3 +66,36 @@ def test_passes_good_tiles_without_a_hot_spot(inspector):
         assert "no visible defect" in result.reasoning
         # Score-gated map: faint, and no mask, on a part scored normal.
         assert not result.mask.any() and float(np.max(result.anomaly_map)) <= result.score + 1e-6
+
+
+@pytest.mark.slow
+def test_the_daemon_runs_the_bundle_and_alerts_on_the_defective_tile(tmp_path):
+    """The deployed path, mirror views included: the model process, the store, the map artifacts, the webhook."""
+    import shutil
+
+    from tests.daemon_harness import DaemonProcess, Receiver, db_rows, wait_for, write_config
+
+    receiver = Receiver()
+    config = write_config(tmp_path, BUNDLE, alerts={
+        "channels": [{"type": "webhook", "name": "hook", "url": receiver.url}],
+        "rules": [{"name": "defects", "verdicts": ["anomalous"], "channels": ["hook"], "cooldown_s": 0}]})
+    db = tmp_path / "var" / "inspectd.db"
+    daemon = DaemonProcess(config)
+    try:
+        daemon.wait_ready()
+        for name in (DEFECTIVE[0], GOOD[0]):
+            shutil.copyfile(DEV / name, tmp_path / "drop-line1" / name.replace("/", "-"))
+        wait_for(lambda: db.exists() and db_rows(db, "SELECT count(*) FROM inspections")[0][0] >= 2, 120, "2 rows")
+        wait_for(lambda: len(receiver.received) >= 1, 60, "the alert")
+    finally:
+        code = daemon.stop()
+        receiver.close()
+    assert code == 0
+    rows = {Path(r[0]).name: r[1:] for r in db_rows(db, (
+        "SELECT i.source_path, i.verdict, i.score, i.threshold, i.reasoning, a.map_png IS NOT NULL "
+        "FROM inspections i LEFT JOIN artifacts a ON a.inspection_id = i.id"))}
+    defective, good = rows[DEFECTIVE[0].replace("/", "-")], rows[GOOD[0].replace("/", "-")]
+    assert defective[0] == "anomalous" and defective[1] >= defective[2] and defective[4]
+    assert good[0] == "normal" and "no visible defect" in good[3]
+    assert defective[2] == pytest.approx(verify_bundle(BUNDLE).threshold)
+    assert [r["payload"]["verdict"] for r in receiver.received] == ["anomalous"]

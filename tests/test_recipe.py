@@ -92,7 +92,7 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
     path = _write_recipe(
         tmp_path,
         data={**FOLDER_DATA, "cgro_drawn_images": 4},
-        score={"method": "reasoning_branch", "branches": 2},
+        score={"method": "reasoning_branch", "branches": 2, "views": 2},  # calibration and eval see both views
         real={"layer_start": 0, "map_scaling": "score_gated"},
         zero_shot=["dev"],
         warmup={"steps": 150, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 10},
@@ -101,6 +101,7 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
     run_recipe(config)
     manifest = verify_bundle(config.output)
     assert manifest.score.method == "reasoning_branch" and manifest.real.map_scaling == "score_gated"
+    assert manifest.score.views == 2 and '"views": 2' in (config.output / "MODEL_CARD.md").read_text()
     assert manifest.image_size == (56, 56)
     card = (config.output / "MODEL_CARD.md").read_text()
     assert "learnt one production line" in card
