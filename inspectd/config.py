@@ -27,7 +27,8 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 class ModelSettings(StrictModel):
     bundle: Path = Field(description="model bundle folder (bundle.json inside)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    batch_size: int = Field(4, ge=1, le=256, description="images per generate call")
+    batch_size: int = Field(4, ge=1, le=256, description="images per batch; rows per generate call (a bundle "
+                                                         "scoring mirror views makes each image that many rows)")
     max_new_tokens: int | None = Field(None, ge=8, le=4096, description="null = the bundle's value")
     threads: int = Field(1, ge=1, le=256, description="torch CPU threads; 1 stays fast when other processes "
                                                       "share the cores (more collapsed 20-70x)")
