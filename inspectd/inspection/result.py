@@ -37,8 +37,8 @@ class InspectionResult:
     # evaluation ablations, and the store's per-token maps for the console.
     evidence: object | None = field(default=None, repr=False)
     kept_tokens: np.ndarray | None = field(default=None, repr=False)
-    # With a bundle that scores mirror views (score.views > 1): each view's own result, maps in the view's
-    # orientation (evaluation's all-token ablation); empty otherwise.
+    # With a bundle that scores mirror views (score.views > 1): each view's own result without its map and mask
+    # (score and token evidence, in the view's orientation: evaluation's all-token ablation); empty otherwise.
     views: tuple[InspectionResult, ...] = field(default=(), repr=False)
 
     def summary(self) -> dict:
