@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from inspectd.bundle.load import LoadedBundle
@@ -17,7 +16,7 @@ from inspectd.inspection.result import InspectionResult, Verdict
 from inspectd.inspection.views import combine_views, view_images
 from inspectd.model.reply import ParseStatus
 from inspectd.model.runtime import InspectionModel, ModelReply
-from inspectd.real.localize import localize
+from inspectd.real.localize import localize, shown_mask
 from inspectd.real.params import RealParams
 
 
@@ -115,9 +114,7 @@ class Inspector:
         if reply.evidence is None:
             return InspectionResult(verdict=verdict, score=reply.score, reasoning=reply.parsed.reasoning, **common)
         located = localize(reply.evidence, self.real, size, reply.score)
-        mask = located.mask
-        if self.real.map_scaling == "score_gated" and verdict is not Verdict.ANOMALOUS:
-            mask = np.zeros_like(mask)  # gated maps: a part passed by the threshold shows no defect region
+        mask = shown_mask(located.anomaly_map, self.real, flagged=verdict is Verdict.ANOMALOUS)
         return InspectionResult(
             verdict=verdict,
             score=reply.score,

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from inspectd.inspection.result import InspectionResult, Verdict
-from inspectd.real.localize import all_token_map
+from inspectd.real.localize import all_token_map, scaled, shown_mask
 from inspectd.real.params import RealParams
 
 # (left-right, top-bottom) per view, in the order views are made: the first is the image as it came.
@@ -59,8 +59,7 @@ def _peak_as_one_view(mean_map: np.ndarray, real: RealParams, score: float) -> n
     peak = float(mean_map.max())
     if peak <= 0:
         return mean_map.astype(np.float32)
-    target = min(1.0, max(0.0, score)) if real.map_scaling == "score_gated" else 1.0
-    return (mean_map * np.float32(target / peak)).astype(np.float32)
+    return scaled((mean_map / np.float32(peak)).astype(np.float32), real, score)  # as ReAL scales one view's map
 
 
 def _kept(views: list[InspectionResult]) -> tuple[InspectionResult, ...]:
@@ -82,9 +81,7 @@ def combine_views(views: list[InspectionResult], threshold: float, real: RealPar
     anomaly_map = mask = None
     if maps:
         anomaly_map = _peak_as_one_view(np.mean(maps, axis=0), real, score)
-        mask = anomaly_map >= real.mask_threshold
-        if real.map_scaling == "score_gated" and verdict is not Verdict.ANOMALOUS:
-            mask = np.zeros_like(mask)  # as for one view: a part passed by the threshold shows no defect region
+        mask = shown_mask(anomaly_map, real, flagged=verdict is Verdict.ANOMALOUS)
     return replace(first, verdict=verdict, score=score, anomaly_map=anomaly_map, mask=mask,
                    timings=_timings(views), views=_kept(views))
 
