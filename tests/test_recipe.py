@@ -96,6 +96,7 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
         real={"layer_start": 0, "map_scaling": "score_gated"},
         zero_shot=["dev"],
         warmup={"steps": 150, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 10},
+        card_notes=["Seed 3 replaced the build of last week: it leads on every validation figure."],
     )
     config = load_recipe(path)
     run_recipe(config)
@@ -110,6 +111,9 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
     # the card says what CGRO was given and rewarded with, drawn-defect rows included
     assert "and 4 good training images with a drawn defect" in card
     assert "+ localization (drawn-defect rows only)" in card and "sampling temperature 1.0" in card
+    # why this build was published is on the card; the limits say what the mirror views cost
+    assert "## Notes\n\nSeed 3 replaced the build of last week" in card
+    assert "over 2 mirror views, so 2 model runs per image" in card
     evaluation = json.loads((config.work_dir / "eval" / "stage.json").read_text())
     assert set(evaluation["overall"]) == {"warmup-drawn_validation", "cgro-drawn_validation",
                                           "warmup-zero_shot", "cgro-zero_shot"}

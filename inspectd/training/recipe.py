@@ -97,6 +97,9 @@ class RecipeConfig(StrictModel):
         "warm-up seeds built side by side (labelled folders); the build whose CGRO model has the highest pooled "
         "pixel AUROC on the drawn validation is published. Empty = warmup.seed alone"))
     parallel_builds: int = Field(2, ge=1, description="seed builds at once, each in its own process on `threads`")
+    card_notes: list[str] = Field(default_factory=list, description=(
+        "paragraphs for the model card's Notes: how this recipe's settings were chosen and what was seen "
+        "before choosing them, which the figures alone do not say"))
 
     @model_validator(mode="before")
     @classmethod

@@ -133,9 +133,10 @@ def _folder_sections(config) -> dict[str, list[str]]:
             f"- Images are resized to {data.image_size}x{data.image_size} px "
             f"({(data.image_size // 28) ** 2} image tokens) before the model."],
         "evaluation": [
-            "Dev = the MVTec-layout subset named under zero-shot in the recipe: never trained on, and no choice "
-            "(steps, threshold, ReAL parameters, score method) was made by looking at it. Per defect kind, each "
-            "kind's images are scored against all good images."],
+            "Dev = the MVTec-layout subset named under zero-shot in the recipe: never trained on, and the recipe "
+            "makes no choice on it (threshold and build are chosen on the validation split; see Notes for how "
+            "the recipe's own settings were chosen). Per defect kind, each kind's images are scored against all "
+            "good images."],
         "limits": [
             f"- {data.image_size} px input ({data.image_size // 28}x{data.image_size // 28} cells of 28 px): "
             "small pores and thin cracks cover a fraction of a cell, so maps are coarse.",
@@ -143,10 +144,15 @@ def _folder_sections(config) -> dict[str, list[str]]:
             "template (kind and place), not free text.",
             "- Data: about 170 real defective images for training; kinds unlike any drawn defect (large, "
             "low-contrast shading) are learnt from labels alone, with no signal for where.",
-            f"- Score: `{config.score.method}` (see the bundle's `score`); the threshold was calibrated on "
+            f"- Score: `{config.score.method}`{_views_phrase(config.score.views)} (see the bundle's `score`); "
+            f"the threshold was calibrated on "
             f"{facts['validation_good'] + facts['validation_defective']} validation images, so expect it to move "
             "on a larger hold-out."],
     }
+
+
+def _views_phrase(views: int) -> str:
+    return "" if views == 1 else f" over {views} mirror views, so {views} model runs per image"
 
 
 def _comparisons(overall: dict[str, dict[str, float]], suites: dict[str, str]) -> list[str]:
@@ -280,4 +286,6 @@ def recipe_model_card(config, stages: dict, builds=()) -> str:
         "",
         *sections["limits"],
         "",
+        *(["## Notes", "", *(line for note in config.card_notes for line in (note.strip(), "")), ] if config.card_notes
+          else []),
     ])
