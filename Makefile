@@ -41,7 +41,7 @@ model: setup
 	$(BIN)/inspectd-train recipe --config models/recipes/tiny-cgro.yaml
 
 # Learn the magnetic-tile line from its OK/NG folder (shared/datasets/magnetic_tile_train beside the
-# clone): models/magnetic-tile-cgro, about 1 hour on 2 CPU cores. Stages resume likewise.
+# clone): models/magnetic-tile-cgro, about 80 minutes on 2 CPU cores. Stages resume likewise.
 model-mt: setup
 	$(BIN)/inspectd-train recipe --config models/recipes/magnetic-tile-cgro.yaml
 
