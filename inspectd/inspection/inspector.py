@@ -114,7 +114,7 @@ class Inspector:
         if reply.evidence is None:
             return InspectionResult(verdict=verdict, score=reply.score, reasoning=reply.parsed.reasoning, **common)
         located = localize(reply.evidence, self.real, size, reply.score)
-        mask = shown_mask(located.anomaly_map, self.real, flagged=verdict is Verdict.ANOMALOUS)
+        mask = shown_mask(located.mask, self.real, flagged=verdict is Verdict.ANOMALOUS)
         return InspectionResult(
             verdict=verdict,
             score=reply.score,

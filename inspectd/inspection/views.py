@@ -81,7 +81,7 @@ def combine_views(views: list[InspectionResult], threshold: float, real: RealPar
     anomaly_map = mask = None
     if maps:
         anomaly_map = _peak_as_one_view(np.mean(maps, axis=0), real, score)
-        mask = shown_mask(anomaly_map, real, flagged=verdict is Verdict.ANOMALOUS)
+        mask = shown_mask(anomaly_map >= real.mask_threshold, real, flagged=verdict is Verdict.ANOMALOUS)
     return replace(first, verdict=verdict, score=score, anomaly_map=anomaly_map, mask=mask,
                    timings=_timings(views), views=_kept(views))
 

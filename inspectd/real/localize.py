@@ -125,12 +125,12 @@ def scaled(anomaly_map: np.ndarray, params: RealParams, score: float | None) -> 
     return anomaly_map
 
 
-def shown_mask(anomaly_map: np.ndarray, params: RealParams, flagged: bool) -> np.ndarray:
-    """The mask an operator sees: the map over ``mask_threshold``; with score-gated maps, none on a part the
-    verdict threshold passed (its map peaks at its score, which can exceed ``mask_threshold``)."""
+def shown_mask(mask: np.ndarray, params: RealParams, flagged: bool) -> np.ndarray:
+    """The mask an operator sees (``mask``: the map over ``mask_threshold``): with score-gated maps, none on a
+    part the verdict threshold passed (its map peaks at its score, which can exceed ``mask_threshold``)."""
     if params.map_scaling == "score_gated" and not flagged:
-        return np.zeros(anomaly_map.shape, dtype=bool)
-    return anomaly_map >= params.mask_threshold
+        return np.zeros_like(mask)
+    return mask
 
 
 def localize(evidence: TokenEvidence, params: RealParams, image_size: tuple[int, int],
