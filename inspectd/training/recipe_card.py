@@ -202,6 +202,13 @@ def _builds_section(config, builds) -> list[str]:
     return rows + [""]
 
 
+def _notes_section(notes: list[str]) -> list[str]:
+    """The recipe's ``card_notes``, a paragraph each."""
+    if not notes:
+        return []
+    return ["## Notes", "", *(line for note in notes for line in (note.strip(), ""))]
+
+
 def recipe_model_card(config, stages: dict, builds=()) -> str:
     """``builds``: every seed's figures when the recipe built several (``seeds``); ``config`` is the chosen one's."""
     warmup, cgro, export, evaluation = (stages[n].record() for n in ("warmup", "cgro", "export", "eval"))
@@ -286,6 +293,5 @@ def recipe_model_card(config, stages: dict, builds=()) -> str:
         "",
         *sections["limits"],
         "",
-        *(["## Notes", "", *(line for note in config.card_notes for line in (note.strip(), "")), ] if config.card_notes
-          else []),
+        *_notes_section(config.card_notes),
     ])
