@@ -91,8 +91,9 @@ def test_shipped_recipes_and_training_configs_validate():
     recipes = REPO / "models" / "recipes"
     assert load_recipe(recipes / "tiny-cgro.yaml").data.kind == "synthetic"
     assert load_recipe(recipes / "magnetic-tile-cgro.yaml").data.kind == "labelled_folder"
-    seven_b = load_config(recipes / "qwen2.5-vl-7b-cgro.yaml")
-    assert (seven_b.cgro.batch_size, seven_b.cgro.generations, seven_b.data.image_size) == (16, 8, 420)
+    for card in ("24gb", "48gb", "80gb"):
+        seven_b = load_config(recipes / f"qwen2.5-vl-7b-cgro-{card}.yaml")
+        assert (seven_b.cgro.batch_size, seven_b.cgro.generations, seven_b.data.image_size) == (16, 8, 420)
 
 
 def test_reader_commands_find_the_service_config_before_the_shipped_default(tmp_path, monkeypatch):

@@ -9,10 +9,12 @@ code: the daemon never imports it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from inspectd.bundle.manifest import PromptSpec
+from inspectd.errors import InspectdError
 from inspectd.model.packed_vision import use_packed_vision
 from inspectd.real.params import RealParams
 from inspectd.strict_model import StrictModel
@@ -43,7 +45,18 @@ class CgroSettings(StrictModel):
     save_steps: int = Field(50, ge=1)
     use_cpu: bool = True
     gradient_accumulation_steps: int = Field(1, ge=1, description="split a step's batch_size x generations "
-                                                                   "replies into this many micro-batches (GPU memory)")
+                                                                   "replies into this many micro-batches for the "
+                                                                   "policy's forward and backward (GPU memory)")
+    generation_batch_size: int | None = Field(
+        None, ge=1, description="prompts per generate call (their replies are scored and rewarded together); "
+                                "null = batch_size. Bounds the KV cache and the vision pass of generation; must "
+                                "divide batch_size, and its replies must fill whole training micro-batches")
+    reward_batch_size: int = Field(16, ge=1, description="replies per teacher-forced pass of the consistency "
+                                                         "and localization rewards (their peak memory)")
+    base_precision: Literal["auto", "float32", "bfloat16", "nf4"] = Field(
+        "auto", description="the frozen base weights: auto = bfloat16 on a GPU, float32 with use_cpu; nf4 = "
+                            "4-bit (bitsandbytes, QLoRA) for small GPUs. LoRA weights and optimizer state stay "
+                            "float32 in every case")
     gradient_checkpointing: bool = Field(True, description="trl's default; saves memory on a 7B, costs time on CPU")
     bf16: bool | None = Field(None, description="bf16 autocast; null = on for GPUs (trl's default), off with use_cpu")
 
@@ -53,7 +66,69 @@ class CgroSettings(StrictModel):
         if replies % self.gradient_accumulation_steps:
             raise ValueError(f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must divide "
                              f"batch_size x generations ({replies})")
+        prompts = self.generation_prompts
+        if self.batch_size % prompts:
+            raise ValueError(f"generation_batch_size ({prompts}) must divide batch_size ({self.batch_size})")
+        if (prompts * self.generations) % self.train_micro_batch:
+            raise ValueError(f"generation_batch_size x generations ({prompts * self.generations} replies) must be a "
+                             f"multiple of the training micro-batch (batch_size x generations / "
+                             f"gradient_accumulation_steps = {self.train_micro_batch})")
         return self
+
+    @property
+    def generation_prompts(self) -> int:
+        """Prompts per generate call."""
+        return self.generation_batch_size or self.batch_size
+
+    @property
+    def train_micro_batch(self) -> int:
+        """Replies per forward and backward of the policy."""
+        return self.batch_size * self.generations // self.gradient_accumulation_steps
+
+    def precision(self) -> str:
+        """The base weights' precision this run uses (``auto`` resolved)."""
+        if self.base_precision != "auto":
+            return self.base_precision
+        return "float32" if self.use_cpu else "bfloat16"
+
+
+def check_device(settings: CgroSettings) -> None:
+    """A GPU run on a torch without CUDA fails here, naming the fix, not a minute later inside trl."""
+    import torch
+
+    if not settings.use_cpu and not torch.cuda.is_available():
+        raise InspectdError(
+            f"cgro.use_cpu is false but this torch ({torch.__version__}) sees no CUDA GPU: install a CUDA build "
+            "(make setup TORCH_SPEC=\"torch==2.13.0 --index-url <your CUDA wheel index>\"), check nvidia-smi, "
+            "or set cgro.use_cpu: true")
+
+
+def load_policy_base(folder: Path, settings: CgroSettings):
+    """The model CGRO trains LoRA weights on, its frozen base weights in ``settings.precision()``.
+
+    bfloat16 (a GPU's default) halves a float32 load (a 7B: 16.6 GB instead of 33 GB); nf4 quarters it again
+    (QLoRA); peft keeps the LoRA weights, their gradients and AdamW state in float32 whatever the base is.
+    """
+    import torch
+    from transformers import BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
+
+    check_device(settings)
+    precision = settings.precision()
+    options: dict = {"local_files_only": True, "use_safetensors": True}
+    if precision == "nf4":
+        from inspectd.export.exporter import NF4_SKIPPED_MODULES
+
+        compute = torch.float32 if settings.use_cpu else torch.bfloat16
+        options.update(dtype=compute, device_map="cpu" if settings.use_cpu else {"": torch.cuda.current_device()},
+                       quantization_config=BitsAndBytesConfig(
+                           load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+                           bnb_4bit_use_double_quant=True, llm_int8_skip_modules=list(NF4_SKIPPED_MODULES)))
+    else:
+        options["dtype"] = torch.float32 if precision == "float32" else torch.bfloat16
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, **options)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)  # peft adds the only trainable weights
+    return model
 
 
 def cgro_rows(images_and_labels, prompt: PromptSpec, drawn=()) -> list[dict]:
@@ -70,7 +145,7 @@ def cgro_rows(images_and_labels, prompt: PromptSpec, drawn=()) -> list[dict]:
 
 
 def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, prompt: PromptSpec, real: RealParams,
-                  output_dir: Path, seed: int = 0, masks: list | None = None):
+                  output_dir: Path, seed: int = 0, masks: list | None = None, generation_kwargs: dict | None = None):
     from datasets import Dataset
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
@@ -84,8 +159,10 @@ def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, pr
         max_steps=settings.max_steps,
         # trl counts completions per device and micro-batch, not prompts; one generation batch
         # (batch_size x generations replies) feeds the gradient_accumulation_steps micro-batches of a step
-        per_device_train_batch_size=settings.batch_size * settings.generations // settings.gradient_accumulation_steps,
+        per_device_train_batch_size=settings.train_micro_batch,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        # one generate call per generation_batch_size prompts: whole groups, so advantages are unchanged
+        steps_per_generation=settings.generation_prompts * settings.generations // settings.train_micro_batch,
         num_generations=settings.generations,
         max_completion_length=settings.max_completion_length,
         learning_rate=settings.learning_rate,
@@ -102,8 +179,9 @@ def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, pr
         seed=seed,
         remove_unused_columns=False,
         disable_tqdm=False,
+        generation_kwargs=generation_kwargs,
     )
-    attention = ReplyAttention(model, processor, prompt, real)
+    attention = ReplyAttention(model, processor, prompt, real, settings.reward_batch_size)
     consistency = ConsistencyReward(attention, settings.consistency)
     rewards = [format_reward, accuracy_reward, consistency]
     if masks:

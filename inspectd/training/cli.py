@@ -4,6 +4,8 @@
     inspectd-train cgro   --config train.yaml [--resume]
     inspectd-train recipe --config models/recipes/tiny-cgro.yaml [--stop-after STAGE]
                                             # build a small model end to end (inspectd.training.recipe)
+    inspectd-train plan   --config train.yaml [--base FOLDER] [--measure]
+                                            # CGRO's peak GPU memory by component, before a run
 
 Multi-GPU: ``accelerate launch --num_processes N -m inspectd.training.cli warmup|cgro --config ...``
 (distributed data parallel, ``batch_size`` is per process; cgro: set ``use_cpu: false``).
@@ -126,18 +128,34 @@ def _store_as_folder(config: TrainConfig) -> TrainConfig:
     return config.model_copy(update={"data": config.data.model_copy(update={"kind": "labelled", "path": folder})})
 
 
-def _load(base: Path):
-    """The model in float32 (master weights; bf16 runs as autocast where the device supports it)."""
+def _processor(base: Path):
+    from inspectd.bundle.processor import ImageOnlyQwenProcessor
+
+    processor = ImageOnlyQwenProcessor.from_pretrained(base, local_files_only=True)
+    processor.tokenizer.padding_side = "left"  # a real checkpoint's tokenizer pads right; generation needs left
+    return processor
+
+
+def _load_float32(base: Path):
+    """The warm-up's model in float32 (master weights; bf16 runs as autocast where the device supports it)."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from inspectd.bundle.processor import ImageOnlyQwenProcessor
-
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         base, local_files_only=True, use_safetensors=True, dtype=torch.float32)
-    processor = ImageOnlyQwenProcessor.from_pretrained(base, local_files_only=True)
-    processor.tokenizer.padding_side = "left"  # a real checkpoint's tokenizer pads right; generation needs left
-    return model, processor
+    return model, _processor(base)
+
+
+def _checkpoint_dtype(base: Path):
+    """The dtype the base checkpoint was saved in (a download's bfloat16), float32 when it does not say."""
+    import torch
+
+    try:
+        raw = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return torch.float32
+    name = raw.get("dtype") or raw.get("torch_dtype") or (raw.get("text_config") or {}).get("dtype") or "float32"
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name), torch.float32)
 
 
 def _prompt_and_real(base: Path):
@@ -181,7 +199,7 @@ def run_warmup(config: TrainConfig) -> Path:
     from inspectd.training.warmup import is_main_process, supervised_warmup
 
     config = _store_as_folder(config)
-    model, processor = _load(config.base)
+    model, processor = _load_float32(config.base)
     prompt, _ = _prompt_and_real(config.base)
     example = _warmup_examples(config)
 
@@ -190,7 +208,9 @@ def run_warmup(config: TrainConfig) -> Path:
     out = stage_folder(config.output_dir, "warmup")
     if not is_main_process():  # under accelerate launch / torchrun every process trained; one writes
         return out
-    model.save_pretrained(out, safe_serialization=True)
+    dtype = _checkpoint_dtype(config.base)  # trained in float32; saved as the download came (a 7B: 16.6 GB, not 33)
+    log.info("saving the warm-up model in %s, the base checkpoint's dtype", str(dtype).removeprefix("torch."))
+    model.to(dtype).save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     (out / "training.json").write_text(json.dumps({"stage": "warmup", "losses": losses, **config.warmup.model_dump()},
                                                   indent=2))
@@ -198,10 +218,11 @@ def run_warmup(config: TrainConfig) -> Path:
 
 
 def run_cgro(config: TrainConfig, resume: bool) -> Path:
-    from inspectd.training.cgro import cgro_rows, train_cgro
+    from inspectd.training.cgro import cgro_rows, check_device, load_policy_base, train_cgro
 
+    check_device(config.cgro)  # before the store export and the load
     config = _store_as_folder(config)
-    model, processor = _load(config.base)
+    model, processor = load_policy_base(config.base, config.cgro), _processor(config.base)
     prompt, real = _prompt_and_real(config.base)
     rows = cgro_rows(list(_labelled_images(config)), prompt)
     adapter = config.output_dir / "adapter"
@@ -213,14 +234,45 @@ def run_cgro(config: TrainConfig, resume: bool) -> Path:
     return adapter
 
 
+def _plan(config: TrainConfig, measure: bool) -> int:
+    """Prints CGRO's planned peak memory (and with ``measure`` the measured one) for ``config``."""
+    import tempfile
+
+    from inspectd.training.memory_plan import format_plan, model_shape, plan_cgro, prompt_tokens
+
+    if not (config.base / "config.json").is_file():
+        raise InspectdError(f"{config.base}: no config.json; point --base (or the config's base) at the checkpoint")
+    size = _image_size(config)
+    settings = config.cgro
+    shape = model_shape(config.base, settings.lora_targets, settings.lora_rank)
+    prompt, _ = _prompt_and_real(config.base)
+    plan = plan_cgro(shape, settings, size, prompt_tokens(config.base, size, shape, prompt))
+    measured = None
+    if measure:
+        from inspectd.training.memory_trace import measure_cgro_step
+
+        with tempfile.TemporaryDirectory(prefix="inspectd-plan-") as scratch:
+            measured = measure_cgro_step(config.base, settings, size, Path(scratch)).peaks
+    print(f"CGRO memory plan for {config.base} ({settings.precision()} base weights, image {size[0]} x {size[1]}, "
+          f"{settings.batch_size} prompts x {settings.generations} replies a step; one process)")
+    print(format_plan(plan, measured))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="inspectd-train", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("warmup", "cgro", "recipe", *OLD_STAGE_NAMES),
-                        help="warmup, cgro or recipe (sft and grpo: the old names of warmup and cgro)")
+    parser.add_argument("stage", choices=("warmup", "cgro", "recipe", "plan", *OLD_STAGE_NAMES),
+                        help="warmup, cgro, recipe, or plan (CGRO's memory); sft and grpo: the old names of "
+                             "warmup and cgro")
     parser.add_argument("--config", required=True)
     parser.add_argument("--resume", action="store_true", help="cgro: continue from the newest checkpoint")
     parser.add_argument("--stop-after", choices=(*STAGES, *OLD_STAGE_NAMES), help="recipe: finish this stage, then stop")
+    parser.add_argument("--base", type=Path, help="plan: this checkpoint folder instead of the config's base "
+                                                  "(its config.json and processor files are enough)")
+    parser.add_argument("--measure", action="store_true",
+                        help="plan: also run two real CGRO steps on the base (weights needed) and print the "
+                             "measured peak of each phase beside the plan")
     args = parser.parse_args(argv)
     setup_logging()
     offline(quiet_transformers=False)
@@ -236,6 +288,8 @@ def _train(args) -> int:
         run_recipe(recipe, args.stop_after and stage_name(args.stop_after))
         return 0
     config = load_config(Path(args.config))
+    if args.stage == "plan":
+        return _plan(config.model_copy(update={"base": args.base or config.base}), args.measure)
     stage = stage_name(args.stage)
     out = run_warmup(config) if stage == "warmup" else run_cgro(config, args.resume)
     print(f"wrote {out}")

@@ -76,21 +76,34 @@ def consistency_reward_value(consensus: float, anomalous: bool, settings: Consis
 
 
 class ReplyAttention:
-    """Teacher-forced attention of a finished reply's reasoning tokens, via the inference capture."""
+    """Teacher-forced attention of a finished reply's reasoning tokens, via the inference capture.
 
-    def __init__(self, model, processor, prompt: PromptSpec, real: RealParams) -> None:
+    The pass runs the decoder only (no LM head: full-vocabulary logits at every position were the largest
+    item of a 7B step's reward pass, ~150k floats per token) over ``batch_size`` replies at a time, so its
+    peak memory is set by ``reward_batch_size``, not by the batch x generations group.
+    """
+
+    def __init__(self, model, processor, prompt: PromptSpec, real: RealParams, batch_size: int = 16) -> None:
         self.model = model
         self.processor = processor
         self.prompt = prompt
         self.real = real
+        self.batch_size = batch_size
         self.chat = chat_text(processor, prompt)
         self.text_ids, self.word_hits = anomaly_word_token_ids(processor.tokenizer, prompt, real.anomaly_words)
 
     def _decode(self, ids: list[int]) -> str:
         return self.processor.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    @torch.no_grad()
     def evidence(self, images, replies: list[str]) -> list[TokenEvidence | None]:
+        images = list(images)
+        out: list[TokenEvidence | None] = []
+        for start in range(0, len(replies), self.batch_size):
+            out += self._evidence(images[start:start + self.batch_size], replies[start:start + self.batch_size])
+        return out
+
+    @torch.no_grad()
+    def _evidence(self, images, replies: list[str]) -> list[TokenEvidence | None]:
         tokenizer = self.processor.tokenizer
         prompts = self.processor(text=[self.chat] * len(replies), images=list(images), return_tensors="pt",
                                  padding=True, padding_side="left")
@@ -122,7 +135,7 @@ class ReplyAttention:
         recorder = AttentionRecorder(targets, layers, query_positions=queries)
         device = next(base.parameters()).device
         with recording(recorder):
-            self.model(**{k: v.to(device) for k, v in batch.items()})
+            base.model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False)  # decoder only: no logits
         rows = recorder.rows()[self.real.layer_slice(layers)].mean(dim=0).float().cpu().numpy()  # (B, Q, K)
         grids = batch["image_grid_thw"].tolist()
         merge = self.processor.image_processor.merge_size
