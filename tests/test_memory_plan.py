@@ -104,6 +104,7 @@ def test_the_reward_pass_never_builds_full_vocabulary_logits(scaled_checkpoint):
     with tracker.tracking(), tracker.phase("reward"):
         evidence = attention.evidence(images, [reply] * 4)
     assert len(evidence) == 4 and all(e is not None and e.maps.shape[1:] == (8, 8) for e in evidence)
+    assert {word.strip() for word in evidence[0].words} == {"the"}  # what real.ignored_words reads in training
     logits = 2 * (64 + 48) * model.config.text_config.vocab_size * 4  # one chunk of 2 rows, ~112 tokens
     assert tracker.result.peaks["reward"] - weights < logits / 3
 

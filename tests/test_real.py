@@ -191,3 +191,22 @@ def test_tokens_without_a_high_region_never_pass_the_entropy_filter():
     mixed = np.stack([flat, _blob(centre=(4, 4)), _blob(centre=(4, 5)), flat])
     some_flat = score_tokens(TokenEvidence(mixed, np.array([0.4, 0.4, 0.4, 0.4])), RealParams())
     assert not some_flat.kept[0] and not some_flat.kept[3] and some_flat.kept[1:3].all()
+
+
+def test_ignored_words_are_never_kept_or_weighted():
+    from inspectd.real.localize import TokenEvidence, score_tokens
+
+    maps = np.zeros((3, 4, 4))
+    maps[0, 0, 0] = 1.0  # "the": the most concentrated token
+    maps[1, 3, 3] = 1.0  # "crack"
+    maps[2] = np.random.default_rng(0).random((4, 4))  # "surface": diffuse
+    evidence = TokenEvidence(maps, np.array([1.0, 0.9, 0.1]), np.array([[0, 3], [4, 9], [10, 17]]),
+                             ("the", " crack", " surface."))
+    params = RealParams(use_relevance_filter=False)
+    assert score_tokens(evidence, params).kept[0]  # without the list, "the" is kept
+    ignoring = params.model_copy(update={"ignored_words": ("the", "surface")})
+    scores = score_tokens(evidence, ignoring)
+    assert scores.kept.tolist() == [False, True, False] and scores.weights[0] == 0 and scores.weights[2] == 0
+    only_function = TokenEvidence(maps[:1], np.ones(1), None, ("The",))
+    fallback = score_tokens(only_function, ignoring)
+    assert fallback.kept.tolist() == [True]  # a reply of function words only still gets a map

@@ -65,3 +65,29 @@ def test_score_gated_maps_mark_only_flagged_parts():
     assert flagged.verdict is Verdict.ANOMALOUS and flagged.mask.any()
     assert passed.verdict is Verdict.NORMAL and not passed.mask.any()
     assert passed.anomaly_map.max() <= passed.score + 1e-6  # faint: scaled by its (low) score
+
+
+def test_the_demo_shows_no_heat_on_passed_parts_and_keeps_words_that_name_the_defect():
+    """``make run``'s demo as the default config runs it (its ReAL overrides on the shipped bundle), on the
+    images the demo feed draws (half defective): a passed part has no outline and only a map as faint as its
+    score; a flagged part's kept words are content words, at least one naming the defect's kind or place."""
+    from inspectd.data.synthetic import DEFECTS
+    from inspectd.real.params import FUNCTION_WORDS
+
+    settings = load_settings(REPO / "config" / "inspectd.yaml")
+    bundle = load_bundle(settings.model.bundle, "cpu")
+    demo = Inspector(bundle, settings.real.apply(bundle.manifest.real), InspectorOptions(batch_size=8))
+    samples = [make_sample(seed, 168, anomalous=seed % 2 == 0) for seed in range(16)]
+    results = demo.inspect_images([NamedImage(f"demo-{seed}.png", s.image) for seed, s in enumerate(samples)])
+    passed = [r for r in results if r.verdict is Verdict.NORMAL]
+    flagged = [r for r in results if r.verdict is Verdict.ANOMALOUS]
+    assert len(passed) >= 6 and len(flagged) >= 5, [r.verdict for r in results]
+    for result in passed:
+        assert not result.mask.any(), f"{result.source}: an outline on a part the model passed"
+        assert result.anomaly_map.max() <= result.score + 1e-6 < 0.5, result.source
+    naming = set(DEFECTS) | {"upper", "middle", "lower", "left", "center", "right"}
+    for result in flagged:
+        kept = [result.reasoning[a:b].strip().lower() for (a, b), k in
+                zip(result.evidence.spans, result.kept_tokens) if k]
+        assert kept and not set(kept) & set(FUNCTION_WORDS), (result.source, result.reasoning, kept)
+        assert set(kept) & naming, (result.source, result.reasoning, kept)

@@ -15,7 +15,8 @@ from inspectd.data.synthetic import make_sample
 from inspectd.errors import InspectdError
 from inspectd.inspection.inspector import Inspector, InspectorOptions
 from inspectd.inspection.result import InspectionResult, Verdict
-from inspectd.inspection.views import all_token_view_map, combine_views, turned_back, view_images
+from inspectd.inspection.views import all_token_view_map, combine_views, turned_back, turned_back_text, view_images
+from inspectd.real.localize import TokenEvidence
 from inspectd.real.localize import all_token_map
 from inspectd.real.params import RealParams
 
@@ -68,7 +69,11 @@ def test_a_bundle_with_four_views_averages_their_scores_and_maps(tmp_path):
         mean = np.mean([turned_back(e.anomaly_map, i) for i, e in enumerate(each)], axis=0)
         assert np.allclose(result.anomaly_map, mean * result.score / mean.max(), atol=1e-4)
         assert float(result.anomaly_map.max()) == pytest.approx(result.score, abs=1e-6)  # gated: peak = score
-        assert result.reasoning == each[0].reasoning and result.evidence is result.views[0].evidence
+        shown = result.shown_view  # the explanation shown agrees with the verdict
+        assert (result.views[shown].score >= inspector.threshold) == (result.verdict is Verdict.ANOMALOUS)
+        assert shown == 0 or (each[0].score >= inspector.threshold) != (result.verdict is Verdict.ANOMALOUS)
+        assert result.reasoning == turned_back_text(each[shown].reasoning, shown)[0]
+        assert np.allclose(result.evidence.maps, turned_back(each[shown].evidence.maps, shown))
         assert all(v.anomaly_map is None for v in result.views)  # the result does not carry four image-sized maps
         if result.verdict is Verdict.NORMAL:
             assert not result.mask.any()  # score-gated: a passed part shows no region
@@ -94,3 +99,45 @@ def test_views_are_checked_when_the_bundle_is_read(tmp_path):
     assert read_manifest(SHIPPED).score.views == 1  # bundles written before the setting read as one view
     with pytest.raises(InspectdError, match="views"):
         verify_bundle(_with_views(tmp_path, 3))
+
+
+def test_place_words_of_a_mirror_view_are_turned_back_with_their_token_spans():
+    text = "Upper left: a crack, brighter at the top right; the left edge is clean"
+    assert turned_back_text(text, 0) == (text, [])
+    assert turned_back_text(text, 1)[0] == "Upper right: a crack, brighter at the top left; the right edge is clean"
+    assert turned_back_text(text, 2)[0] == "Lower left: a crack, brighter at the bottom right; the left edge is clean"
+    assert turned_back_text(text, 3)[0] == "Lower right: a crack, brighter at the bottom left; the right edge is clean"
+    assert turned_back_text("leftover cleft", 1)[0] == "leftover cleft"  # whole words only
+
+
+def test_the_explanation_shown_is_from_a_view_that_agrees_with_the_verdict():
+    """View 0 passes the part, the mean of the four flags it: the reasoning, reply and token maps shown are the
+    first flagging view's (left-right mirror), its place words and maps turned back onto the image."""
+    real = RealParams(map_scaling="score_gated")
+    reasoning = "a crack near the upper left"
+    token_maps = np.zeros((2, 3, 3))
+    token_maps[:, 0, 0] = 1.0  # the view's upper left
+    evidence = TokenEvidence(token_maps, np.ones(2), spans=np.array([[2, 7], [17, 27]]))  # "crack", "upper left"
+
+    def view(score, text, ev=None):
+        return InspectionResult("a.png", Verdict.ANOMALOUS if score >= 0.5 else Verdict.NORMAL, 0.5, score=score,
+                                reasoning=text, reply=f"<think>{text}</think><answer>x</answer>", image_size=(3, 3),
+                                anomaly_map=np.full((3, 3), score, np.float32), evidence=ev,
+                                timings={"generate": 1.0})
+
+    views = [view(0.1, "the surface is clean and uniform"), view(0.9, reasoning, evidence),
+             view(0.8, "a crack near the lower left", evidence), view(0.7, "a crack")]
+    combined = combine_views(views, 0.5, real)
+    assert combined.verdict is Verdict.ANOMALOUS and combined.score == pytest.approx(0.625)
+    assert combined.shown_view == 1 and combined.summary()["shown_view"] == 1
+    assert combined.reasoning == "a crack near the upper right"
+    assert combined.reply == "<think>a crack near the upper right</think><answer>x</answer>"
+    assert combined.evidence.maps[0, 0, 2] == 1.0 and combined.evidence.maps[0, 0, 0] == 0.0  # turned back
+    spans = combined.evidence.spans
+    assert combined.reasoning[spans[0][0]:spans[0][1]] == "crack"
+    assert combined.reasoning[spans[1][0]:spans[1][1]] == "upper right"
+    passed = combine_views([view(0.9, reasoning, evidence), view(0.1, "clean"), view(0.2, "clean"),
+                            view(0.3, "clean")], 0.5, real)
+    assert passed.verdict is Verdict.NORMAL and passed.shown_view == 1 and passed.reasoning == "clean"
+    agreeing = combine_views([view(0.9, reasoning, evidence)] * 4, 0.5, real)
+    assert agreeing.shown_view == 0 and agreeing.reasoning == reasoning and agreeing.evidence is evidence

@@ -37,11 +37,14 @@ def offline(quiet_transformers: bool = True) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if quiet_transformers:
+        # Read by transformers and huggingface_hub when they are imported: a command that never loads a model
+        # (history, stats, alerts) no longer imports transformers only to quiet it (1.7 s of a 3 s start).
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        import transformers
-
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        transformers = sys.modules.get("transformers")
+        if transformers is not None:  # imported already: its settings were read, set them directly
+            transformers.utils.logging.set_verbosity_error()
+            transformers.utils.logging.disable_progress_bar()
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

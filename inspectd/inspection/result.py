@@ -40,6 +40,9 @@ class InspectionResult:
     # With a bundle that scores mirror views (score.views > 1): each view's own result without its map and mask
     # (score and token evidence, in the view's orientation: evaluation's all-token ablation); empty otherwise.
     views: tuple[InspectionResult, ...] = field(default=(), repr=False)
+    # Which view's reasoning, reply and token evidence are shown: 0 = the image as it came; 1-3 = a mirror view
+    # whose verdict agreed with the combined one where view 0's did not (place words and maps turned back).
+    shown_view: int = 0
 
     def summary(self) -> dict:
         """JSON-ready view without the arrays."""
@@ -53,6 +56,7 @@ class InspectionResult:
             "parse_status": self.parse_status,
             "image_size": list(self.image_size) if self.image_size else None,
             "real_fallback": self.real_fallback,
+            "shown_view": self.shown_view,
             "reasoning_tokens": self.reasoning_tokens,
             "tokens_used": self.tokens_used,
             "generated_tokens": self.generated_tokens,

@@ -33,6 +33,18 @@ class TokenEvidence:
     maps: np.ndarray
     relevance: np.ndarray
     spans: np.ndarray | None = None
+    words: tuple[str, ...] | None = None  # each token's text as generated (real.ignored_words reads it)
+
+
+def candidate_tokens(evidence: TokenEvidence, params: RealParams) -> np.ndarray:
+    """Tokens ReAL may keep: all, less those whose text is one of ``params.ignored_words``; all again when
+    that would leave none (a reply of function words only still gets a map, recorded as a fallback)."""
+    count = evidence.maps.shape[0]
+    if not params.ignored_words or evidence.words is None:
+        return np.ones(count, dtype=bool)
+    ignored = {word.lower() for word in params.ignored_words}
+    candidate = np.array([word.strip().strip(".,;:!?").lower() not in ignored for word in evidence.words], bool)
+    return candidate if candidate.any() else np.ones(count, dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -67,10 +79,11 @@ def score_tokens(evidence: TokenEvidence, params: RealParams) -> TokenScores:
         raise ValueError("ReAL needs at least one reasoning token")
     entropy = spatial_entropies(evidence.maps.astype(np.float64), params.high_factor)
     relevance = evidence.relevance.astype(np.float64)
-    tau_entropy = elbow_threshold(entropy)
-    tau_relevance = median_threshold(relevance)
+    candidate = candidate_tokens(evidence, params)
+    tau_entropy = elbow_threshold(entropy[candidate])
+    tau_relevance = median_threshold(relevance[candidate])
     finite = np.isfinite(entropy)
-    kept = np.ones(count, dtype=bool)
+    kept = candidate.copy()
     if params.use_entropy_filter:
         # A token with no high region (S_I = +inf) singles out no place: never concentrated, even when
         # every token is so (then nothing passes and the fallback below is recorded).
@@ -79,12 +92,12 @@ def score_tokens(evidence: TokenEvidence, params: RealParams) -> TokenScores:
         kept &= relevance >= tau_relevance
     fallback = not kept.any()
     if fallback:
-        kept = np.ones(count, dtype=bool)
+        kept = candidate
     # Inverted entropy: most concentrated = 1 (all equally concentrated: all 1); no high region = 0.
     concentration = np.zeros(count)
     if finite.any():
         concentration[finite] = unit_scale(-entropy[finite])
-    weights = params.alpha * unit_scale(relevance) + params.beta * concentration
+    weights = np.where(candidate, params.alpha * unit_scale(relevance) + params.beta * concentration, 0.0)
     return TokenScores(entropy, relevance, weights, kept, tau_entropy, tau_relevance, fallback)
 
 

@@ -9,6 +9,11 @@ from pydantic import Field, model_validator
 from inspectd.strict_model import StrictModel
 
 DEFAULT_ANOMALY_WORDS = ("defect", "defects", "anomaly", "anomalies", "anomalous", "damage", "flaw", "flaws")
+# English function words: they name no defect and no place, yet their attention can be the most concentrated
+# of a reply (tiny-cgro's demo kept "the" and "a"). A bundle lists them in real.ignored_words (ours).
+FUNCTION_WORDS = ("a", "an", "the", "of", "at", "in", "on", "near", "with", "and", "or", "is", "are", "was",
+                  "there", "this", "that", "it", "its", "to", "by", "for", "from", "as", "no", "not", "be", "has",
+                  "have", "some", "any", "very")
 
 
 class RealParams(StrictModel):
@@ -30,6 +35,10 @@ class RealParams(StrictModel):
         description="min_max: each map stretched to [0, 1] (METHOD's post-processing); score_gated (ours): "
                     "the stretched map times the image score, so a part scored normal shows no hot spot",
     )
+    ignored_words: tuple[str, ...] = Field(
+        (), description="reasoning tokens that are one of these words (case and surrounding spaces and "
+                        "punctuation ignored) are never kept or weighted, and the thresholds are taken over the "
+                        "other tokens (ours; e.g. inspectd.real.params.FUNCTION_WORDS); empty = every token counts")
     use_entropy_filter: bool = Field(True, description="keep tokens with S_I <= tau_1")
     use_relevance_filter: bool = Field(True, description="keep tokens with S_T >= tau_r")
 

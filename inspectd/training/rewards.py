@@ -112,13 +112,17 @@ class ReplyAttention:
         batch = extended.inputs
         length = batch["input_ids"].shape[1]
         reasoning_positions: list[list[int]] = []
+        reasoning_words: list[tuple[str, ...]] = []  # each reasoning token's text: real.ignored_words reads it
         for reply, ids, start in zip(replies, reply_ids, extended.tail_starts):
             parsed = parse_reply(reply)
             if parsed.status is not ParseStatus.OK:
                 reasoning_positions.append([])
+                reasoning_words.append(())
                 continue
             spans = token_char_spans(self._decode, ids)
-            reasoning_positions.append([start + j for j in tokens_overlapping(spans, *parsed.think_span)])
+            tokens = tokens_overlapping(spans, *parsed.think_span)
+            reasoning_positions.append([start + j for j in tokens])
+            reasoning_words.append(tuple(reply[spans[j][0]:spans[j][1]] for j in tokens))
         widest = max((len(p) for p in reasoning_positions), default=0)
         if widest == 0:
             return [None] * len(replies)
@@ -148,7 +152,8 @@ class ReplyAttention:
             _, grid_h, grid_w = grids[row]
             picked = rows[row, : len(positions)]
             maps = picked[:, : image_counts[row]].reshape(len(positions), grid_h // merge, grid_w // merge)
-            out.append(TokenEvidence(maps.astype(np.float64), picked[:, max_images:].sum(axis=1).astype(np.float64)))
+            out.append(TokenEvidence(maps.astype(np.float64), picked[:, max_images:].sum(axis=1).astype(np.float64),
+                                     words=reasoning_words[row]))
         return out
 
 
