@@ -1,6 +1,7 @@
 """Dataset readers on generated and real folders, and inspectd eval end to end."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inspectd.data.layouts import DatasetError, read_labelled_folder, read_mvtec
+from inspectd.data.layouts import DatasetError, read_dataset, read_labelled_folder, read_mvtec
 from inspectd.data.synthetic import make_sample, write_mvtec_layout
+from inspectd.evaluation.runner import CategoryReport, EvalReport, format_table
 from tests.conftest import REPO, SHARED_DATASETS
 
 
@@ -109,3 +111,108 @@ def test_eval_refuses_a_limit_below_two_naming_it(tmp_path):
     done = subprocess.run([sys.executable, "-m", "inspectd.cli", "eval", str(tmp_path), "--limit", "0"],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 2 and "--limit: 0 is too few" in done.stderr and "Traceback" not in done.stderr
+
+
+def _eval(*argv: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "inspectd.cli", "eval", *argv, "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _rows(stdout: str) -> dict[str, list[str]]:
+    """The printed table's rows by label: [n, unparsed, 10 figures]; n is "" on the mean rows."""
+    rows = {}
+    for line in stdout.splitlines()[2:]:
+        cells = line.split()
+        if len(cells) < 12 or not cells[-11].isdigit():
+            continue  # a note below the table
+        counts = cells[-12:-10] if cells[-12].isdigit() else ["", cells[-11]]
+        rows[" ".join(cells[:-12] if counts[0] else cells[:-11])] = counts + cells[-10:]
+    return rows
+
+
+def _smallest(folder, count: int):
+    return sorted(folder.iterdir(), key=lambda p: (Image.open(p).size[0] * Image.open(p).size[1], p.name))[:count]
+
+
+def test_eval_scores_an_ok_ng_folder_of_real_photos_per_defect_kind_without_pixel_figures(format_bundle, tmp_path):
+    source = SHARED_DATASETS / "magnetic_tile_train"
+    if not source.is_dir():
+        pytest.skip(f"shared dataset not present at {source}")
+    line = tmp_path / "line1"
+    for kind, count in (("good", 3), ("blowhole", 2), ("crack", 2)):
+        (line / kind).mkdir(parents=True)
+        for path in _smallest(source / kind, count):
+            (line / kind / path.name).write_bytes(path.read_bytes())
+    single = tmp_path / "line2"  # good/ + defect/: one kind, so no per-kind rows
+    for kind, seeds in (("good", range(2)), ("defect", range(2, 4))):
+        (single / kind).mkdir(parents=True)
+        for seed in seeds:
+            make_sample(seed, 96, anomalous=kind == "defect").image.save(single / kind / f"{seed}.png")
+    out = tmp_path / "report.json"
+    done = _eval(str(line), str(single), "--bundle", str(format_bundle), "--out", str(out))
+    report = json.loads(out.read_text())
+    categories = {f"{c['dataset']}/{c['category']}": c for c in report["categories"]}
+    assert list(categories) == ["line1/line1", "line1/line1/blowhole", "line1/line1/crack", "line2/line2"]
+    assert [(c["images"], c["anomalous"]) for c in categories.values()] == [(7, 4), (5, 2), (5, 2), (4, 2)]
+    rows = _rows(done.stdout)
+    for label, category in categories.items():
+        assert category["masks"] is False
+        figures = category["metrics"]
+        assert all(math.isnan(figures[k]) for k in ("pixel_auroc", "pixel_aupr", "pixel_acc",
+                                                    "pixel_auroc_all_tokens", "pixel_aupr_all_tokens"))
+        for key in ("image_auroc", "image_aupr", "image_acc", "image_miss_rate", "image_false_alarm_rate"):
+            assert 0.0 <= figures[key] <= 1.0, (label, key)
+        # ACC, misses and false alarms count the same images (an unparsed reply is a miss or a false alarm).
+        good, defects = category["images"] - category["anomalous"], category["anomalous"]
+        wrong = figures["image_miss_rate"] * defects + figures["image_false_alarm_rate"] * good
+        assert figures["image_acc"] == pytest.approx(1 - wrong / category["images"])
+        n, unparsed, *cells = rows[label]
+        assert (int(n), int(unparsed)) == (category["images"], category["unknown"])
+        assert cells[5:] == ["n/a"] * 5 and "n/a" not in cells[:3]
+    assert "no masks in line1, line2 (image-level labels): pixel figures n/a" in done.stdout
+    assert math.isnan(report["overall"]["pixel_auroc"]) and 0.0 <= report["overall"]["image_auroc"] <= 1.0
+
+
+def test_eval_prints_the_unparsed_count_on_mvtec_too(random_bundle, tmp_path):
+    """An untrained model's free text never parses: the table says how many, not only the JSON."""
+    write_mvtec_layout(tmp_path / "synth", "tiles", range(4), size=64)
+    out = tmp_path / "report.json"
+    done = _eval(str(tmp_path / "synth"), "--bundle", str(random_bundle), "--out", str(out))
+    (tiles,) = json.loads(out.read_text())["categories"]
+    assert tiles["unknown"] == 4 and tiles["masks"] is True
+    rows = _rows(done.stdout)
+    assert rows["synth/tiles"][:2] == ["4", "4"] and rows["synth (mean)"][:2] == ["", "4"]
+    assert rows["macro average"][:2] == ["", "4"]
+    assert rows["synth/tiles"][7] != "n/a"  # masks: pixel figures exist (a blank map for an unparsed reply)
+    assert "4 unparsed replies (verdict unknown) and 0 unreadable images score 0.5" in done.stdout
+    assert "no masks" not in done.stdout
+
+
+def test_eval_refuses_a_folder_of_neither_layout_naming_both(tmp_path):
+    for kind in ("ok", "ng"):
+        (tmp_path / "line" / kind).mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"nor a labelled folder \(good/.*subfolders found: ng/, ok/"):
+        read_dataset(tmp_path / "line")
+    (tmp_path / "line" / "good").mkdir()
+    make_sample(1, 64).image.save(tmp_path / "line" / "good" / "1.png")
+    make_sample(2, 64).image.save(tmp_path / "line" / "ng" / "2.png")
+    dataset = read_dataset(tmp_path / "line")
+    assert dataset.layout == "labelled" and {i.defect for i in dataset.images if i.anomalous} == {"ng"}
+    write_mvtec_layout(tmp_path / "mvtec", "tiles", range(4), size=64)
+    assert read_dataset(tmp_path / "mvtec").layout == read_dataset(tmp_path / "mvtec" / "tiles").layout == "mvtec"
+
+
+def test_a_report_written_before_these_columns_still_prints():
+    """The export's model card reads eval JSON written by older versions: no masks flag, no miss rates."""
+    old = {"bundle": "b", "bundle_sha256": "0" * 64, "datasets": {"d": {"image_auroc": 0.9, "pixel_auroc": 0.8}},
+           "overall": {"image_auroc": 0.9, "pixel_auroc": 0.8},
+           "categories": [{"dataset": "d", "category": "c", "images": 10, "anomalous": 5, "unknown": 2, "failed": 0,
+                           "real_fallbacks": 0, "seconds": 1.0, "pixel_tie_error": 0.0,
+                           "metrics": {"image_auroc": 0.9, "pixel_auroc": 0.8}}]}
+    report = EvalReport(old["bundle"], old["bundle_sha256"], [CategoryReport(**c) for c in old["categories"]],
+                        old["datasets"], old["overall"])
+    rows = _rows(format_table(report))
+    assert rows["d/c"][:3] == ["10", "2", "90.0"] and rows["d/c"][5] == "n/a" and rows["d/c"][7] == "80.0"

@@ -94,8 +94,14 @@ def test_an_untuned_checkpoint_runs_and_its_free_text_is_recorded_not_guessed(bu
     ("The surface shows a dark crack near the top left corner.\nAnswer: No", "no", True),
     ("There is a scratch across the middle. <answer> yes </answer>", "yes", True),
     ("I cannot tell from this picture.", None, False),
+    # A leading answer: scored at the first token, its map from the text after it.
+    ("Yes, there is a crack near the top left corner of the tile.", "yes", True),
+    ("No, there are no visible defects on the surface of the tile.", "no", True),
+    ("<answer>no.</answer>", "no", False),
+    ("<answer>Yes, there is a defect near the top left corner.</answer>", "yes", True),
+    ("Yes, there is a crack. Answer: no", None, False),  # both: never resolved
 ])
-def test_a_lenient_bundle_scores_an_untuned_models_reply_at_its_final_answer(bundle, reply, answer, mapped):
+def test_a_lenient_bundle_scores_an_untuned_models_reply_at_its_answer(bundle, reply, answer, mapped):
     """Zero-shot on the real tokenizer: where the answer word sits, which ids it is, the verdict and the map."""
     import torch
 
@@ -108,9 +114,11 @@ def test_a_lenient_bundle_scores_an_untuned_models_reply_at_its_final_answer(bun
     model = inspector.model
     encoded = model.tokenizer(reply, add_special_tokens=False, return_offsets_mapping=True)
     ids = encoded["input_ids"]
-    # The answer's token found independently of the parser: the last token whose text is yes / no.
-    answer_at = max((i for i, (a, b) in enumerate(encoded["offset_mapping"])
-                     if reply[a:b].strip().lower() in ("yes", "no")), default=None)
+    # The answer's token found independently of the parser: the first token whose text is yes / no when the reply
+    # opens with it (a leading answer), else the last one.
+    words = [i for i, (a, b) in enumerate(encoded["offset_mapping"]) if reply[a:b].strip().lower() in ("yes", "no")]
+    leading = reply.removeprefix("<answer>").lower().startswith(("yes,", "no,", "no."))
+    answer_at = (words[0] if leading else words[-1]) if words else None
     columns = len(model.answers.columns)
     yes_no = torch.zeros(len(ids), 1, columns)
     favour = torch.tensor([3.0] * len(model.answers.yes) + [-3.0] * len(model.answers.no))
@@ -130,6 +138,7 @@ def test_a_lenient_bundle_scores_an_untuned_models_reply_at_its_final_answer(bun
     assert (result.anomaly_map is not None) is mapped and (result.reasoning is not None) is mapped
     if mapped:
         assert result.reasoning_tokens > 3 and result.anomaly_map.shape == (112, 112)
+        assert result.reasoning in reply and not result.reasoning.lower().startswith(("yes", "no,"))
 
 
 def test_eval_and_the_daemon_run_on_the_real_format(bundle, tmp_path):
@@ -166,8 +175,10 @@ def test_warmup_and_cgro_on_mixed_size_images_then_export_the_adapter(bundle, mi
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "train" / "warmup" / "model.safetensors"), "pt") as weights:
-        # float32 master weights, not the checkpoint's bf16 (pure-bf16 AdamW; 20x slower matmuls on a CPU)
-        assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"F32"}
+        # trained on float32 master weights, saved as the checkpoint came (bf16: half of a float32 copy)
+        assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"BF16"}
+    plan = _run("inspectd.training.cli", "plan", "--config", str(config)).stdout
+    assert "peak (" in plan and "KV cache" in plan and "float32 base weights" in plan
     _run("inspectd.training.cli", "cgro", "--config", str(config))
     adapter = tmp_path / "train" / "adapter"
     assert (adapter / "adapter_config.json").is_file()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from inspectd.cli.common import EXIT_OK, EXIT_SOME_FAILED
 from inspectd.config import config_path, load_settings
-from inspectd.data.layouts import read_mvtec
+from inspectd.data.layouts import read_dataset
 from inspectd.errors import ImageError
 from inspectd.inspection.images import load_image
 from inspectd.inspection.render import map_image, mask_image, overlay_image, verdict_label
@@ -116,15 +116,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     bundle = load_bundle(Path(args.bundle) if args.bundle else settings.model.bundle,
                          args.device or settings.model.device)
     inspector = build_inspector(settings, bundle)
-    datasets = [read_mvtec(Path(p)) for p in args.datasets]
+    datasets = [read_dataset(Path(p)) for p in args.datasets]
     for dataset in datasets:
         for path in dataset.skipped:
             log.warning("skipped %s (not an image file)", path)
 
     def progress(report) -> None:
         m = report.metrics
-        log.info("%s/%s: %d images in %.0f s, image AUROC %.3f, pixel AUROC %.3f",
-                 report.dataset, report.category, report.images, report.seconds, m["image_auroc"], m["pixel_auroc"])
+        pixel = f"{m['pixel_auroc']:.3f}" if report.masks else "n/a (no masks)"
+        log.info("%s/%s: %d images in %.0f s, %d unparsed, image AUROC %.3f, pixel AUROC %s",
+                 report.dataset, report.category, report.images, report.seconds, report.unknown, m["image_auroc"],
+                 pixel)
 
     report = evaluate(inspector, datasets, bins=args.bins, limit=args.limit, progress=progress,
                       by_defect=args.by_defect)

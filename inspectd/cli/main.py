@@ -30,18 +30,25 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_commands(sub)
     console.add_commands(sub)
 
-    evaluation = sub.add_parser("eval", help="score a bundle on MVTec-layout datasets (image and pixel metrics)")
-    evaluation.add_argument("datasets", nargs="+", help="dataset roots or category folders (MVTec layout)")
+    evaluation = sub.add_parser(
+        "eval", help="score a bundle on labelled folders (OK/NG: image metrics) or MVTec-layout datasets (+ pixel)")
+    evaluation.add_argument("datasets", nargs="+",
+                            help="labelled folders (good/ + one folder per defect kind, no masks) or MVTec-layout "
+                                 "dataset roots / category folders (test/, ground_truth/ masks)")
     evaluation.add_argument("--bundle", help="model bundle folder (overrides model.bundle)")
     evaluation.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     evaluation.add_argument("--bins", type=int, default=65536, help="pixel-score bins (exact for scores on the grid)")
     evaluation.add_argument("--limit", type=inspect.at_least_two, help="at most this many images per category (half normal)")
     evaluation.add_argument("--by-defect", action="store_true",
-                            help="also a row per defect kind (its images and all good ones of the category)")
+                            help="also a row per defect kind (its images and all good ones of the category); "
+                                 "always on for a labelled folder with several kinds")
     evaluation.add_argument("--out", help="write the report as JSON here")
     evaluation.set_defaults(handler=inspect.cmd_eval)
 
     doctor = sub.add_parser("doctor", help="check config, bundle, device, folders, store and alert channels")
+    doctor.add_argument("--service-user", metavar="NAME",
+                        help="check that this user can read the bundle and config (default: inspectd when run "
+                             "as root and that user exists, else the current user)")
     doctor.set_defaults(handler=ops.cmd_doctor)
 
     demo = sub.add_parser("demo-feed", help="drop fresh synthetic sample images into a watched folder")

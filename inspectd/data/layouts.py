@@ -5,8 +5,11 @@ MVTec AD (also WFDD, SDD, DTD-Synthetic conversions):
 ``<category>/ground_truth/<defect>/<name>_mask.png``. A dataset root may hold
 several categories, or be a single category folder itself.
 
-Plain labelled folder (image-level labels only, for training):
-``<root>/good/*`` is normal, every other subfolder is anomalous.
+Plain labelled folder (image-level labels only: what a plant has, for
+training and for ``inspectd eval``): ``<root>/good/*`` is normal, every other
+subfolder is anomalous, its name the defect kind (``defect/`` alone is one
+kind). Only ``good`` means normal (an ``ok/`` folder beside it is one more
+defect kind); a folder without ``good/`` is refused, never guessed.
 
 Handling, documented: files whose extension is not an image format are
 skipped and reported in ``skipped``; a defect image without its mask, or a
@@ -39,11 +42,18 @@ class LabelledImage:
     mask_path: Path | None = None
 
 
+MVTEC = "mvtec"
+LABELLED = "labelled"
+
+
 @dataclass(frozen=True)
 class Dataset:
+    """``layout``: ``mvtec`` (every defect image has its mask) or ``labelled`` (no masks)."""
+
     name: str
     images: tuple[LabelledImage, ...]
     skipped: tuple[Path, ...] = field(default_factory=tuple)
+    layout: str = MVTEC
 
     def categories(self) -> list[str]:
         return sorted({image.category for image in self.images})
@@ -121,4 +131,26 @@ def read_labelled_folder(root: Path, name: str | None = None) -> Dataset:
             images.append(LabelledImage(path, anomalous, root.name, kind.name if anomalous else None))
     if not any(i.anomalous for i in images) or all(i.anomalous for i in images):
         raise DatasetError(f"{root}: needs both normal (good/) and anomalous images")
-    return Dataset(name or root.name, tuple(images), tuple(skipped))
+    return Dataset(name or root.name, tuple(images), tuple(skipped), LABELLED)
+
+
+def _holds_mvtec(root: Path) -> bool:
+    return (root / "test").is_dir() or any((p / "test").is_dir() for p in root.iterdir() if p.is_dir())
+
+
+def read_dataset(root: Path, name: str | None = None, check_sizes: bool = True) -> Dataset:
+    """Either layout, told apart by its folders: ``test/`` (in the folder or its subfolders) is MVTec, ``good/``
+    a labelled folder. What ``inspectd eval`` reads, so that a plant's OK/NG folder is scored as it is trained."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder does not exist")
+    if _holds_mvtec(root):
+        return read_mvtec(root, name, check_sizes)
+    if (root / GOOD).is_dir():
+        return read_labelled_folder(root, name)
+    found = sorted(p.name + "/" for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    raise DatasetError(
+        f"{root}: neither an MVTec-layout dataset (a category with test/ inside, or a root of such categories) nor "
+        f"a labelled folder (good/ for normal images and one folder per defect kind); subfolders found: "
+        f"{', '.join(found) or 'none'}"
+    )

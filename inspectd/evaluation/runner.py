@@ -1,15 +1,23 @@
 """Run a bundle over labelled datasets and score it the way the paper does.
 
-Image level: AUROC, AUPR (average precision) and ACC over P(yes). Pixel
-level: AUROC, AUPR and ACC over every pixel of every test image (normal
-images count with an all-zero ground truth), streamed through fixed bins.
-Per category, per dataset (macro over categories) and overall (macro over
-datasets), with the Tab. 7 ablation: the map from all reasoning tokens next
-to the ReAL-selected one.
+Image level: AUROC, AUPR (average precision) and ACC over P(yes), and at the
+inspector's threshold the miss rate (defect images not flagged) and the
+false-alarm rate (good images flagged). Pixel level: AUROC, AUPR and ACC
+over every pixel of every test image (normal images count with an all-zero
+ground truth), streamed through fixed bins; only where masks exist: a
+labelled folder (``good/`` + one folder per defect kind, image-level labels
+only) gets no pixel figures (NaN, printed n/a), never figures made up from
+missing masks. Per category, per dataset (macro over categories) and overall
+(macro over datasets, each figure over the datasets that have it), with the
+Tab. 7 ablation: the map from all reasoning tokens next to the ReAL-selected
+one. Per defect kind (that kind's images against all the category's good
+ones): with ``by_defect``, and always for a labelled folder with several
+kinds.
 
 Choices: an image whose reply does not parse (verdict unknown) or that fails
-scores 0.5 (no information), counts as wrong for ACC, and has an all-zero
-map; their counts are reported.
+scores 0.5 (no information), counts as wrong for ACC (so as a miss for a
+defect image and a false alarm for a good one) and has an all-zero map;
+their counts are reported, and the printed table shows the unparsed count.
 """
 
 from __future__ import annotations
@@ -21,14 +29,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
-from inspectd.data.layouts import Dataset, LabelledImage
+from inspectd.data.layouts import LABELLED, Dataset, LabelledImage
 from inspectd.inspection.inspector import Inspector
 from inspectd.inspection.result import InspectionResult, Verdict
 from inspectd.inspection.views import all_token_view_map
 from inspectd.metrics.ranking import BinnedCurve, accuracy, exact_auroc_ap
 
-METRICS = ("image_auroc", "image_aupr", "image_acc", "pixel_auroc", "pixel_aupr", "pixel_acc",
-           "pixel_auroc_all_tokens", "pixel_aupr_all_tokens")
+PIXEL_METRICS = ("pixel_auroc", "pixel_aupr", "pixel_acc", "pixel_auroc_all_tokens", "pixel_aupr_all_tokens")
+METRICS = ("image_auroc", "image_aupr", "image_acc", *PIXEL_METRICS, "image_miss_rate", "image_false_alarm_rate")
 
 
 @dataclass
@@ -43,6 +51,7 @@ class CategoryReport:
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     pixel_tie_error: float = 0.0
+    masks: bool = True  # every defect image has a mask: pixel figures exist (reports from before: MVTec, True)
 
 
 @dataclass
@@ -68,6 +77,51 @@ def _mask(image: LabelledImage, size: tuple[int, int]) -> np.ndarray:
         return np.zeros((size[1], size[0]), dtype=bool)
     with Image.open(image.mask_path) as mask:
         return np.asarray(mask.convert("L")) > 127
+
+
+class _PixelCurves:
+    """The ReAL map's and the all-token map's pixel curves, one image at a time (only rows that have masks)."""
+
+    def __init__(self, inspector: Inspector, bins: int) -> None:
+        self.real = inspector.real
+        self.real_curve = BinnedCurve(bins, self.real.mask_threshold)
+        self.all_curve = BinnedCurve(bins, self.real.mask_threshold)
+
+    def add(self, image: LabelledImage, result: InspectionResult) -> None:
+        truth = _mask(image, result.image_size)
+        if result.anomaly_map is None:
+            blank = np.zeros(truth.shape, dtype=np.float32)
+            self.real_curve.add(blank, truth)
+            self.all_curve.add(blank, truth)
+            return
+        self.real_curve.add(result.anomaly_map, truth)
+        self.all_curve.add(all_token_view_map(result, self.real), truth)
+
+    def figures(self) -> dict[str, float]:
+        pixel_auroc, pixel_aupr = self.real_curve.auroc_ap()
+        all_auroc, all_aupr = self.all_curve.auroc_ap()
+        return {"pixel_auroc": pixel_auroc, "pixel_aupr": pixel_aupr, "pixel_acc": self.real_curve.accuracy(),
+                "pixel_auroc_all_tokens": all_auroc, "pixel_aupr_all_tokens": all_aupr}
+
+    def tie_error(self) -> float:
+        return max(self.real_curve.max_tie_error(), self.all_curve.max_tie_error())
+
+
+def _rate(hits: np.ndarray) -> float:
+    return float(hits.mean()) if hits.size else float("nan")
+
+
+def _image_figures(labels: list[bool], scores: list[float], flagged: list[bool]) -> dict[str, float]:
+    """Ranking over P(yes), and at the threshold: ACC, misses among defect images, alarms among good ones."""
+    truth, called = np.array(labels, dtype=bool), np.array(flagged, dtype=bool)
+    auroc, aupr = exact_auroc_ap(truth, np.array(scores))
+    return {
+        "image_auroc": auroc,
+        "image_aupr": aupr,
+        "image_acc": accuracy(truth, called),
+        "image_miss_rate": _rate(~called[truth]),
+        "image_false_alarm_rate": _rate(called[~truth]),
+    }
 
 
 def _macro(reports: list[dict[str, float]]) -> dict[str, float]:
@@ -97,54 +151,42 @@ def evaluate_category(
 
 
 def _report(inspector: Inspector, dataset: str, category: str, pairs, bins: int, seconds: float) -> CategoryReport:
-    report = CategoryReport(dataset, category, len(pairs), sum(i.anomalous for i, _ in pairs), seconds=seconds)
-    mask_threshold = inspector.real.mask_threshold
-    real_curve = BinnedCurve(bins, mask_threshold)
-    all_curve = BinnedCurve(bins, mask_threshold)
-    labels, scores, predictions = [], [], []
+    masks = all(image.mask_path is not None for image, _ in pairs if image.anomalous)
+    report = CategoryReport(dataset, category, len(pairs), sum(i.anomalous for i, _ in pairs), seconds=seconds,
+                            masks=masks)
+    pixels = _PixelCurves(inspector, bins) if masks else None
+    labels, scores, flagged = [], [], []
     for image, result in pairs:
         labels.append(image.anomalous)
         if result.verdict is Verdict.FAILED or result.score is None:
             report.failed += result.verdict is Verdict.FAILED
             report.unknown += result.verdict is Verdict.UNKNOWN
             scores.append(0.5)
-            predictions.append(not image.anomalous)  # counted wrong
+            flagged.append(not image.anomalous)  # counted wrong: a miss or a false alarm
         else:
             scores.append(result.score)
-            predictions.append(result.verdict is Verdict.ANOMALOUS)
+            flagged.append(result.verdict is Verdict.ANOMALOUS)
         if result.verdict is Verdict.FAILED:
             continue
-        size = result.image_size
-        truth = _mask(image, size)
-        if result.anomaly_map is not None:
-            report.real_fallbacks += bool(result.real_fallback)
-            real_curve.add(result.anomaly_map, truth)
-            baseline = all_token_view_map(result, inspector.real)
-            all_curve.add(baseline, truth)
-        else:
-            blank = np.zeros(truth.shape, dtype=np.float32)
-            real_curve.add(blank, truth)
-            all_curve.add(blank, truth)
-    image_auroc, image_aupr = exact_auroc_ap(np.array(labels), np.array(scores))
-    pixel_auroc, pixel_aupr = real_curve.auroc_ap()
-    all_auroc, all_aupr = all_curve.auroc_ap()
-    report.metrics = {
-        "image_auroc": image_auroc,
-        "image_aupr": image_aupr,
-        "image_acc": accuracy(np.array(labels), np.array(predictions)),
-        "pixel_auroc": pixel_auroc,
-        "pixel_aupr": pixel_aupr,
-        "pixel_acc": real_curve.accuracy(),
-        "pixel_auroc_all_tokens": all_auroc,
-        "pixel_aupr_all_tokens": all_aupr,
-    }
-    report.pixel_tie_error = max(real_curve.max_tie_error(), all_curve.max_tie_error())
+        report.real_fallbacks += result.anomaly_map is not None and bool(result.real_fallback)
+        if pixels is not None:
+            pixels.add(image, result)
+    no_pixels = dict.fromkeys(PIXEL_METRICS, float("nan"))
+    report.metrics = {**_image_figures(labels, scores, flagged), **(pixels.figures() if pixels else no_pixels)}
+    report.pixel_tie_error = pixels.tie_error() if pixels else 0.0
     return report
+
+
+def _per_kind_rows(dataset: Dataset, by_defect: bool) -> bool:
+    """Asked for, or a labelled folder with several defect kinds (its per-kind table is what a plant reads)."""
+    kinds = {image.defect for image in dataset.images if image.anomalous}
+    return by_defect or (dataset.layout == LABELLED and len(kinds) > 1)
 
 
 def evaluate(inspector: Inspector, datasets: list[Dataset], bins: int = 65536, limit: int | None = None,
              progress=None, by_defect: bool = False) -> EvalReport:
-    """Per category (and per defect kind with ``by_defect``; those rows stay out of the averages)."""
+    """Per category (and per defect kind with ``by_defect`` or for a labelled folder with several kinds; those
+    rows stay out of the averages)."""
     categories = []
     for dataset in datasets:
         for category in dataset.categories():
@@ -153,7 +195,8 @@ def evaluate(inspector: Inspector, datasets: list[Dataset], bins: int = 65536, l
                 normal = [i for i in images if not i.anomalous][: limit // 2]
                 anomalous = [i for i in images if i.anomalous][: limit - len(normal)]
                 images = normal + anomalous
-            reports = evaluate_category(inspector, dataset.name, category, images, bins, by_defect)
+            reports = evaluate_category(inspector, dataset.name, category, images, bins,
+                                        _per_kind_rows(dataset, by_defect))
             categories += reports
             if progress is not None:
                 for report in reports:
@@ -166,20 +209,53 @@ def evaluate(inspector: Inspector, datasets: list[Dataset], bins: int = 65536, l
     return EvalReport(bundle.manifest.name, bundle.digest, categories, per_dataset, _macro(list(per_dataset.values())))
 
 
+# (metric, header, width): image figures, then pixel figures (n/a without masks), all in percent.
+_COLUMNS = (
+    ("image_auroc", "img AUROC", 10), ("image_aupr", "img AUPR", 9), ("image_acc", "img ACC", 8),
+    ("image_miss_rate", "miss", 6), ("image_false_alarm_rate", "false alarm", 12),
+    ("pixel_auroc", "px AUROC", 9), ("pixel_aupr", "px AUPR", 8), ("pixel_acc", "px ACC", 7),
+    ("pixel_auroc_all_tokens", "all-tok AUROC", 14), ("pixel_aupr_all_tokens", "all-tok AUPR", 13),
+)
+
+
+def _cell(value: float | None, width: int) -> str:
+    """A percentage; n/a for a figure that does not exist (NaN), or that a report from before did not have."""
+    if value is None or math.isnan(value):
+        return f"{'n/a':>{width}}"
+    return f"{100 * value:>{width}.1f}"
+
+
 def format_table(report: EvalReport) -> str:
-    """Percentages in the layout of the supplement's Tab. 6 / Tab. 7."""
-    header = (f"{'dataset/category':<28}{'n':>5}{'img AUROC':>10}{'img AUPR':>9}{'img ACC':>8}"
-              f"{'px AUROC':>9}{'px AUPR':>8}{'px ACC':>7}{'all-tok AUROC':>14}{'all-tok AUPR':>13}")
+    """Percentages in the layout of the supplement's Tab. 6 / Tab. 7, with each row's count of unparsed replies."""
+    labels = [f"{c.dataset}/{c.category}" for c in report.categories] + [f"{n} (mean)" for n in report.datasets]
+    label_width = max([28, *(len(label) + 2 for label in labels)])
+    header = f"{'dataset/category':<{label_width}}{'n':>5}{'unparsed':>9}" + "".join(
+        f"{title:>{width}}" for _, title, width in _COLUMNS)
     lines = [header, "-" * len(header)]
 
-    def row(label: str, n: str, m: dict[str, float]) -> str:
-        cells = "".join(f"{100 * m[k]:>{w}.1f}" if not math.isnan(m[k]) else f"{'n/a':>{w}}"
-                        for k, w in zip(METRICS, (10, 9, 8, 9, 8, 7, 14, 13)))
-        return f"{label:<28}{n:>5}{cells}"
+    def row(label: str, n: str, unparsed: int, m: dict[str, float]) -> str:
+        cells = "".join(_cell(m.get(key), width) for key, _, width in _COLUMNS)
+        return f"{label:<{label_width}}{n:>5}{unparsed:>9}{cells}"
+
+    def main_rows(name: str | None = None) -> list[CategoryReport]:
+        return [c for c in report.categories if "/" not in c.category and name in (None, c.dataset)]
 
     for name, metrics in report.datasets.items():
         for c in (c for c in report.categories if c.dataset == name):
-            lines.append(row(f"{name}/{c.category}", str(c.images), c.metrics))
-        lines.append(row(f"{name} (mean)", "", metrics))
-    lines.append(row("macro average", "", report.overall))
-    return "\n".join(lines)
+            lines.append(row(f"{name}/{c.category}", str(c.images), c.unknown, c.metrics))
+        lines.append(row(f"{name} (mean)", "", sum(c.unknown for c in main_rows(name)), metrics))
+    lines.append(row("macro average", "", sum(c.unknown for c in main_rows()), report.overall))
+    return "\n".join(lines + _notes(report, main_rows()))
+
+
+def _notes(report: EvalReport, rows: list[CategoryReport]) -> list[str]:
+    """What the reader needs to trust the table: unparsed or unreadable images, and why pixel figures are n/a."""
+    notes = []
+    unknown, failed = sum(c.unknown for c in rows), sum(c.failed for c in rows)
+    if unknown or failed:
+        notes.append(f"{unknown} unparsed replies (verdict unknown) and {failed} unreadable images score 0.5 and "
+                     "count wrong (a miss or a false alarm)")
+    without = sorted({c.dataset for c in report.categories if not c.masks})
+    if without:
+        notes.append(f"no masks in {', '.join(without)} (image-level labels): pixel figures n/a")
+    return notes

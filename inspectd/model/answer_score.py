@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from inspectd.model.reply import ParsedReply, ParseStatus, token_starting_at
+
 ANSWER_WORDS = ("yes", "no")
 
 
@@ -97,6 +99,34 @@ class AnswerLogitsRecorder:
             return torch.stack(self.steps).float().cpu(), None, None
         return (torch.stack(self.steps).float().cpu(), torch.stack(self.top_probs).float().cpu(),
                 torch.stack(self.top_ids).cpu())
+
+
+def answer_step(parsed: ParsedReply, spans: list[tuple[int, int]]) -> int | None:
+    """The generated token that holds the answer word's first character: P(yes) is read at its step.
+
+    Whatever rule read the answer (the trained format, a closing tag, a final
+    or a leading word), the step is the one at which the model chose that
+    word, so a leading "Yes" is scored at the reply's first step. Where a
+    tokenizer merges the word with the character before it (Qwen's ``>No`` in
+    ``<answer>No``), that merged token's step is used: the yes / no forms'
+    logits there are still compared, though the model chose a token that is
+    neither.
+    """
+    if parsed.status is ParseStatus.UNPARSABLE or parsed.answer_start is None:
+        return None
+    return token_starting_at(spans, parsed.answer_start)
+
+
+def yes_probability_at_answer(tokens: AnswerTokens, parsed: ParsedReply, spans: list[tuple[int, int]],
+                              yes_no: torch.Tensor, offset: int = 0) -> float | None:
+    """P(yes) at the answer word's step; ``yes_no`` (steps, columns) raw logits, step i = generated token offset+i.
+
+    None where the reply has no answer or its step was not recorded.
+    """
+    index = answer_step(parsed, spans)
+    if index is None or not 0 <= index - offset < yes_no.shape[0]:
+        return None
+    return float(tokens.yes_probability(yes_no[index - offset]))
 
 
 @contextmanager

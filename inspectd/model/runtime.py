@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from inspectd.bundle.load import LoadedBundle
-from inspectd.model.answer_score import AnswerTokens, recording_answer_logits
+from inspectd.model.answer_score import AnswerTokens, recording_answer_logits, yes_probability_at_answer
 from inspectd.model.branch_score import BranchPoint, branch_points, mixed_score, run_branches
 from inspectd.model.capture import AttentionRecorder, enable_capture, recording
 from inspectd.model.packed_vision import use_packed_vision
@@ -22,7 +22,6 @@ from inspectd.model.reply import (
     parse_lenient_reply,
     parse_reply,
     token_char_spans,
-    token_starting_at,
     tokens_overlapping,
 )
 from inspectd.real.localize import TokenEvidence
@@ -142,10 +141,7 @@ class InspectionModel:
         if parsed.status is ParseStatus.UNPARSABLE:
             return parsed, None, None
         spans = token_char_spans(self.decode, ids)
-        index = token_starting_at(spans, parsed.answer_start)
-        if index is None or not 0 <= index - offset < yes_no.shape[0]:
-            return parsed, spans, None
-        return parsed, spans, float(self.answers.yes_probability(yes_no[index - offset]))
+        return parsed, spans, yes_probability_at_answer(self.answers, parsed, spans, yes_no, offset)
 
     def _with_branch_scores(self, batch, replies: list[ModelReply], points: list[BranchPoint]) -> list[ModelReply]:
         scored = list(zip(points, run_branches(self, batch, points)))  # None: branch unparsable, ignored
@@ -167,6 +163,8 @@ class InspectionModel:
             picked = attention[reasoning][:, :, row].mean(dim=1).numpy()
             maps = picked[:, :image_count].reshape(len(reasoning), grid[0], grid[1])
             relevance = picked[:, max_images:].sum(axis=1)
-            evidence = TokenEvidence(maps.astype(np.float64), relevance.astype(np.float64),
-                                     reasoning_spans(text, parsed.think_span, [spans[j] for j in reasoning]))
+            token_spans = reasoning_spans(text, parsed.think_span, [spans[j] for j in reasoning])
+            inner = text[parsed.think_span[0]:parsed.think_span[1]].strip()
+            evidence = TokenEvidence(maps.astype(np.float64), relevance.astype(np.float64), token_spans,
+                                     tuple(inner[a:b] for a, b in token_spans))
         return ModelReply(text, parsed, score, evidence, grid, len(new_ids), score), spans
