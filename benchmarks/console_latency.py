@@ -136,7 +136,7 @@ def main() -> None:
         for i in range(1000):
             metrics.inspection(f"line{i % 2 + 1}", "normal", {"load": 0.002, "generate": 0.1, "real": 0.001}, 0.003,
                                time.time())
-        scrape = MetricsServer(metrics, "127.0.0.1", 0, lambda: True)
+        scrape = MetricsServer(metrics, "127.0.0.1", 0, lambda: None)
         scrape.start()
         timed(f"http://127.0.0.1:{scrape.server.server_address[1]}/metrics", 2)
         median, p95 = timed(f"http://127.0.0.1:{scrape.server.server_address[1]}/metrics", args.repeats)

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
+from inspectd.config_folders import Place, check_apart, sqlite_file
 from inspectd.errors import ConfigError
 from inspectd.inspection.result import Verdict
 from inspectd.real.params import RealParams
@@ -53,23 +55,21 @@ class ModelSettings(StrictModel):
         raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
 
 
-class RealOverrides(StrictModel):
-    """Any ReAL parameter set here replaces the bundle's value."""
-
-    layer_start: int | None = Field(None, ge=0)
-    layer_end: int | None = Field(None, ge=1)
-    anomaly_words: tuple[str, ...] | None = None
-    high_factor: float | None = Field(None, gt=0)
-    alpha: float | None = Field(None, ge=0)
-    beta: float | None = Field(None, ge=0)
-    smoothing_sigma: float | None = Field(None, ge=0)
-    mask_threshold: float | None = Field(None, ge=0, le=1)
-    use_entropy_filter: bool | None = None
-    use_relevance_filter: bool | None = None
-
+class _Overrides(StrictModel):
     def apply(self, base: RealParams) -> RealParams:
         changes = {k: v for k, v in self.model_dump().items() if v is not None}
         return RealParams.model_validate({**base.model_dump(), **changes})
+
+
+def _optional(model: type[StrictModel]) -> dict:
+    """Every field of ``model``, its constraints and description kept, optional (None = the bundle's value)."""
+    return {name: (info.annotation | None, FieldInfo.merge_field_infos(info, default=None))
+            for name, info in model.model_fields.items()}
+
+
+# Any ReAL parameter set here replaces the bundle's value. Made from RealParams, so a parameter is defined
+# once: one added there (map_scaling, ignored_words) can be overridden here without a second list to forget.
+RealOverrides = create_model("RealOverrides", __base__=_Overrides, **_optional(RealParams))
 
 
 class ImageSettings(StrictModel):
@@ -151,10 +151,11 @@ class RetentionSettings(StrictModel):
 
     maps_days: float | None = Field(None, gt=0, description="delete map/mask PNGs of inspections older than this")
     rows_days: float | None = Field(None, gt=0, description="delete inspections (with their maps and alerts) older "
-                                                            "than this")
-    archive_days: float | None = Field(None, gt=0, description="delete archived and failed files older than this")
-    archive_max_gb: float | None = Field(None, gt=0, description="delete the oldest archive days while the archive "
-                                                                  "is larger than this")
+                                                            "than this; reviewed ones are kept as tombstones")
+    archive_days: float | None = Field(None, gt=0, description="delete the archived and failed files inspectd put "
+                                                                "there (the store names them) older than this")
+    archive_max_gb: float | None = Field(None, gt=0, description="delete the oldest days of inspectd's archived and "
+                                                                  "failed files while they are larger than this")
     interval_s: float = Field(3600.0, ge=1, description="how often retention runs (also once at start)")
     batch_rows: int = Field(50, ge=1, le=100_000, description="rows deleted per transaction (the writer waits for "
                                                                "one batch at most)")
@@ -325,10 +326,31 @@ def load_settings(path: Path, require_paths: bool = True) -> Settings:
     if require_paths and not bundle.is_dir():
         raise ConfigError(f"{path}: model.bundle: folder {bundle} does not exist")
     try:
-        resolved = _resolve_paths(settings, base, bundle)
+        resolved = _resolve_paths(settings, base, bundle).model_copy(update={"source": path})
+        check_apart(*_folder_roles(resolved))  # at start, on SIGHUP and in doctor: all three load the config here
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    return resolved.model_copy(update={"source": path})
+    return resolved
+
+
+def _folder_roles(settings: Settings) -> tuple[list[tuple[str, Place]], list[Place]]:
+    """The working folders (drop, archive, failed) and what must stay out of them (config_folders.py says why)."""
+    work = [("drop", Place(f"watch.folders[{i}].path", f.path)) for i, f in enumerate(settings.watch.folders)]
+    work += [("archive", Place("archive.folder", settings.archive.folder)),
+             ("failed", Place("archive.failed_folder", settings.archive.failed_folder))]
+    protected = [Place("model.bundle", settings.model.bundle)]
+    if settings.source is not None:
+        protected.insert(0, Place("the configuration file", Path(settings.source).resolve()))
+    for key, value in (("model.canary_image", settings.model.canary_image),
+                       ("console.users_file", settings.console.users_file),
+                       ("store.url", sqlite_file(settings.store.url))):
+        if value is not None:
+            protected.append(Place(key, value))
+    for channel in settings.alerts.channels:
+        for key in ("secret_file", "password_file", "path"):
+            if getattr(channel, key, None) is not None:
+                protected.append(Place(f"alerts.channels[{channel.name}].{key}", getattr(channel, key)))
+    return work, protected
 
 
 def resolve_beside(base: Path, value: Path | None) -> Path | None:

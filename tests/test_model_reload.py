@@ -75,3 +75,47 @@ def test_sighup_swaps_to_a_verified_bundle_and_keeps_the_old_one_on_failure(form
     finally:
         assert daemon.stop() == 0
     assert "Traceback" not in daemon.output()
+
+
+def _all_rows_rule(name: str) -> dict:
+    """Alert settings with one rule, named ``name``, for every verdict (so each row says which rule judged it)."""
+    return {"channels": [{"type": "log", "name": "file", "path": "var/alerts.jsonl"}],
+            "rules": [{"name": name, "verdicts": ["anomalous", "normal", "unknown", "failed"], "channels": ["file"],
+                       "cooldown_s": 0}]}
+
+
+def _rewrite(config: Path, threshold: float, rule: str) -> None:
+    settings = yaml.safe_load(config.read_text())
+    settings["threshold"] = threshold
+    settings["alerts"] = _all_rows_rule(rule)
+    config.write_text(yaml.safe_dump(settings))
+
+
+def test_a_sighup_during_a_reload_is_queued_and_the_newest_file_is_applied_whole(tmp_path):
+    """Two config files in quick succession: the second request waits for the first reload and then reads the
+    file again, so the daemon ends on the second file whole (its threshold and its alert rules), never a mix."""
+    config = write_config(tmp_path, SHIPPED, alerts=_all_rows_rule("initial"))  # its replies pass the canary
+    db = tmp_path / "var" / "inspectd.db"
+    daemon = DaemonProcess(config)
+    try:
+        daemon.wait_ready()
+        _rewrite(config, 0.0001, "first")
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload: loading bundle" in daemon.output(), 30, "first reload under way")
+        _rewrite(config, 0.9999, "second")  # while the first reload loads its model process
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: daemon.output().count("SIGHUP: reloaded") == 2 and "passed the canary" in daemon.output(),
+                 120, "both requests answered, a new model in use")
+        for seed in range(3):
+            (tmp_path / "drop-line1" / f"after-{seed}.png").write_bytes(png_bytes(91_000 + seed))
+        wait_for(lambda: db_rows(db, "SELECT count(*) FROM inspections")[0][0] == 3, 60, "3 rows")
+        wait_for(lambda: db_rows(db, "SELECT count(*) FROM alerts")[0][0] == 3, 30, "3 alerts")
+    finally:
+        assert daemon.stop() == 0
+    rows = db_rows(db, "SELECT threshold, score, verdict FROM inspections")
+    assert all(threshold == 0.9999 for threshold, _, _ in rows), rows
+    assert all(verdict == ("anomalous" if score >= 0.9999 else "normal") for _, score, verdict in rows
+               if score is not None), rows
+    assert {rule for (rule,) in db_rows(db, "SELECT rule FROM alerts")} == {"second"}
+    assert "this request is ignored" not in daemon.output()
+    assert "Traceback" not in daemon.output()

@@ -20,7 +20,7 @@ from inspectd.store.queries import where_inspections
 from inspectd.store.schema import InspectionRow, ReviewRow
 
 COLUMNS = ("id", "created_at", "camera", "verdict", "score", "threshold", "source_path", "reasoning",
-           "archived_path")
+           "archived_path", "photo_removed_at")
 
 
 class BadFilter(ValueError):

@@ -3,7 +3,8 @@
 Every daemon owns its ``DaemonMetrics`` (its own registry: no module-level
 state); the recorder and the main loop feed it, and with ``metrics.enabled``
 a small HTTP server serves ``/metrics`` (Prometheus text format) and
-``/healthz`` (200 while every thread is alive, else 503). Alert counts are
+``/healthz`` (200 while every thread and the model process are alive, else 503
+with the cause). Alert counts are
 read from the store at scrape time, so they include what other processes
 see.
 """
@@ -26,6 +27,7 @@ from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertRow, AlertStatus
 
 if TYPE_CHECKING:
     from inspectd.daemon.model_process import BundleInfo
+    from inspectd.daemon.retention import Removed
 
 log = logging.getLogger("inspectd.metrics")
 
@@ -79,6 +81,9 @@ class DaemonMetrics:
                                  registry=r)
         self.disk_free = Gauge("inspectd_disk_free_bytes", "free bytes where the daemon writes", ["path"],
                                registry=r)
+        self.retention_removed = Counter("inspectd_retention_removed", "what retention removed: maps, rows, "
+                                         "tombstoned (reviewed rows kept without maps, alerts and reply), files, "
+                                         "bytes", ["what"], registry=r)
         r.register(_AlertCounts(engine))
 
     def inspection(self, camera: str, verdict: str, timings: dict[str, float], store_s: float, at: float) -> None:
@@ -91,6 +96,11 @@ class DaemonMetrics:
         self.stage_seconds.labels("store").observe(store_s)
         self.last_inspection.set(at)
 
+    def retained(self, removed: Removed) -> None:
+        """One retention pass's ``Removed`` (daemon/retention.py) added to the counters."""
+        for what in ("maps", "rows", "tombstoned", "files", "bytes"):
+            self.retention_removed.labels(what).inc(getattr(removed, what))
+
     def archived(self, seconds: float) -> None:
         self.stage_seconds.labels("archive").observe(seconds)
 
@@ -102,19 +112,19 @@ class DaemonMetrics:
 class MetricsServer:
     """``/metrics`` and ``/healthz`` on their own thread."""
 
-    def __init__(self, metrics: DaemonMetrics, address: str, port: int, healthy: Callable[[], bool]) -> None:
+    def __init__(self, metrics: DaemonMetrics, address: str, port: int, problem: Callable[[], str | None]) -> None:
         outer = self
         self.metrics = metrics
-        self.healthy = healthy
+        self.problem = problem  # what keeps the daemon from inspecting (named in the 503's body), or None
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
                 if self.path.split("?")[0] == "/metrics":
                     body, status, kind = generate_latest(outer.metrics.registry), 200, CONTENT_TYPE_LATEST
                 elif self.path.split("?")[0] == "/healthz":
-                    ok = outer.healthy()
-                    body, status, kind = (b"ok\n" if ok else b"a daemon thread stopped\n"), 200 if ok else 503, \
-                        "text/plain; charset=utf-8"
+                    problem = outer.problem()
+                    body = b"ok\n" if problem is None else f"{problem}\n".encode("utf-8")
+                    status, kind = 200 if problem is None else 503, "text/plain; charset=utf-8"
                 else:
                     body, status, kind = b"not found: /metrics or /healthz\n", 404, "text/plain; charset=utf-8"
                 self.send_response(status)

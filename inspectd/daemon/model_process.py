@@ -7,14 +7,17 @@ took the daemon from 0.88 to 0.96 of the model's own throughput). The daemon its
 process reports the bundle's manifest and digest, which is all the store, the metrics and the logs need.
 
 The process ignores SIGINT / SIGTERM / SIGHUP (systemd signals the whole unit): the daemon finishes the batch in
-flight and then closes it. If it dies (the kernel's OOM killer, a crash), the daemon's model thread ends and the
-daemon exits so that systemd restarts it; the batch's files stay in the drop folder.
+flight and then closes it. If it dies (the kernel's OOM killer, a crash), the daemon exits so that systemd restarts
+it: mid-batch the daemon's model thread ends (the batch's files stay in the drop folder); while idle the main loop's
+health check (``death``, every tick) finds it within a second, so a restart that takes minutes for a 7B happens
+before the next parts arrive rather than on them.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +80,7 @@ class ModelProcess:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
+        self._closing = False  # set by ``close``: an end asked for is not a death
         try:
             reply = self._receive()
         except ModelProcessDied as exc:  # killed or crashed while loading (e.g. out of host memory)
@@ -103,8 +107,19 @@ class ModelProcess:
     def failed(self, source: str, reason: str) -> InspectionResult:
         return InspectionResult(source=source, verdict=Verdict.FAILED, threshold=self.threshold, error=reason)
 
+    def death(self) -> str | None:
+        """Why the process can no longer inspect (it ended without being asked), or None.
+
+        Safe from any thread beside the one that inspects: it only looks at the process's sentinel (it never reaps
+        the process), and ``close`` marks the end as asked for before asking, so a swap is never taken for a death.
+        """
+        if not multiprocessing.connection.wait([self._process.sentinel], timeout=0) or self._closing:
+            return None
+        return f"the model process is gone (exit code {self._process.exitcode})"
+
     def close(self, timeout: float = 30) -> None:
         """End the process (after its batch in flight: calls are not concurrent)."""
+        self._closing = True
         try:
             self._conn.send(None)
         except (BrokenPipeError, OSError):

@@ -1,4 +1,5 @@
-"""Swap the model while the daemon runs: load beside the old one, verify, try a canary, swap between batches.
+"""Apply the config file while the daemon runs: load a new model beside the old one, verify, try a canary, swap
+between batches, with the alert rules of the same file.
 
 ``systemctl reload inspectd`` (SIGHUP) re-reads the config. When the bundle
 there changed (another folder, or a bundle re-published in place: its
@@ -9,13 +10,19 @@ model's process is closed. On any failure the
 old model stays and the error is logged. Changes of ReAL parameters, the
 threshold, ``max_new_tokens`` or the batch size apply the same way (a new
 model process, weights loaded again). ``model.device`` and ``model.threads`` need a restart.
+
+A file is applied whole or not at all: its alert rules travel with its model (the record stage switches both at
+the same row), and a file whose model is refused leaves the old rules too. One reload runs at a time; a SIGHUP
+during one is remembered (several coalesce) and the file is read again when it ends, so the daemon always ends on
+the newest file, never on a mix of two.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +30,10 @@ from PIL import Image
 from sqlalchemy import Engine
 
 from inspectd.bundle.files import manifest_digest
-from inspectd.config import ImageSettings, Settings
+from inspectd.config import AlertSettings, ImageSettings, Settings
 from inspectd.daemon.model_process import BundleInfo, ModelProcess
 from inspectd.daemon.recorder import register_bundle
-from inspectd.errors import InspectdError
+from inspectd.errors import ConfigError, InspectdError
 from inspectd.inspection.images import load_image
 from inspectd.inspection.inspector import NamedImage
 from inspectd.inspection.result import Verdict
@@ -36,24 +43,31 @@ log = logging.getLogger("inspectd.reload")
 
 @dataclass(frozen=True)
 class ActiveModel:
-    """What the worker inspects with (the model's process), and the bundle row its results are recorded under."""
+    """What the worker inspects with (the model's process), the bundle row its results are recorded under, and the
+    alert rules its rows are judged by: all from one read of the config file."""
 
     bundle: BundleInfo
     inspector: ModelProcess
     bundle_id: int
     batch_size: int
     images: ImageSettings  # size limits checked before an image reaches the model
+    alerts: AlertSettings
 
 
-def activate(settings: Settings, engine: Engine) -> ActiveModel:
-    """Start a model process on the config's bundle (it loads and verifies it) and register it in the store."""
-    process = ModelProcess(settings)
+def register(settings: Settings, engine: Engine, process: ModelProcess) -> ActiveModel:
+    """Record the bundle a started model process loaded in the store; the process is closed if that fails."""
     try:
         bundle_id = register_bundle(engine, process.bundle)
     except Exception:
         process.close()
         raise
-    return ActiveModel(process.bundle, process, bundle_id, settings.model.batch_size, settings.images)
+    return ActiveModel(process.bundle, process, bundle_id, settings.model.batch_size, settings.images,
+                       settings.alerts)
+
+
+def activate(settings: Settings, engine: Engine) -> ActiveModel:
+    """Start a model process on the config's bundle (it loads and verifies it) and register it in the store."""
+    return register(settings, engine, ModelProcess(settings))
 
 
 def canary_problem(model: ActiveModel, settings: Settings) -> str | None:
@@ -80,39 +94,89 @@ def canary_problem(model: ActiveModel, settings: Settings) -> str | None:
     return None
 
 
-class ModelReloader:
-    """Prepares a new model on its own thread (a 7B takes minutes to load) and hands it to ``install``."""
+@dataclass(frozen=True)
+class ReloadHooks:
+    """How the reloader reaches the daemon. ``reloading`` and ``done`` are systemd's RELOADING=1 and READY=1 (with
+    a status): called in that order, once per run of reloads, however many requests it absorbed."""
 
-    def __init__(self, engine: Engine, current: ActiveModel, settings: Settings, install) -> None:
+    read: Callable[[], Settings]  # the config file as it is now
+    install: Callable[[ActiveModel], None]  # the worker swaps it in between batches
+    reloading: Callable[[], object]
+    done: Callable[[str], object]
+
+
+class ModelReloader:
+    """Applies the config file on a thread of its own (a 7B takes minutes to load), one reload at a time.
+
+    ``request`` never drops a reload: during one, it is remembered, and when that one ends the file is read again
+    and applied whole (the newest file wins; requests in between coalesce).
+    """
+
+    def __init__(self, engine: Engine, current: ActiveModel, settings: Settings, hooks: ReloadHooks) -> None:
         self.engine = engine
         self.current = current
         self.settings = settings
-        self.install = install  # called with the new ActiveModel; the worker swaps it in between batches
-        self._thread: threading.Thread | None = None
+        self.hooks = hooks
         self._lock = threading.Lock()
+        self._pending = False  # a request came that no reload has read the file for yet
+        self._running = False
 
-    def request(self, fresh: Settings, done=None) -> bool:
-        """Start preparing ``fresh``'s model; False (and logged) while an earlier reload is still loading."""
+    def request(self) -> bool:
+        """Reload the config file: now (True), or as soon as the reload in progress ends (False)."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                log.warning("reload: the previous model reload is still running; this request is ignored")
+            self._pending = True
+            if self._running:
+                log.info("reload: a reload is in progress; the configuration is read again when it ends "
+                         "(the newest file is applied whole)")
                 return False
-            self._thread = threading.Thread(target=self._run, args=(fresh, done), name="inspectd-reload",
-                                            daemon=True)
-            self._thread.start()
+            self._running = True
+            self.hooks.reloading()
+        threading.Thread(target=self._run, name="inspectd-reload", daemon=True).start()
         return True
 
-    def _run(self, fresh: Settings, done) -> None:
-        try:
-            self._prepare(fresh)
-        except Exception as exc:  # any failure keeps the model in use
-            log.error("reload: keeping bundle %s (%s): %s", self.current.bundle.manifest.name,
-                      self.current.bundle.digest[:12], exc, exc_info=not isinstance(exc, (InspectdError, OSError)))
-        finally:
-            if done is not None:
-                done()
+    def _run(self) -> None:
+        """Reload until no request is left; the last outcome is reported."""
+        status = "reloaded"
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._running = False
+                    self.hooks.done(status)  # under the lock: a newer run's RELOADING=1 comes after it
+                    return
+                self._pending = False
+            try:
+                status = self._reload_once()
+            except Exception:  # never leave the reloader "running" forever: later requests would wait for nothing
+                log.exception("reload: failed; the model and alert rules in use stay")
+                status = "reload failed (see the log)"
 
-    def _prepare(self, fresh: Settings) -> None:
+    def _reload_once(self) -> str:
+        """Read the file and apply all of it, or nothing of it; returns the status for systemd."""
+        try:
+            fresh = self.hooks.read()
+        except ConfigError as exc:
+            log.error("SIGHUP: configuration not reloaded, keeping the old alert rules and model: %s", exc)
+            return "reload refused: configuration invalid"
+        try:
+            candidate = self._prepare(fresh)
+        except Exception as exc:  # any failure keeps the model in use, and the rules that go with it
+            log.error("reload: keeping bundle %s (%s) and the old alert rules: %s", self.current.bundle.manifest.name,
+                      self.current.bundle.digest[:12], exc, exc_info=not isinstance(exc, (InspectdError, OSError)))
+            return "reload refused: new model refused"
+        self.hooks.install(candidate)
+        if candidate.inspector is not self.current.inspector:
+            log.info("reload: bundle %s (%s) verified and passed the canary; the next batch uses it",
+                     candidate.bundle.manifest.name, candidate.bundle.digest[:12])
+        self.current, self.settings = candidate, fresh
+        log.info("SIGHUP: reloaded %d alert rule(s) and %d channel(s), threshold %s, bundle %s (%s)",
+                 len(fresh.alerts.rules), len(fresh.alerts.channels),
+                 "the bundle's" if fresh.threshold is None else fresh.threshold, candidate.bundle.manifest.name,
+                 candidate.bundle.digest[:12])
+        return "reloaded"
+
+    def _prepare(self, fresh: Settings) -> ActiveModel:
+        """The model ``fresh`` asks for with its alert rules: the one in use when no model setting changed, else a
+        new model process that passed the canary."""
         old = self.settings
         for key in ("device", "threads"):
             if getattr(fresh.model, key) != getattr(old.model, key):
@@ -127,7 +191,7 @@ class ModelReloader:
                                                                           old.model.batch_size):
             log.info("reload: model settings unchanged; bundle %s (%s) stays", self.current.bundle.manifest.name,
                      digest[:12])
-            return
+            return replace(self.current, alerts=fresh.alerts)
         pinned = fresh.model_copy(update={"model": fresh.model.model_copy(update={"device": old.model.device})})
         log.info("reload: loading bundle %s beside %s", fresh.model.bundle, self.current.bundle.manifest.name)
         candidate = activate(pinned, self.engine)  # a new model process, also when only the wiring changed
@@ -135,7 +199,4 @@ class ModelReloader:
         if problem is not None:
             candidate.inspector.close()
             raise InspectdError(f"new model refused: {problem}")
-        self.install(candidate)
-        self.current, self.settings = candidate, fresh
-        log.info("reload: bundle %s (%s) verified and passed the canary; the next batch uses it",
-                 candidate.bundle.manifest.name, candidate.bundle.digest[:12])
+        return candidate

@@ -2,8 +2,8 @@
 
 Recording a batch overlaps the next batch's inference instead of adding to it (measured: recording was ~15 % of a
 batch of the shipped model on the model thread). A file stays claimed (in flight) until its row is written, and a
-model swap travels through the same queue, so every row names the bundle that inspected it. Rows waiting together
-are written in one transaction.
+model swap travels through the same queue, so every row names the bundle that inspected it and is judged by the
+alert rules read with that model. Rows waiting together are written in one transaction.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ class RecordStage(LoopThread):
         """A file that needs no row (vanished, already recorded): unclaimed after the rows before it."""
         self.items.put(("release", ready))
 
-    def use_model(self, bundle_id: int, real) -> None:
-        self.items.put(("model", (bundle_id, real)))
+    def use_model(self, bundle_id: int, real, alerts) -> None:
+        """Rows handed over after this name the new bundle and are judged by the new alert rules."""
+        self.items.put(("model", (bundle_id, real, alerts)))
 
     def _loop(self) -> None:
         while True:

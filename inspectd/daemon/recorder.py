@@ -23,6 +23,7 @@ from inspectd.config import AlertSettings
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.file_names import as_text
 from inspectd.daemon.metrics import DaemonMetrics
+from inspectd.daemon.retention import record_archived_file
 from inspectd.daemon.items import ReadyFile
 from inspectd.inspection.render import map_image, mask_image, png_bytes
 from inspectd.inspection.result import InspectionResult, Verdict
@@ -97,12 +98,11 @@ class InspectionRecorder:
         self.on_alerts = on_alerts
         self.metrics = metrics
 
-    def use_model(self, bundle_id: int, real: RealParams) -> None:
-        """Rows from now on name this bundle and these ReAL parameters (called by the worker between batches)."""
+    def use_model(self, bundle_id: int, real: RealParams, alerts: AlertSettings) -> None:
+        """Rows from now on name this bundle and these ReAL parameters and are judged by these alert rules (called
+        by the record stage where the worker swapped models: one config file's model and rules go together)."""
         self.bundle_id = bundle_id
         self.real = real.model_dump(mode="json")
-
-    def reload_alerts(self, alerts: AlertSettings) -> None:
         self.alerts = alerts
 
     def lookup(self, sha256: str) -> Existing | None:
@@ -271,6 +271,18 @@ class InspectionRecorder:
         log.warning("%s is a duplicate of inspection #%d (%s); archived without inspecting",
                     as_text(ready.path), existing.id, existing.source_path)
         try:
-            self.archiver.archive(ready.path, ready.camera, from_timestamp(ready.ready_at))
+            target = self.archiver.archive(ready.path, ready.camera, from_timestamp(ready.ready_at))
         except OSError as exc:
             log.error("cannot archive duplicate %s: %s", as_text(ready.path), exc)
+            return
+        self._remember_duplicate(target, ready.camera, existing.id)
+
+    def _remember_duplicate(self, target: Path | None, camera: str, inspection_id: int) -> None:
+        """Name the duplicate in the store: retention deletes only files the store names, and it has no row."""
+        if target is None:
+            return
+        try:
+            record_archived_file(self.engine, target, camera, inspection_id)
+        except Exception as exc:  # the file is archived; unnamed, retention leaves it alone and logs it
+            log.error("duplicate %s archived but not recorded (%s: %s); retention will leave it in place",
+                      target, type(exc).__name__, exc)

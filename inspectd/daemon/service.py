@@ -3,7 +3,12 @@
 Threads: the watchdog observer and the stability checker feed ``ready``; the
 intake moves files into the bounded work queue (claiming each path once);
 the model worker batches, infers and records; the relay sends alerts. The
-main thread handles signals, periodic rescans and systemd's watchdog.
+main thread handles signals, periodic rescans, the health check (every
+thread alive, the model process too) and systemd's watchdog.
+
+Start order: the model process first (it verifies the bundle's hashes before
+loading), the store after it, so a corrupt bundle exits 2 having created or
+migrated no store.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from inspectd.alerts.outbox import add_system_alerts
@@ -27,7 +33,8 @@ from inspectd.daemon.archive import Archiver
 from inspectd.daemon.archive_repair import ArchiveRepair
 from inspectd.daemon.disk_guard import DiskGuard, FreeSpace, GuardChange, free_bytes
 from inspectd.daemon.metrics import DaemonMetrics, MetricsServer
-from inspectd.daemon.model_reload import ActiveModel, ModelReloader, activate
+from inspectd.daemon.model_process import ModelProcess
+from inspectd.daemon.model_reload import ActiveModel, ModelReloader, ReloadHooks, register
 from inspectd.daemon.items import InFlight, ReadyFile
 from inspectd.daemon.recorder import InspectionRecorder
 from inspectd.daemon.retention import Retention
@@ -90,10 +97,7 @@ class Daemon:
     def run(self) -> int:
         settings = self.settings
         self.notifier.status("loading model")
-        engine = open_engine(settings.store.url)
-        revision = migrate(engine)
-        log.info("store %s at schema %s", engine.url.render_as_string(hide_password=True), revision)
-        model = activate(settings, engine)  # the model's own process loads and verifies the bundle
+        engine, model = _open(settings)
         bundle = model.bundle
         relay = AlertRelay(engine, settings.alerts)
         archiver = Archiver(settings.archive)
@@ -103,7 +107,9 @@ class Daemon:
                             settings.store.save_maps, relay.wake, metrics)
         repair = ArchiveRepair(engine, archiver)
         repair.run()
-        retention = Retention(engine, settings.retention, settings.archive)
+        # cameras: on a PostgreSQL store shared by several boxes, this box removes only its own cameras' files
+        retention = Retention(engine, settings.retention, settings.archive, on_pass=metrics.retained,
+                              cameras=[folder.camera for folder in settings.watch.folders])
         guard = DiskGuard(settings, self.free_space)
         self._guard_changed(guard.check(), engine, relay)
         ready: queue.Queue = queue.Queue()
@@ -113,10 +119,13 @@ class Daemon:
                              guard.paused, model.images)
 
         def install(new: ActiveModel) -> None:
-            worker.swap(new)
+            worker.swap(new)  # the model and its alert rules, from the same batch on
+            relay.reload(new.alerts)
             metrics.use_bundle(new.bundle)
 
-        reloader = ModelReloader(engine, model, settings, install)
+        reloader = ModelReloader(engine, model, settings, ReloadHooks(
+            read=lambda: load_settings(Path(settings.source)), install=install,
+            reloading=self.notifier.reloading, done=self.notifier.ready))
         intake = _Intake(ready, work, in_flight, guard.paused)
         watcher = FolderWatcher(settings.watch, ready)
         relay.start()
@@ -128,13 +137,13 @@ class Daemon:
         log.info("inspectd ready: bundle %s (%s) on %s; watching %s", bundle.manifest.name, bundle.digest[:12],
                  bundle.device, cameras)
         self.notifier.ready(f"watching {len(settings.watch.folders)} folder(s)")
-        parts = {"watcher": watcher, "intake": intake, "model worker": worker, "alert relay": relay,
-                 "retention": retention}
+        health = _Health({"watcher": watcher, "intake": intake, "model worker": worker, "alert relay": relay,
+                          "retention": retention}, worker)
         server = None
         if settings.metrics.enabled:
             try:
                 server = MetricsServer(metrics, settings.metrics.address, settings.metrics.port,
-                                       lambda: all(part.alive() for part in parts.values()))
+                                       health.problem)
             except OSError as exc:
                 raise ConfigError(f"{settings.source}: metrics: cannot listen on {settings.metrics.address}:"
                                   f"{settings.metrics.port} ({exc.strerror or exc})") from exc
@@ -145,16 +154,17 @@ class Daemon:
         tick = min(1.0, self.notifier.watchdog_interval_s or 1.0)
         exit_code = 0
         while not self._stop.wait(tick):
-            dead = [name for name, part in parts.items() if not part.alive()]
-            if dead:
-                log.error("thread(s) stopped unexpectedly: %s; exiting so systemd restarts inspectd", ", ".join(dead))
+            problem = health.problem()
+            if problem is not None:  # before the watchdog ping: a daemon that cannot inspect is not fed
+                idle = " while idle" if not len(in_flight) else ""
+                log.error("health check: %s%s; exiting so systemd restarts inspectd", problem, idle)
                 exit_code = 1
                 break
             if self.notifier.watchdog_interval_s is not None:
                 self.notifier.watchdog()
             if self._reload.is_set():
                 self._reload.clear()
-                self._apply_reload(recorder, relay, reloader)
+                reloader.request()  # on its own thread; one during a reload is queued, never dropped
             if time.monotonic() >= next_space_check:
                 change = guard.check()
                 self._guard_changed(change, engine, relay)
@@ -169,6 +179,7 @@ class Daemon:
             paused = "PAUSED, disk space below the floor; " if guard.paused.is_set() else ""
             self.notifier.status(f"{paused}recorded {worker.recorded}, queued {work.qsize()}, "
                                  f"in flight {len(in_flight)}")
+        health.stopping()
         last_batch = worker.request_stop()  # first: no batch may start while the watcher and the intake wind down
         log.info("stopping: no new files; finishing batch #%d (the last started) and writing %d waiting row(s)",
                  last_batch, worker.waiting_rows())
@@ -203,20 +214,49 @@ class Daemon:
             return
         relay.wake()
 
-    def _apply_reload(self, recorder: InspectionRecorder, relay: AlertRelay, reloader: ModelReloader) -> None:
-        """SIGHUP: alert rules and channels at once; the model on the reloader's thread (see model_reload)."""
-        self.notifier.reloading()
-        try:
-            fresh = load_settings(Path(self.settings.source))
-        except ConfigError as exc:
-            log.error("SIGHUP: configuration not reloaded, keeping the old alert rules and model: %s", exc)
-            self.notifier.ready("reload refused: configuration invalid")
-            return
-        recorder.reload_alerts(fresh.alerts)
-        relay.reload(fresh.alerts)
-        log.info("SIGHUP: reloaded %d alert rule(s) and %d channel(s)", len(fresh.alerts.rules), len(fresh.alerts.channels))
-        if not reloader.request(fresh, done=lambda: self.notifier.ready("reloaded")):
-            self.notifier.ready("reload already in progress")
+
+def _open(settings: Settings) -> tuple[Engine, ActiveModel]:
+    """The model process, then the store: the process verifies the bundle (manifest, every file's hash) before it
+    loads it, so a corrupt bundle is refused before a store is created or an existing one migrated."""
+    process = ModelProcess(settings)
+    try:
+        engine = open_engine(settings.store.url)
+        revision = migrate(engine)
+    except BaseException:
+        process.close()
+        raise
+    log.info("store %s at schema %s", engine.url.render_as_string(hide_password=True), revision)
+    return engine, register(settings, engine, process)
+
+
+class _Health:
+    """What keeps the daemon from inspecting (a thread stopped, the model process died), or None.
+
+    The main loop asks every tick, so a model process killed while no file is queued is noticed within a second
+    (well inside a watchdog interval), not when the next part arrives; ``/healthz`` answers the same as a 503. The
+    first problem found stays the answer while the daemon winds down (its threads then stop on purpose), and a
+    daemon stopping for a signal says so.
+    """
+
+    def __init__(self, parts: dict[str, LoopThread], worker: ModelWorker) -> None:
+        self.parts = parts
+        self.worker = worker
+        self._lock = threading.Lock()  # the main loop and the HTTP server's threads ask
+        self._answer: str | None = None
+
+    def problem(self) -> str | None:
+        with self._lock:
+            if self._answer is None:
+                dead = [name for name, part in self.parts.items() if not part.alive()]
+                self._answer = f"thread(s) stopped unexpectedly: {', '.join(dead)}" if dead else \
+                    self.worker.model_death()
+            return self._answer
+
+    def stopping(self) -> None:
+        """A requested stop: from now on the answer is 503 "stopping", not the threads that end one by one."""
+        with self._lock:
+            if self._answer is None:
+                self._answer = "stopping"
 
 
 def _publish(metrics: DaemonMetrics, work: queue.Queue, in_flight: InFlight, guard: DiskGuard) -> None:

@@ -59,7 +59,12 @@ class ModelWorker(LoopThread):
     def swap(self, model: ActiveModel) -> None:
         """Use ``model`` from the next batch on (the batch in flight finishes with the old one)."""
         with self._next_lock:
-            self._next_model = model
+            superseded, self._next_model = self._next_model, model
+        if superseded is not None and superseded.inspector not in (model.inspector, self.inspector):
+            # Queued reloads can finish while a long batch runs: the one never taken would keep its process.
+            log.info("bundle %s (%s) superseded by a newer reload before any batch used it; closing its process",
+                     superseded.bundle.manifest.name, superseded.bundle.digest[:12])
+            _close(superseded.inspector)
 
     def _take_new_model(self) -> None:
         with self._next_lock:
@@ -68,9 +73,21 @@ class ModelWorker(LoopThread):
             return
         old, self.inspector = self.inspector, model.inspector
         self.reader.use_limits(model.batch_size, model.images)
-        self.stage.use_model(model.bundle_id, model.inspector.real)  # after the rows of the old model's batches
+        # After the rows of the old model's batches: those keep the old bundle and alert rules, later ones the new.
+        self.stage.use_model(model.bundle_id, model.inspector.real, model.alerts)
+        if old is model.inspector:  # a reload that changed only the alert rules
+            return
         _close(old)  # its last batch is done: its process (and the memory of its weights) goes now
         log.info("now inspecting with bundle %s (%s)", model.bundle.manifest.name, model.bundle.digest[:12])
+
+    def model_death(self) -> str | None:
+        """Why the model process in use can no longer inspect (killed, crashed), or None while it can.
+
+        Read by the main loop and ``/healthz`` between batches too: a model process that dies while no file comes
+        would otherwise go unnoticed until the next part arrives. A process closed on purpose (a reload's swap)
+        is not dead."""
+        death = getattr(self.inspector, "death", None)  # an in-process ``Inspector`` (tests, the CLI) cannot die
+        return death() if death is not None else None
 
     @property
     def recorded(self) -> int:

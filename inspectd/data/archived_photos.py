@@ -34,7 +34,10 @@ class PhotoRoots:
         return cls(tuple(Path(f).resolve() for f in folders), settings.images.max_pixels)
 
     def path_of(self, record: dict) -> Path | None:
-        """The row's photo when it lies inside one of the folders, else None."""
+        """The row's photo when it lies inside one of the folders, else None (also once retention removed it:
+        its path is kept in the row, and another file may take that name later)."""
+        if record.get("photo_removed_at") is not None:
+            return None
         stored = record.get("archived_path") or record.get("source_path")
         if not stored:
             return None

@@ -31,13 +31,14 @@ class ReviewedExport:
     folder: Path
     good: int
     defect: int
-    missing: tuple[int, ...]  # reviewed rows whose photo is no longer in the archive
+    missing: tuple[int, ...]  # reviewed rows whose photo is no longer in the archive (e.g. removed by retention)
 
 
 def _reviewed_rows(engine: Engine, since: datetime | None, camera: str | None) -> list[dict]:
     latest = select(func.max(ReviewRow.id)).group_by(ReviewRow.inspection_id).scalar_subquery()
     query = (select(InspectionRow.id, InspectionRow.created_at, InspectionRow.camera, InspectionRow.source_path,
-                    InspectionRow.archived_path, InspectionRow.verdict, InspectionRow.score, ReviewRow.label,
+                    InspectionRow.archived_path, InspectionRow.photo_removed_at, InspectionRow.verdict,
+                    InspectionRow.score, ReviewRow.label,
                     ReviewRow.reviewer, ReviewRow.created_at.label("reviewed_at"))
              .join(ReviewRow, ReviewRow.inspection_id == InspectionRow.id)
              .where(ReviewRow.id.in_(latest)).order_by(InspectionRow.id))

@@ -43,6 +43,9 @@ class BundleRow(Base):
     first_seen: Mapped[datetime] = mapped_column(DateTime())
 
 
+LIVE_PHOTO = "archived_path IS NOT NULL AND photo_removed_at IS NULL"
+
+
 class InspectionRow(Base):
     __tablename__ = "inspections"
 
@@ -72,6 +75,10 @@ class InspectionRow(Base):
     real_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Retention (migration 0005): when it deleted the archived (or failed) file, the row staying; and when it
+    # reduced a reviewed row past rows_days to a tombstone (maps, alerts and reply gone, reviews kept).
+    photo_removed_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    tombstoned_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
 
     __table_args__ = (
         Index("ix_inspections_created_at", "created_at"),
@@ -80,6 +87,9 @@ class InspectionRow(Base):
         # Rows whose file is not (yet) in the archive: few in move mode; the crash-window repair reads them.
         Index("ix_inspections_unarchived", "id", sqlite_where=text("archived_path IS NULL"),
               postgresql_where=text("archived_path IS NULL")),
+        # Rows whose archived file is still there, oldest first: what retention's archive budgets pick from.
+        Index("ix_inspections_live_photos", "created_at", sqlite_where=text(LIVE_PHOTO),
+              postgresql_where=text(LIVE_PHOTO)),
     )
 
 
@@ -109,11 +119,34 @@ class ReviewRow(Base):
     __tablename__ = "reviews"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"), index=True)
+    # RESTRICT (migration 0005; CASCADE before): the store itself refuses to delete a reviewed inspection, so
+    # reviews, the line's training labels, never vanish with their row. Retention keeps such rows as tombstones.
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="RESTRICT"), index=True)
     label: Mapped[str] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     reviewer: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class ArchiveFileRow(Base):
+    """A file inspectd moved into the archive or the failed folder that no inspection row points to (migration 0005).
+
+    A duplicate (bytes recorded already) is archived without a row of its own, and rows_days may delete a row
+    before archive_days removes its photo (and a failed file's ``.error.json``). Retention deletes only files
+    the store names, so these are named here, with the camera whose box archived them, and go by the archive's
+    own budgets. No foreign key: the row it came from may be gone.
+    """
+
+    __tablename__ = "archive_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    camera: Mapped[str] = mapped_column(String(200))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    inspection_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the row it was or duplicates
+
+    __table_args__ = (Index("ix_archive_files_created_at", "created_at"),)
 
 
 class AlertStatus(str, enum.Enum):
