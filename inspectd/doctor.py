@@ -6,9 +6,12 @@ alert. Webhooks are checked by opening a TCP connection to their host.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -49,7 +52,8 @@ def check_bundle(settings: Settings) -> list[Check]:
     try:
         manifest = verify_bundle(settings.model.bundle)
         checks.append(Check("ok", "bundle", f"{manifest.name} ({manifest.quantization}), {len(manifest.files)} files "
-                                            "match their sha256"))
+                                            f"match their sha256, bundle.json its digest; digest {manifest.digest} "
+                                            "(what each inspection's bundle row records)"))
         if manifest.quantization == "nf4":
             try:
                 import bitsandbytes  # noqa: F401
@@ -70,6 +74,157 @@ def check_bundle(settings: Settings) -> list[Check]:
         checks.append(Check("ok", "device", detail))
     except BundleError as exc:
         checks.append(Check("FAIL", "device", str(exc)))
+    return checks
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Whose read access is checked: a user, its uid and every group it is in (as its processes get them)."""
+
+    name: str
+    uid: int
+    gids: frozenset[int]
+
+    @classmethod
+    def of_user(cls, name: str) -> Reader:
+        """``name``'s uid and groups from the user and group databases; KeyError when there is no such user."""
+        entry = pwd.getpwnam(name)
+        return cls(name, entry.pw_uid, frozenset(os.getgrouplist(name, entry.pw_gid)))
+
+    @property
+    def primary_group(self) -> str:
+        return _group_name(pwd.getpwnam(self.name).pw_gid)
+
+
+def default_service_user() -> str:
+    """The user whose access doctor checks when ``--service-user`` is not given.
+
+    As root: the unit's ``User=inspectd`` when that user exists, since root
+    reads everything and checking root would prove nothing. Otherwise whoever
+    runs doctor (they run the daemon by hand, as in the tests and demos).
+    """
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("inspectd")
+            return "inspectd"
+        except KeyError:
+            pass
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _may(info: os.stat_result, reader: Reader, want: int) -> bool:
+    """Whether ``reader`` has the ``want`` bits (4 read, 1 execute/search) on a file with this stat.
+
+    The kernel's rule without ACLs: the owner's bits if the reader owns it,
+    else the group's bits if the file's group is one of the reader's, else
+    the others' bits (one class only: an owner without a bit does not fall
+    through to the group's). Root may read and search anything.
+    """
+    if reader.uid == 0:
+        return True
+    if info.st_uid == reader.uid:
+        bits = info.st_mode >> 6
+    elif info.st_gid in reader.gids:
+        bits = info.st_mode >> 3
+    else:
+        bits = info.st_mode
+    return bits & want == want
+
+
+def _describe(path: Path, info: os.stat_result) -> str:
+    return (f"{path} (owner {_user_name(info.st_uid)}, group {_group_name(info.st_gid)}, "
+            f"mode {info.st_mode & 0o7777:04o})")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """One path the reader cannot get at, described with its owner, group and mode, and how to fix it."""
+
+    detail: str
+    fix: str | None = None  # None: the fix of the whole tree (chgrp -R; chmod -R g+rX)
+
+
+def unreadable_paths(path: Path, reader: Reader) -> tuple[list[Unreadable], int]:
+    """What keeps ``reader`` from reading ``path`` (a file, or a folder and everything in it).
+
+    Computed from stat, not by trying: doctor runs as root, which could read
+    everything. Folders above ``path`` need search (x), folders in it read and
+    search, files read. Returns the problems (folders above first, then the
+    tree in sorted order) and how many files were looked at.
+    """
+    path = Path(path).resolve()
+    problems = []
+    for folder in reversed(path.parents):
+        try:
+            info = folder.stat()
+        except OSError as exc:
+            problems.append(Unreadable(f"{folder} ({exc.strerror})"))
+            continue
+        if not _may(info, reader, 1):
+            problems.append(Unreadable(f"{_describe(folder, info)}: cannot be entered (no x for {reader.name})",
+                                       f"chmod o+x {folder}, or give it a group of {reader.name}'s and g+x"))
+    entries = [path, *sorted(path.rglob("*"))] if path.is_dir() else [path]
+    files = 0
+    for entry in entries:
+        try:
+            info = entry.stat()
+        except OSError as exc:
+            problems.append(Unreadable(f"{entry} ({exc.strerror})"))
+            continue
+        is_folder = stat.S_ISDIR(info.st_mode)
+        files += not is_folder
+        if not _may(info, reader, 5 if is_folder else 4):
+            problems.append(Unreadable(f"{_describe(entry, info)}: not "
+                                       f"{'readable and searchable' if is_folder else 'readable'}"))
+    return problems, files
+
+
+def check_readable(name: str, path: Path, reader: Reader, fix: str) -> Check:
+    """FAIL naming the first path ``reader`` cannot read and its fix; ok with how many files it can read."""
+    problems, files = unreadable_paths(path, reader)
+    if not problems:
+        as_root = " (root reads anything: --service-user NAME checks the service's user)" if reader.uid == 0 else ""
+        return Check("ok", name, f"{path}: {files} file{'s' * (files != 1)} readable by {reader.name}{as_root}")
+    first = problems[0]
+    more = f" ({len(problems) - 1} more paths)" if len(problems) > 1 else ""
+    return Check("FAIL", name, f"{reader.name} cannot read {first.detail}{more}; fix: {first.fix or fix}")
+
+
+def check_access(settings: Settings, service_user: str | None = None) -> list[Check]:
+    """Can the service's user read the bundle (and the config file)?
+
+    A bundle exported by root used to be folder 0700 / weights 0600: doctor
+    as root said ok and the service (``User=inspectd``) could not load it.
+    A missing bundle is check_bundle's failure, not counted twice here.
+    """
+    user = service_user or default_service_user()
+    try:
+        reader = Reader.of_user(user)
+    except KeyError:
+        return [Check("FAIL", "service user", f"no user named {user!r} on this machine (--service-user)")]
+    group = reader.primary_group
+    checks = []
+    bundle = settings.model.bundle
+    if bundle.is_dir():
+        checks.append(check_readable("bundle access", bundle, reader, f"chgrp -R {group} {bundle}; "
+                                     f"chmod -R g+rX {bundle} (or export it with --group {group})"))
+    config = settings.source
+    if config is not None and config.is_file():
+        checks.append(check_readable("config access", config, reader, f"chgrp {group} {config}; chmod g+r {config}"))
     return checks
 
 
@@ -161,10 +316,12 @@ def check_alerts(settings: Settings, timeout_s: float = 3.0) -> list[Check]:
     return checks
 
 
-def diagnose(settings: Settings) -> list[Check]:
+def diagnose(settings: Settings, service_user: str | None = None) -> list[Check]:
+    """Every check; ``service_user``: whose read access to the bundle is checked (default_service_user)."""
     return [
         Check("ok", "config", f"{settings.source} is valid"),
         *check_bundle(settings),
+        *check_access(settings, service_user),
         *check_folders(settings),
         *check_store(settings),
         *check_alerts(settings),

@@ -58,6 +58,11 @@ def test_recipe_builds_a_verified_bundle_with_its_card_and_resumes(tmp_path):
     card = (config.output / "MODEL_CARD.md").read_text()
     assert "not** a replacement for a CGRO-tuned Qwen2.5-VL-7B" in card
     assert "warm-up only" in card and "warm-up + CGRO (shipped)" in card
+    export = json.loads((config.work_dir / "export" / "stage.json").read_text())
+    assert export["cgro"]["calibration_rule"] == "maximum balanced accuracy"  # no calibration key: as before
+    assert "(maximum balanced accuracy on the calibration set;" in card
+    assert f"Expected there at that threshold: {export['cgro']['calibration_expected']}. " in card
+    assert export["cgro"]["calibration_expected"].startswith("misses ")
     assert "real, zero-shot" in card and "not-here" in card  # the missing dataset is named, not hidden
     evaluation = json.loads((config.work_dir / "eval" / "stage.json").read_text())
     assert set(evaluation["overall"]) == {"warmup-synthetic", "cgro-synthetic", "warmup-zero_shot", "cgro-zero_shot"}
@@ -166,3 +171,21 @@ def test_several_seeds_need_one_drawn_validation_set_and_a_labelled_folder(tmp_p
         load_recipe(_write_recipe(tmp_path, seeds=[1, 2]))
     with pytest.raises(InspectdError, match="repeat"):
         load_recipe(_write_recipe(tmp_path, seeds=[1, 1], data={**FOLDER_DATA, "drawn_validation_seed": 1}))
+
+
+def test_the_recipe_calibration_key_sets_the_exports_threshold_rule(tmp_path):
+    """`calibration: {target_recall: ...}` reaches both exports; without it, balanced accuracy as before."""
+    from inspectd.training.recipe import export_request
+
+    default = load_recipe(_write_recipe(tmp_path))
+    assert default.calibration is None
+    for variant in ("warmup", "cgro"):
+        assert export_request(default, variant, tmp_path / variant, tmp_path / "val").target_recall is None
+    targeted = load_recipe(_write_recipe(tmp_path, calibration={"target_recall": 0.95}))
+    request = export_request(targeted, "cgro", tmp_path / "cgro", tmp_path / "val")
+    assert request.target_recall == 0.95 and request.calibration == tmp_path / "val"
+    assert request.adapter == targeted.work_dir / "cgro" / "adapter"
+    assert export_request(targeted, "warmup", tmp_path / "w", tmp_path / "val").adapter is None
+    for bad in (0, 1.5):
+        with pytest.raises(InspectdError, match=r"calibration\.target_recall"):
+            load_recipe(_write_recipe(tmp_path, calibration={"target_recall": bad}))

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from inspectd.bundle.files import manifest_digest, verify_bundle
+from inspectd.bundle.files import verify_bundle
 from inspectd.bundle.manifest import BundleManifest
 from inspectd.bundle.quanto import load_quanto_model
 from inspectd.errors import BundleError
@@ -83,4 +83,4 @@ def load_bundle(folder: Path, device: str = "auto") -> LoadedBundle:
         manifest.real.layer_slice(model.config.text_config.num_hidden_layers)
     except ValueError as exc:
         raise BundleError(f"{folder / 'bundle.json'}: real: {exc}") from exc
-    return LoadedBundle(folder, manifest, manifest_digest(folder), model, processor, target)
+    return LoadedBundle(folder, manifest, manifest.digest, model, processor, target)  # the digest verified above

@@ -2,8 +2,9 @@
 
 A bundle is a folder with the Hugging Face model and processor files
 (safetensors only) and this manifest, which lists every other file with its
-sha256. The daemon trusts nothing in the folder that the manifest does not
-vouch for.
+sha256 and carries the bundle digest: a hash of itself (less that field),
+hence of every file too. The daemon trusts nothing in the folder that the
+manifest does not vouch for, nor a manifest its digest does not vouch for.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ class ScoreSpec(StrictModel):
     ``replies``: ``strict`` takes only the trained ``<think>/<answer>`` format
     (anything else: verdict unknown). ``lenient`` is for an untuned Instruct
     model: a reply outside the format that ends in an explicit yes or no
-    (``<answer>Yes</answer>``, "... Answer: No.") is scored at that word (parse
-    status ``lenient``, answer score only); the text before it is the reasoning
-    ReAL reads, and with no text before it there is no map.
+    (``<answer>Yes</answer>``, "... Answer: No.") or opens with one ("Yes, there
+    is a crack ...") is scored at that word (parse status ``lenient``, answer
+    score only); the rest of the text is the reasoning ReAL reads, and with no
+    other text there is no map. Answers that disagree leave it unknown
+    (``inspectd.model.reply`` has the rule for each shape).
 
     ``views`` (ours): 2 adds the image mirrored left-right, 4 also mirrored
     top-bottom and both; the score is the mean of the views' scores and the
@@ -81,3 +84,5 @@ class BundleManifest(StrictModel):
     created: str = ""
     inspectd_version: str = ""
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256 of every other file")
+    digest: str = Field("", description="the bundle digest: sha256 of this manifest's canonical JSON without this "
+                                        "field (inspectd.bundle.files); written by every export, checked at load")

@@ -32,7 +32,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except InspectdError as exc:
         print(f"FAIL  config: {exc}")
         return EXIT_SOME_FAILED
-    checks: list[Check] = diagnose(settings)
+    checks: list[Check] = diagnose(settings, args.service_user)
     for check in checks:
         print(f"{check.status:<5} {check.name}: {check.detail}")
     failed = sum(c.status == "FAIL" for c in checks)

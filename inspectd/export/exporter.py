@@ -3,9 +3,10 @@
 Steps: load the base model folder (a bundle or any local Qwen2.5-VL folder),
 merge an optional LoRA adapter, convert to the deployment precision (NF4
 4-bit through bitsandbytes, bfloat16 or float32), copy the processor, save
-the bundle with its manifest, then reload it, check that the saved weights
-compute what the converted model computes, and calibrate the threshold on a
-validation folder when one is given. Never imported by the daemon.
+the bundle with its manifest into a partial folder beside the output, then
+reload it, check that the saved weights compute what the converted model
+computes, calibrate the threshold on a validation folder when one is given,
+and only then rename it into place. Never imported by the daemon.
 
 NF4 on the CPU: bitsandbytes repacks weights at the first forward pass and a
 checkpoint saved after that reloads wrong (logits off by up to 1.24), so the model is
@@ -14,23 +15,27 @@ saved before it ever runs.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
 
-from inspectd.bundle.files import MANIFEST_NAME, read_manifest, replace_model_card
+from inspectd.bundle.files import (
+    MANIFEST_NAME, group_id, move_into_place, read_manifest, replace_model_card, set_bundle_group,
+)
 from inspectd.bundle.manifest import BundleManifest, PromptSpec, ScoreSpec
 from inspectd.bundle.quanto import SCHEMES as QUANTO_SCHEMES
 from inspectd.bundle.quanto import quantize_language_model
 from inspectd.bundle.save import save_bundle
 from inspectd.errors import BundleError
-from inspectd.export.calibrate import Calibration, balanced_accuracy_threshold
+from inspectd.export.calibrate import Calibration, calibrate, check_target_recall, operating_points_markdown
 from inspectd.bundle.processor import ImageOnlyQwenProcessor
 from inspectd.real.params import RealParams
 
@@ -58,10 +63,13 @@ class ExportRequest:
     max_new_tokens: int | None = None
     threshold: float | None = None
     calibration: Path | None = None
+    target_recall: float | None = None  # with ``calibration``: the recall rule's target; None: balanced accuracy
     device: str = "cpu"
     card_notes: str = ""
     eval_report: Path | None = None
     training: dict = field(default_factory=dict)
+    group: str | None = None  # chgrp the bundle (the service user's group); None: the replaced bundle's group
+    scratch_dir: Path | None = None  # where the temporary merged copy goes; None: beside ``out``
 
 
 def _base_manifest(base: Path) -> BundleManifest | None:
@@ -104,41 +112,66 @@ class ExportResult:
 
 
 def export_bundle(request: ExportRequest) -> ExportResult:
+    """Write the bundle into a partial folder beside ``request.out``, check it there, then rename it into place.
+
+    The round trip, the calibration and the card all run against the partial
+    folder (``.<out name>.partial-*``), so a failed or interrupted export
+    leaves the bundle at ``--out`` as it was (byte for byte) and no new one:
+    a daemon that reloads ``--out`` never sees a bundle that did not pass.
+    The partial folder sits in ``--out``'s own parent so the final move is a
+    rename on one filesystem (see ``move_into_place``).
+    """
+    out = Path(request.out)
+    # A typo'd group or a calibration folder that cannot calibrate fails now, not after minutes of merging.
+    if request.group is not None:
+        group_id(request.group)
+    _check_target_recall(request)
+    if request.calibration is not None:
+        read_calibration(request.calibration)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # mkdtemp reserves a unique name; save_bundle replaces the empty folder with the written bundle.
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    log.info("writing the bundle into %s; it replaces %s only once every check passed", partial, out)
+    try:
+        drift, calibration = _write_and_check(request, partial)
+        _give_group(partial, request.group, out)
+        move_into_place(partial, out)
+    except BaseException:  # KeyboardInterrupt too: no partial bundle is left behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return ExportResult(read_manifest(out), drift, calibration)
+
+
+def _check_target_recall(request: ExportRequest) -> None:
+    """A recall target outside (0, 1], or one with nothing to calibrate on, fails before the merge."""
+    if request.target_recall is None:
+        return
+    if request.calibration is None:
+        raise BundleError(f"target recall {request.target_recall} needs a calibration folder (--calibration) "
+                          "to choose the threshold on")
+    try:
+        check_target_recall(request.target_recall)
+    except ValueError as exc:
+        raise BundleError(f"{exc} (--target-recall)") from None
+
+
+def _write_and_check(request: ExportRequest, folder: Path) -> tuple[float, Calibration | None]:
+    """Merge, convert and save into ``folder``; round trip, calibrate and write the card there."""
     base_manifest = _base_manifest(request.base)
     processor = ImageOnlyQwenProcessor.from_pretrained(request.base, local_files_only=True)
     merged = _load_merged(request)
     probe = _probe_inputs(processor)
     with torch.inference_mode():
         float_logits = merged(**{k: v.to(merged.device) for k, v in probe.items()}).logits.float().cpu()
-    with tempfile.TemporaryDirectory(prefix="inspectd-export-") as scratch:
+    scratch_parent = Path(request.scratch_dir) if request.scratch_dir is not None else Path(request.out).parent
+    _check_scratch_space(scratch_parent, _state_bytes(merged), merged.dtype)
+    with tempfile.TemporaryDirectory(prefix=f".{Path(request.out).name}.scratch-", dir=scratch_parent) as scratch:
         merged_dir = Path(scratch) / "merged"
-        merged.save_pretrained(merged_dir, safe_serialization=True)
-        processor.save_pretrained(merged_dir)
+        with _naming_full_disk(scratch_parent, "the temporary merged copy", "--scratch-dir"):
+            merged.save_pretrained(merged_dir, safe_serialization=True)
+            processor.save_pretrained(merged_dir)
         del merged
-        if request.quantization == "nf4":
-            compute = torch.bfloat16 if request.device.startswith("cuda") else torch.float32
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                merged_dir,
-                quantization_config=BitsAndBytesConfig(
-                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
-                    llm_int8_skip_modules=list(NF4_SKIPPED_MODULES),
-                ),
-                dtype=compute,
-                device_map=request.device,
-                local_files_only=True,
-            )
-            dtype = "bfloat16" if compute == torch.bfloat16 else "float32"
-        elif request.quantization in QUANTO_SCHEMES:
-            dtype = "float32"  # CPU deployment: int weights, float32 activations
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                merged_dir, dtype=torch.float32, device_map=request.device, local_files_only=True
-            )
-            quantize_language_model(model, request.quantization)
-        else:
-            dtype = request.quantization
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                merged_dir, dtype=_DTYPES[dtype], device_map=request.device, local_files_only=True
-            )
+        model, dtype = _convert(request, merged_dir)
         defaults = base_manifest or BundleManifest(name=request.name, base_model="unknown")
         manifest = BundleManifest(
             name=request.name,
@@ -153,18 +186,101 @@ def export_bundle(request: ExportRequest) -> ExportResult:
             score=request.score or defaults.score,
         )
         # Saved before any forward pass (the CPU repacking trap).
-        save_bundle(model, processor, request.out, manifest, model_card(request, manifest, None))
-        drift = _check_round_trip(model, processor, request, probe, float_logits)
+        with _naming_full_disk(folder.parent, "the bundle", "--out"):
+            save_bundle(model, processor, folder, manifest, model_card(request, manifest, None))
+        drift = _check_round_trip(model, folder, request, probe, float_logits)
     calibration = None
     if request.calibration is not None:
-        calibration = calibrate_bundle(request, manifest, drift)  # rewrites the card with threshold and drift
+        calibration = calibrate_bundle(request, manifest, folder, drift)  # rewrites the card: threshold, drift
     else:
-        replace_model_card(request.out, model_card(request, manifest, None, drift))
-    return ExportResult(read_manifest(request.out), drift, calibration)
+        replace_model_card(folder, model_card(request, manifest, None, drift))
+    return drift, calibration
 
 
-def _check_round_trip(model, processor, request: ExportRequest, probe: dict, float_logits: torch.Tensor) -> float:
-    """The saved bundle must compute what the converted model computes.
+def _convert(request: ExportRequest, merged_dir: Path) -> tuple[Qwen2_5_VLForConditionalGeneration, str]:
+    """The merged copy reloaded in the deployment precision, and the compute dtype recorded for it."""
+    if request.quantization == "nf4":
+        compute = torch.bfloat16 if request.device.startswith("cuda") else torch.float32
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            merged_dir,
+            quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+                llm_int8_skip_modules=list(NF4_SKIPPED_MODULES),
+            ),
+            dtype=compute,
+            device_map=request.device,
+            local_files_only=True,
+        )
+        return model, "bfloat16" if compute == torch.bfloat16 else "float32"
+    if request.quantization in QUANTO_SCHEMES:
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            merged_dir, dtype=torch.float32, device_map=request.device, local_files_only=True
+        )
+        quantize_language_model(model, request.quantization)
+        return model, "float32"  # CPU deployment: int weights, float32 activations
+    dtype = request.quantization
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        merged_dir, dtype=_DTYPES[dtype], device_map=request.device, local_files_only=True
+    )
+    return model, dtype
+
+
+def _state_bytes(model: torch.nn.Module) -> int:
+    """Bytes the merged copy takes on disk: every tensor once (tied weights are stored once)."""
+    tensors = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}
+    return sum(tensors.values())
+
+
+def _check_scratch_space(folder: Path, needed: int, dtype: torch.dtype) -> None:
+    """Say where the merged copy goes and refuse now if it cannot fit, not after writing most of it.
+
+    It used to go to ``$TMPDIR``, often a RAM-backed ``/tmp`` far smaller than
+    a 7B model (~17 GB in bfloat16, ~33 GB in float32).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    log.info("temporary merged copy (%s): ~%s in %s (%s free there; --scratch-dir moves it)",
+             str(dtype).removeprefix("torch."), _size(needed), folder, _size(free))
+    if free < needed:
+        raise BundleError(f"{folder}: {_size(free)} free, the temporary merged copy needs ~{_size(needed)}; "
+                          "free space there or pass --scratch-dir on a larger disk")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+@contextmanager
+def _naming_full_disk(folder: Path, what: str, option: str):
+    """A full disk as a BundleError that names the folder (safetensors reports it as its own error type)."""
+    try:
+        yield
+    except Exception as exc:
+        full = getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc) \
+            or "StorageFull" in str(exc)
+        if not full:
+            raise
+        raise BundleError(f"{folder}: disk full while writing {what} "
+                          f"({_size(shutil.disk_usage(folder).free)} free); free space there "
+                          f"or pass {option} on a larger disk") from exc
+
+
+def _give_group(folder: Path, group: str | None, out: Path) -> None:
+    """``--group``, else the group of the bundle being replaced, so a re-export keeps the service's access."""
+    if group is not None:
+        set_bundle_group(folder, group)
+        return
+    if not out.exists():
+        return
+    previous = str(out.stat().st_gid)
+    try:
+        set_bundle_group(folder, previous)
+    except BundleError as exc:
+        log.warning("%s; the new bundle keeps this user's group (use --group)", exc)
+
+
+def _check_round_trip(model, folder: Path, request: ExportRequest, probe: dict, float_logits: torch.Tensor) -> float:
+    """The bundle saved in ``folder`` must compute what the converted model computes.
 
     Returns the conversion's drift: the largest logit change on the probe
     image against the float32 model that was exported.
@@ -174,32 +290,35 @@ def _check_round_trip(model, processor, request: ExportRequest, probe: dict, flo
     inputs = {k: v.to(model.device) for k, v in probe.items()}
     with torch.no_grad():  # quanto int4 refuses inference_mode
         expected = model(**inputs).logits.float().cpu()
-    reloaded = load_bundle(request.out, request.device)
+    reloaded = load_bundle(folder, request.device)
     with torch.no_grad():
         actual = reloaded.model(**{k: v.to(reloaded.device) for k, v in inputs.items()}).logits.float().cpu()
     difference = float((actual - expected).abs().max())
     if difference > 1e-3:
-        shutil.rmtree(request.out, ignore_errors=True)
-        raise BundleError(f"exported bundle reloads with logits off by {difference:.3g}; export refused")
+        raise BundleError(f"{folder}: the exported bundle reloads with logits off by {difference:.3g}; export "
+                          f"refused, {request.out} left as it was")
     drift = float((expected - float_logits).abs().max())
     log.info("round trip checked: max logit difference %.2e; %s drift from float32 %.3g",
              difference, request.quantization, drift)
     return drift
 
 
-def calibrate_bundle(request: ExportRequest, manifest: BundleManifest, drift: float | None = None) -> Calibration:
-    """Sets the bundle's threshold on the calibration folder and rewrites its card."""
+def calibrate_bundle(request: ExportRequest, manifest: BundleManifest, bundle_folder: Path,
+                     drift: float | None = None) -> Calibration:
+    """Sets the threshold of the bundle in ``bundle_folder`` (the export's partial folder, not ``--out``)
+    on the calibration folder and rewrites its card.
+
+    A calibration that cannot choose a threshold is a BundleError naming the
+    calibration folder, so the export fails and nothing replaces ``--out``.
+    """
     import numpy as np
 
     from inspectd.bundle.load import load_bundle
-    from inspectd.data.layouts import read_labelled_folder, read_mvtec
     from inspectd.inspection.inspector import Inspector, InspectorOptions
-    from inspectd.metrics.ranking import exact_auroc_ap
 
     folder = request.calibration
-    dataset = read_mvtec(folder) if (folder / "test").is_dir() or any(
-        (p / "test").is_dir() for p in folder.iterdir() if p.is_dir()) else read_labelled_folder(folder)
-    bundle = load_bundle(request.out, request.device)
+    dataset = read_calibration(folder)
+    bundle = load_bundle(bundle_folder, request.device)
     inspector = Inspector(bundle, bundle.manifest.real, InspectorOptions(batch_size=4, threshold=0.5))
     results = inspector.inspect_files([image.path for image in dataset.images])
     scored = [(image.anomalous, result.score) for image, result in zip(dataset.images, results)
@@ -207,14 +326,41 @@ def calibrate_bundle(request: ExportRequest, manifest: BundleManifest, drift: fl
     if not scored:
         raise BundleError(f"{folder}: no calibration image gave a parsable reply; threshold not calibrated")
     labels, scores = (np.array(x) for x in zip(*scored))
-    threshold, balanced = balanced_accuracy_threshold(labels, scores)
-    auroc, _ = exact_auroc_ap(labels, scores)
-    calibration = Calibration(threshold, balanced, len(dataset.images), len(dataset.images) - len(scored), auroc)
-    log.info("calibrated threshold %.4f (balanced accuracy %.3f, image AUROC %.3f on %d images, %d unparsable)",
-             threshold, balanced, auroc, calibration.images, calibration.unparsable)
-    card = model_card(request, manifest.model_copy(update={"threshold": threshold}), calibration, drift)
-    replace_model_card(request.out, card, threshold=threshold)
+    _require_both_labels(folder, labels, "images with a parsable reply")
+    calibration = calibrate(labels, scores, len(dataset.images) - len(scored), request.target_recall)
+    log.info("calibrated threshold %.4f by %s; balanced accuracy %.3f, image AUROC %.3f on %d images "
+             "(%d unparsable); expected there: %s", calibration.threshold, calibration.rule,
+             calibration.balanced_accuracy, calibration.image_auroc, calibration.images, calibration.unparsable,
+             calibration.expected.describe())
+    card = model_card(request, manifest.model_copy(update={"threshold": calibration.threshold}), calibration, drift)
+    replace_model_card(bundle_folder, card, threshold=calibration.threshold)  # bundle.json: the threshold only
     return calibration
+
+
+def read_calibration(folder: Path):
+    """The labelled calibration images (MVTec layout, or good/ + defect folders), both kinds required.
+
+    export_bundle reads them before any work too, so a folder that cannot
+    calibrate fails in seconds rather than after the merge.
+    """
+    from inspectd.data.layouts import read_labelled_folder, read_mvtec
+
+    if not Path(folder).is_dir():
+        raise BundleError(f"{folder}: calibration folder does not exist")
+    dataset = read_mvtec(folder) if (folder / "test").is_dir() or any(
+        (p / "test").is_dir() for p in folder.iterdir() if p.is_dir()) else read_labelled_folder(folder)
+    _require_both_labels(folder, [image.anomalous for image in dataset.images], "images")
+    return dataset
+
+
+def _require_both_labels(folder: Path, anomalous, what: str) -> None:
+    """A threshold needs normal and anomalous examples; say what the folder had."""
+    anomalous = [bool(a) for a in anomalous]
+    if all(anomalous) or not any(anomalous):
+        raise BundleError(
+            f"{folder}: calibration needs both normal and anomalous images; its {what}: "
+            f"{anomalous.count(False)} normal, {anomalous.count(True)} anomalous; threshold not calibrated"
+        )
 
 
 _PRECISION = {
@@ -238,11 +384,7 @@ def model_card(request: ExportRequest, manifest: BundleManifest, calibration, dr
         f"- Score: {json.dumps(manifest.score.model_dump(mode='json'))}",
     ]
     if calibration is not None:
-        lines.append(
-            f"- Threshold: {calibration.threshold:.4f}, calibrated on `{request.calibration}` "
-            f"({calibration.images} images, {calibration.unparsable} unparsable) by maximum balanced accuracy "
-            f"({calibration.balanced_accuracy:.3f}); the score's image AUROC there: {calibration.image_auroc:.3f}"
-        )
+        lines += _calibration_lines(request, calibration)
     else:
         lines.append(f"- Threshold: {manifest.threshold} (not calibrated)")
     if request.training:
@@ -257,3 +399,29 @@ def model_card(request: ExportRequest, manifest: BundleManifest, calibration, dr
                             data["datasets"], data["overall"])
         lines += ["", "## Evaluation", "", "```", format_table(report), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _calibration_lines(request: ExportRequest, calibration: Calibration) -> list[str]:
+    """The card's Threshold line with the rule, the rates expected at it, and the trade-off table.
+
+    The rates are what a plant acts on (how many defects pass, how many good
+    parts are flagged); bundle.json keeps only the threshold.
+    """
+    if calibration.target_recall is None:
+        rule = f"by maximum balanced accuracy ({calibration.balanced_accuracy:.3f})"
+    else:
+        rule = (f"by the recall target {calibration.target_recall:g}: the highest threshold that flags at least "
+                f"that share of the defects there (our rule; balanced accuracy {calibration.balanced_accuracy:.3f})")
+    lines = [f"- Threshold: {calibration.threshold:.4f}, calibrated on `{request.calibration}` "
+             f"({calibration.images} images, {calibration.unparsable} unparsable) {rule}; "
+             f"the score's image AUROC there: {calibration.image_auroc:.3f}"]
+    if calibration.expected is None:  # built by hand with the first five fields only
+        return lines
+    lines.append(f"- Expected on those images at {calibration.threshold:.4f}: {calibration.expected.describe()}")
+    if calibration.target_recall is not None and calibration.balanced is not None:
+        lines.append(f"- At the maximum-balanced-accuracy threshold {calibration.balanced.threshold:.4f} instead: "
+                     f"{calibration.balanced.describe()}")
+    if calibration.operating_points:
+        lines += ["- Operating points on those images (the highest threshold reaching each recall):", "",
+                  *operating_points_markdown(calibration)]
+    return lines

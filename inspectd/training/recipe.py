@@ -77,6 +77,14 @@ RecipeData = Annotated[
 ]
 
 
+class RecipeCalibration(StrictModel):
+    """How the export stage chooses both bundles' thresholds on the validation images."""
+
+    target_recall: float = Field(gt=0, le=1, description=(
+        "the highest threshold that flags at least this share of the validation defects, e.g. 0.95 "
+        "(inspectd-export --target-recall)"))
+
+
 class RecipeConfig(StrictModel):
     name: str
     output: Path = Field(description="where the finished bundle is published")
@@ -92,6 +100,9 @@ class RecipeConfig(StrictModel):
     score: ScoreSpec = Field(ScoreSpec(), description="how the bundle scores an image (see ScoreSpec)")
     max_new_tokens: int = Field(48, ge=8)
     quantization: Literal["nf4", "quanto-int8", "quanto-int4", "bfloat16", "float32"] = "nf4"
+    calibration: RecipeCalibration | None = Field(None, description=(
+        "threshold rule of the export stage on the validation images, e.g. {target_recall: 0.95}; "
+        "null = maximum balanced accuracy"))
     zero_shot: list[Path] = Field(default_factory=list, description="MVTec-layout datasets evaluated, never trained on")
     seeds: list[int] = Field(default_factory=list, description=(
         "warm-up seeds built side by side (labelled folders); the build whose CGRO model has the highest pooled "
@@ -297,7 +308,7 @@ def _write_split(folder: Path, seed_offset: int, count: int, size: int) -> Path:
 
 
 def run_export(config: RecipeConfig, stage: _Stage) -> None:
-    from inspectd.export.exporter import ExportRequest, export_bundle
+    from inspectd.export.exporter import export_bundle
 
     splits = config.data
     if _from_folder(config):
@@ -307,21 +318,32 @@ def run_export(config: RecipeConfig, stage: _Stage) -> None:
     else:
         validation = _write_split(stage.dir / "validation", splits.validation_seed_offset,
                                   splits.validation_images, splits.image_size)
-    warmup, cgro = _Stage(config, "warmup"), _Stage(config, "cgro")
     facts = {}
-    for variant, adapter in (("warmup", None), ("cgro", cgro.dir / "adapter")):
+    for variant in ("warmup", "cgro"):
         started = time.perf_counter()
-        exported = export_bundle(ExportRequest(
-            base=warmup.dir / "model", adapter=adapter, out=stage.dir / variant,
-            name=config.name if variant == "cgro" else f"{config.name}-warmup-only",
-            quantization=config.quantization, real=config.real, score=config.score, calibration=validation,
-        ))
+        exported = export_bundle(export_request(config, variant, stage.dir / variant, validation))
         facts[variant] = {"threshold": exported.manifest.threshold, "drift": exported.drift,
                           "calibration_images": exported.calibration.images,
                           "calibration_image_auroc": exported.calibration.image_auroc,
                           "calibration_balanced_accuracy": exported.calibration.balanced_accuracy,
+                          "calibration_rule": exported.calibration.rule,
+                          "calibration_expected": exported.calibration.expected.describe(),
                           "seconds": time.perf_counter() - started}
     stage.finish(**facts)
+
+
+def export_request(config: RecipeConfig, variant: str, out: Path, validation: Path):
+    """The export of one variant ("warmup": the warm-up model alone, "cgro": with its adapter merged),
+    calibrated on ``validation`` by the recipe's threshold rule."""
+    from inspectd.export.exporter import ExportRequest
+
+    warmup, cgro = _Stage(config, "warmup"), _Stage(config, "cgro")
+    return ExportRequest(
+        base=warmup.dir / "model", adapter=cgro.dir / "adapter" if variant == "cgro" else None, out=out,
+        name=config.name if variant == "cgro" else f"{config.name}-warmup-only",
+        quantization=config.quantization, real=config.real, score=config.score, calibration=validation,
+        target_recall=config.calibration.target_recall if config.calibration is not None else None,
+    )
 
 
 def run_eval(config: RecipeConfig, stage: _Stage) -> None:

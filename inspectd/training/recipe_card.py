@@ -24,6 +24,12 @@ def _calibration_ranking(export: dict) -> str:
             f"({100 * export['warmup']['calibration_balanced_accuracy']:.1f}). ")
 
 
+def _expected_rates(export: dict) -> str:
+    """What the shipped threshold does on the calibration images (stage records from before have no figure)."""
+    expected = export["cgro"].get("calibration_expected")
+    return f"Expected there at that threshold: {expected}. " if expected else ""
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
@@ -268,9 +274,10 @@ def recipe_model_card(config, stages: dict, builds=()) -> str:
         "",
         f"Precision {config.quantization}; the reload was checked against the exported model's logits; the "
         f"largest logit change against the float32 model on a probe image was {export['cgro']['drift']:.3g}. "
-        f"Threshold on the score: {export['cgro']['threshold']:.4f} (maximum balanced accuracy on the "
+        f"Threshold on the score: {export['cgro']['threshold']:.4f} "
+        f"({export['cgro'].get('calibration_rule', 'maximum balanced accuracy')} on the "
         f"calibration set; the warm-up-only bundle: {export['warmup']['threshold']:.4f}). "
-        f"{_calibration_ranking(export)}Score: "
+        f"{_expected_rates(export)}{_calibration_ranking(export)}Score: "
         f"`{json.dumps(config.score.model_dump(mode='json'))}`. ReAL parameters: "
         f"`{json.dumps(config.real.model_dump(mode='json'))}`.",
         "",
