@@ -26,11 +26,14 @@ setup: $(VENV)/.installed-$(EXTRAS)
 # The main job: the daemon on the shipped model and config, watching var/drop,
 # with a demo feed dropping fresh synthetic images into it, and the web console
 # on http://127.0.0.1:8780/ (it waits for the daemon to create the store). Ctrl-C stops all three.
+# Each command is given DEMO_CONFIG: on a box where the service is installed, /etc/inspectd/inspectd.yaml
+# (or INSPECTD_CONFIG) would otherwise win, and the demo would feed and watch the production line's folders.
+DEMO_CONFIG ?= config/inspectd.yaml
 run: setup
-	@echo "inspectd: watching var/drop; console: http://127.0.0.1:8780/; query with: $(BIN)/inspectd history / show ID / stats"
-	@$(BIN)/inspectd demo-feed --delay 8 --count 8 --interval 3 & feeder=$$!; \
-	$(BIN)/inspectd serve & console=$$!; \
-	$(BIN)/inspectd run; status=$$?; kill $$feeder $$console 2>/dev/null; wait $$console 2>/dev/null; exit $$status
+	@echo "inspectd: $(DEMO_CONFIG), watching var/drop; console: http://127.0.0.1:8780/; query with: $(BIN)/inspectd --config $(DEMO_CONFIG) history / show ID / stats"
+	@$(BIN)/inspectd --config $(DEMO_CONFIG) demo-feed --delay 8 --count 8 --interval 3 & feeder=$$!; \
+	$(BIN)/inspectd --config $(DEMO_CONFIG) serve & console=$$!; \
+	$(BIN)/inspectd --config $(DEMO_CONFIG) run; status=$$?; kill $$feeder $$console 2>/dev/null; wait $$console 2>/dev/null; exit $$status
 
 test: setup
 	$(BIN)/python -m pytest -q

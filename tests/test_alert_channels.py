@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import pwd
 import subprocess
 import sys
 import tempfile
@@ -177,13 +178,20 @@ def test_doctor_reports_what_is_wrong(random_bundle, tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
     try:
-        done = subprocess.run([sys.executable, "-m", "inspectd.cli", "--config", str(path), "doctor"],
+        # the service user pinned to this one: on a box with an inspectd user, pytest's 0700 folders are not its
+        done = subprocess.run([sys.executable, "-m", "inspectd.cli", "--config", str(path), "doctor",
+                               "--service-user", pwd.getpwuid(os.getuid()).pw_name],
                               capture_output=True, text=True, timeout=120, cwd=REPO)
     finally:
         receiver.close()
     lines = done.stdout.splitlines()
     assert done.returncode == 1
     assert any(line.startswith("ok    bundle: tiny-random") for line in lines)
+    from inspectd.bundle.files import verify_bundle
+
+    digest = verify_bundle(random_bundle).digest
+    assert any(line.startswith("ok    bundle: tiny-random") and f"digest {digest}" in line for line in lines), \
+        "doctor shows the bundle digest the store records"
     assert any(line.startswith("ok    alert channel up:") for line in lines)
     assert any(line.startswith("FAIL  alert channel down:") and "unreachable" in line for line in lines)
     assert any(line.startswith("FAIL  alert channel siren:") for line in lines)
@@ -192,3 +200,122 @@ def test_doctor_reports_what_is_wrong(random_bundle, tmp_path):
         "a credential of the unit is not a failure outside the unit"
     assert not [line for line in lines if "does not exist" in line and "; exists" in line]
     assert lines[-1].endswith("checks: 2 failed, 2 warnings")
+
+
+# --- System events (issue 28 item 6): each channel renders a disk event with its own fields ---------------------
+
+def _disk_event(paused: bool = True) -> dict:
+    """A disk guard alert's payload as the daemon queues it (the guard's change, the outbox's payload)."""
+    from datetime import datetime
+
+    from inspectd.alerts.outbox import system_payload
+    from inspectd.daemon.disk_guard import GuardChange, SpaceReading
+
+    change = GuardChange(paused, (SpaceReading(Path("/var/lib/inspectd"), 12 * 2**20),), 64 * 2**20)
+    return system_payload("disk_low" if paused else "disk_ok", change.details(), datetime(2026, 12, 6, 8, 30))
+
+
+def test_log_channel_renders_a_disk_event_with_its_own_fields(tmp_path, caplog):
+    event = _disk_event()
+    log_file = tmp_path / "alerts.jsonl"
+    channel = _channel({"type": "log", "name": "l", "path": str(log_file)})
+    with caplog.at_level("WARNING", logger="inspectd.alerts"):
+        send(channel, Delivery("k-disk", event))
+        send(channel, Delivery("k-part", PAYLOAD))
+    disk_line, part_line = [r.getMessage() for r in caplog.records if r.name == "inspectd.alerts"]
+    assert "None" not in disk_line, disk_line
+    assert disk_line.startswith("EVENT disk_low: intake paused") and "/var/lib/inspectd: 12 MiB free" in disk_line \
+        and "floor 64 MiB" in disk_line, disk_line
+    assert part_line == "ALERT defect: line1 anomalous score=0.91 (/srv/drop/a.png)", "inspection alerts unchanged"
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert lines == [{"idempotency_key": "k-disk", **event}, {"idempotency_key": "k-part", **PAYLOAD}]
+    resumed = _disk_event(paused=False)
+    with caplog.at_level("WARNING", logger="inspectd.alerts"):
+        send(channel, Delivery("k-ok", resumed))
+    assert caplog.records[-1].getMessage().startswith("EVENT disk_ok: intake resumed")
+    with caplog.at_level("WARNING", logger="inspectd.alerts"):  # an event kind the renderer has no words for
+        send(channel, Delivery("k-new", {"event": "model_died", "created_at": "2026-12-06T08:30:00.000Z",
+                                         "exit_code": -9}))
+    assert caplog.records[-1].getMessage().startswith("EVENT model_died: exit_code=-9"), caplog.records[-1].getMessage()
+
+
+def test_email_renders_a_disk_event_with_its_own_subject_and_body():
+    import email
+    import email.policy
+
+    aiosmtpd = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd is in the test extra")
+
+    class Inbox:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+            self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+            return "250 OK"
+
+    inbox = Inbox()
+    port = _free_port()
+    controller = aiosmtpd.Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        channel = _channel({"type": "email", "name": "ops", "host": "127.0.0.1", "port": port, "security": "none",
+                            "sender": "inspectd@plant.example", "recipients": ["qa@plant.example"]})
+        send(channel, Delivery("key-disk", _disk_event()))
+        send(channel, Delivery("key-part", PAYLOAD))
+    finally:
+        controller.stop()
+    disk, part = inbox.messages
+    assert disk["Subject"].startswith("[inspectd] disk_low: intake paused"), disk["Subject"]
+    assert "None" not in disk["Subject"] and "12 MiB free" in disk["Subject"]
+    body = disk.get_content()
+    assert "None" not in body and "free_bytes /var/lib/inspectd: 12582912" in body and "floor_bytes: 67108864" in body
+    assert disk["X-Inspectd-Idempotency-Key"] == "key-disk"
+    assert part["Subject"] == "[inspectd] anomalous on line1 (score 0.910)", "inspection alerts unchanged"
+    assert "source_path: /srv/drop/a.png" in part.get_content()
+
+
+def test_mqtt_publishes_a_disk_event_to_a_topic_of_its_own(mosquitto):
+    import paho.mqtt.client as mqtt
+
+    received = []
+    subscribed = threading.Event()
+    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-subscriber-events")
+    subscriber.on_connect = lambda c, u, f, rc, p: c.subscribe([("inspectd/#", 1), ("plant/#", 1)])
+    subscriber.on_subscribe = lambda *a: subscribed.set()
+    subscriber.on_message = lambda c, u, m: received.append((m.topic, json.loads(m.payload)))
+    subscriber.connect("127.0.0.1", mosquitto)
+    subscriber.loop_start()
+    event = _disk_event()
+    try:
+        assert subscribed.wait(10)
+        send(_channel({"type": "mqtt", "name": "scada", "host": "127.0.0.1", "port": mosquitto}),
+             Delivery("key-disk", event))
+        send(_channel({"type": "mqtt", "name": "scada", "host": "127.0.0.1", "port": mosquitto,
+                       "topic": "plant/{camera}/{rule}"}), Delivery("key-disk2", event))
+        deadline = time.time() + 10
+        while len(received) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        subscriber.loop_stop()
+        subscriber.disconnect()
+    # "_system" cannot be a camera's name (cameras start with a letter or digit); the event fills {rule}
+    assert sorted(received, key=lambda r: r[0]) == [("inspectd/_system/alerts", {"idempotency_key": "key-disk", **event}),
+                                                    ("plant/_system/disk_low", {"idempotency_key": "key-disk2", **event})]
+
+
+def test_webhook_and_command_carry_a_disk_event_as_its_own_json(tmp_path):
+    event = _disk_event()
+    receiver = Receiver()
+    try:
+        send(_channel({"type": "webhook", "name": "h", "url": receiver.url}), Delivery("k-disk", event))
+    finally:
+        receiver.close()
+    (got,) = receiver.received
+    assert got["key"] == "k-disk" and got["payload"] == event
+    assert got["payload"]["event"] == "disk_low" and not {"verdict", "score", "camera"} & set(got["payload"])
+    out = tmp_path / "got.json"
+    script = f"import sys; open({str(out)!r}, 'w').write(sys.stdin.read())"
+    send(_channel({"type": "command", "name": "siren", "argv": [sys.executable, "-c", script]}), Delivery("k", event))
+    assert json.loads(out.read_text()) == event
+    assert event["free_bytes"] == {"/var/lib/inspectd": 12 * 2**20} and event["floor_bytes"] == 64 * 2**20
+    assert event["host"] == socket.gethostname(), "several boxes may share a channel: the event names its box"

@@ -125,3 +125,97 @@ def test_load_makes_no_network_call(bundle):
                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(bundle.parent)})
     assert done.returncode == 0, done.stderr
     assert "loaded" in done.stdout
+
+
+# --- The manifest is hashed with the files it lists (issue 28 item 7) -------------------------------------------
+
+def _edit_manifest(bundle, **changes):
+    """Change bundle.json as an operator's editor would: its fields only, the digest left as it was."""
+    path = bundle / "bundle.json"
+    raw = json.loads(path.read_text())
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        target = raw
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    path.write_text(json.dumps(raw, indent=2) + "\n")
+
+
+def test_a_manifest_edited_after_export_is_refused_naming_bundle_json(bundle):
+    _edit_manifest(bundle, score__views=4)  # a valid setting: only the digest can tell
+    with pytest.raises(BundleError, match=r"bundle\.json: edited after export") as refused:
+        verify_bundle(bundle)
+    assert str(bundle) in str(refused.value) and "inspectd-export seal" in str(refused.value)
+    with pytest.raises(BundleError, match=r"bundle\.json: edited after export"):
+        load_bundle(bundle, "cpu")
+
+
+def test_a_file_hash_rewritten_in_the_manifest_is_refused(bundle):
+    from inspectd.bundle.files import sha256_file
+
+    (bundle / "MODEL_CARD.md").write_text("a card swapped in\n")
+    raw = json.loads((bundle / "bundle.json").read_text())
+    raw["files"]["MODEL_CARD.md"] = sha256_file(bundle / "MODEL_CARD.md")  # the file and its listed hash agree again
+    (bundle / "bundle.json").write_text(json.dumps(raw, indent=2))
+    with pytest.raises(BundleError, match=r"bundle\.json: edited after export"):
+        verify_bundle(bundle)
+
+
+def test_a_manifest_without_digest_is_refused_until_sealed(bundle):
+    from inspectd.export.cli import main as export_main
+
+    raw = json.loads((bundle / "bundle.json").read_text())
+    del raw["digest"]
+    (bundle / "bundle.json").write_text(json.dumps(raw, indent=2))
+    with pytest.raises(BundleError, match=r"bundle\.json: has no digest"):
+        verify_bundle(bundle)
+    assert export_main(["seal", str(bundle)]) == 0  # the operator vouches for the settings as they stand
+    assert verify_bundle(bundle).digest == raw_digest(bundle)
+    (bundle / "tokenizer.json").write_text("{}")
+    assert export_main(["seal", str(bundle)]) == 2, "seal never vouches for a file that changed"
+
+
+def raw_digest(bundle) -> str:
+    """The bundle digest by its definition: sha256 of bundle.json's canonical JSON (keys sorted, no spaces, UTF-8)
+    without its ``digest`` field; the manifest lists every file's sha256, so it covers them all."""
+    import hashlib
+
+    raw = json.loads((bundle / "bundle.json").read_text())
+    raw.pop("digest")
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def test_one_digest_names_the_bundle_where_it_is_loaded_recorded_and_rewritten(bundle, tmp_path):
+    from inspectd.bundle.files import manifest_digest, replace_model_card
+    from inspectd.daemon.recorder import register_bundle
+    from inspectd.store.database import migrate, open_engine
+    from inspectd.store.schema import BundleRow
+    from sqlalchemy.orm import Session
+
+    manifest = verify_bundle(bundle)
+    assert manifest.digest == raw_digest(bundle) == manifest_digest(bundle)
+    loaded = load_bundle(bundle, "cpu")
+    assert loaded.digest == manifest.digest
+    engine = open_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    migrate(engine)
+    bundle_id = register_bundle(engine, loaded)
+    with Session(engine) as session:
+        assert session.get(BundleRow, bundle_id).sha256 == manifest.digest, "each row's bundle names the digest"
+    engine.dispose()
+    rewritten = replace_model_card(bundle, "# a new card\n", threshold=0.25)  # the card and the manifest: resealed
+    assert verify_bundle(bundle) == rewritten and rewritten.threshold == 0.25
+    assert rewritten.digest == raw_digest(bundle) != manifest.digest
+    _edit_manifest(bundle, threshold=0.5)
+    with pytest.raises(BundleError, match="edited after export"):
+        replace_model_card(bundle, "# laundered\n")  # a rewrite never seals an edit it did not make
+
+
+@pytest.mark.parametrize("name", ["tiny-cgro", "magnetic-tile-cgro"])
+def test_shipped_bundles_carry_their_digest(name):
+    from tests.conftest import REPO
+
+    folder = REPO / "models" / name
+    manifest = verify_bundle(folder)
+    assert manifest.digest == raw_digest(folder)

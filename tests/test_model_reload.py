@@ -119,3 +119,25 @@ def test_a_sighup_during_a_reload_is_queued_and_the_newest_file_is_applied_whole
     assert {rule for (rule,) in db_rows(db, "SELECT rule FROM alerts")} == {"second"}
     assert "this request is ignored" not in daemon.output()
     assert "Traceback" not in daemon.output()
+
+
+def test_a_bundle_changed_in_place_is_rehashed_on_sighup_and_refused(tmp_path):
+    """Weights replaced under a running bundle keep bundle.json (and so its digest): SIGHUP hashes every file again
+    and refuses the reload naming the file, instead of the next restart refusing to start at an unplanned moment."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(SHIPPED, bundle)
+    config = write_config(tmp_path, bundle)
+    db = tmp_path / "var" / "inspectd.db"
+    daemon = DaemonProcess(config)
+    try:
+        daemon.wait_ready()
+        _drop_and_wait(tmp_path, db, 91_001, 1)
+        with open(bundle / "config.json", "a", encoding="utf-8") as handle:
+            handle.write(" ")  # changed in place; bundle.json untouched
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload: keeping bundle tiny-cgro" in daemon.output(), 60, "changed bundle refused")
+        assert "config.json" in daemon.output().split("reload: keeping bundle tiny-cgro")[1].splitlines()[0]
+        _drop_and_wait(tmp_path, db, 91_002, 2)  # the model in memory goes on inspecting
+    finally:
+        assert daemon.stop() == 0
+    assert "Traceback" not in daemon.output()

@@ -1,4 +1,9 @@
-"""Delivery to webhook, email, MQTT, log file and local command. Secrets never reach logs."""
+"""Delivery to webhook, email, MQTT, log file and local command. Secrets never reach logs.
+
+Machine channels send the payload as JSON whatever its kind; what a person
+reads (log line, e-mail, MQTT topic) comes from ``render``, which knows an
+inspection alert from a system event such as ``disk_low``.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
+from inspectd.alerts.render import log_line, render, topic_fields
 from inspectd.config import CommandChannel, EmailChannel, LogChannel, MqttChannel, WebhookChannel
 
 log = logging.getLogger("inspectd.alerts")
@@ -66,10 +72,7 @@ def send_webhook(channel: WebhookChannel, delivery: Delivery) -> None:
 
 def send_log(channel: LogChannel, delivery: Delivery) -> None:
     payload = delivery.payload
-    log.warning(
-        "ALERT %s: %s %s score=%s (%s)",
-        payload.get("rule"), payload.get("camera"), payload.get("verdict"), payload.get("score"), payload.get("source_path"),
-    )
+    log.warning("%s", log_line(payload))
     if channel.path is not None:
         try:
             channel.path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,18 +95,14 @@ def send_command(channel: CommandChannel, delivery: Delivery) -> None:
 
 
 def email_message(channel: EmailChannel, delivery: Delivery) -> EmailMessage:
-    payload = delivery.payload
+    text = render(delivery.payload)
     message = EmailMessage()
     message["From"] = channel.sender
     message["To"] = ", ".join(channel.recipients)
-    message["Subject"] = (
-        f"[inspectd] {payload.get('verdict')} on {payload.get('camera')} "
-        f"(score {payload.get('score') if payload.get('score') is None else format(payload['score'], '.3f')})"
-    )
+    message["Subject"] = f"[inspectd] {text.headline}"
     message["Message-ID"] = f"<{delivery.idempotency_key}@inspectd>"
     message["X-Inspectd-Idempotency-Key"] = delivery.idempotency_key
-    lines = [f"{key}: {value}" for key, value in payload.items()]
-    message.set_content("\n".join(lines) + "\n")
+    message.set_content("\n".join(text.body) + "\n")
     return message
 
 
@@ -132,7 +131,7 @@ def send_mqtt(channel: MqttChannel, delivery: Delivery) -> None:
     except ImportError:
         raise DeliveryError("the mqtt channel needs paho-mqtt (pip install paho-mqtt)") from None
     payload = delivery.payload
-    topic = channel.topic.format(camera=payload.get("camera", ""), rule=payload.get("rule", ""))
+    topic = channel.topic.format(**topic_fields(payload))
     body = json.dumps({"idempotency_key": delivery.idempotency_key, **payload}, sort_keys=True).encode()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"inspectd-{delivery.idempotency_key[:16]}")
     if channel.username:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -75,8 +76,15 @@ def add_inspection_alerts(session: Session, rules: tuple[AlertRule, ...], row: I
 def add_system_alerts(session: Session, channels: tuple[str, ...], event: str, details: dict,
                       now: datetime) -> int:
     """Queue one alert per channel about the box itself (``event``, e.g. ``disk_low``); returns how many."""
-    stamp = now.isoformat(timespec="milliseconds") + "Z"
-    payload = {"event": event, "created_at": stamp, **details}
+    payload = system_payload(event, details, now)
     for channel in channels:
-        session.add(_row(None, event, channel, "", alert_key(f"{event}|{stamp}", event, channel), payload, now))
+        session.add(_row(None, event, channel, "", alert_key(f"{event}|{payload['created_at']}", event, channel),
+                         payload, now))
     return len(channels)
+
+
+def system_payload(event: str, details: dict, now: datetime) -> dict:
+    """What an alert about the box carries: the event, when, which box (several may share a channel and a store;
+    an event names no camera), and the event's own fields (``details``)."""
+    return {"event": event, "created_at": now.isoformat(timespec="milliseconds") + "Z", "host": socket.gethostname(),
+            **details}

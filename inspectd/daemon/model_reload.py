@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import Engine
 
-from inspectd.bundle.files import manifest_digest
+from inspectd.bundle.files import manifest_digest, verify_bundle
 from inspectd.config import AlertSettings, ImageSettings, Settings
 from inspectd.daemon.model_process import BundleInfo, ModelProcess
 from inspectd.daemon.recorder import register_bundle
@@ -185,6 +185,10 @@ class ModelReloader:
         digest = manifest_digest(Path(fresh.model.bundle))
         same_bundle = digest == self.current.bundle.digest and \
             Path(fresh.model.bundle).resolve() == Path(self.current.bundle.path).resolve()
+        if same_bundle:
+            # weights replaced in place keep bundle.json, hence the digest: every file is hashed again now (a
+            # BundleError refuses the reload, naming the file), not found at the next restart
+            verify_bundle(Path(fresh.model.bundle))
         wiring = ("real", "threshold", "images")
         if same_bundle and all(getattr(fresh, k) == getattr(old, k) for k in wiring) and \
                 (fresh.model.max_new_tokens, fresh.model.batch_size) == (old.model.max_new_tokens,

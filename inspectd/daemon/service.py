@@ -96,8 +96,20 @@ class Daemon:
 
     def run(self) -> int:
         settings = self.settings
+        ready: queue.Queue = queue.Queue()
+        watcher = FolderWatcher(settings.watch, ready)  # first: it locks the drop folders (refused: nothing started)
         self.notifier.status("loading model")
         engine, model = _open(settings)
+        try:
+            return self._serve(settings, ready, watcher, engine, model)
+        except BaseException:
+            model.inspector.close()  # its process ignores SIGTERM: left open, it would keep this one from exiting
+            engine.dispose()
+            raise
+
+    def _serve(self, settings: Settings, ready: queue.Queue, watcher: FolderWatcher, engine: Engine,
+               model: ActiveModel) -> int:
+        """From an open store and a loaded model to the main loop and a clean stop."""
         bundle = model.bundle
         relay = AlertRelay(engine, settings.alerts)
         archiver = Archiver(settings.archive)
@@ -112,7 +124,6 @@ class Daemon:
                               cameras=[folder.camera for folder in settings.watch.folders])
         guard = DiskGuard(settings, self.free_space)
         self._guard_changed(guard.check(), engine, relay)
-        ready: queue.Queue = queue.Queue()
         work: queue.Queue = queue.Queue(maxsize=settings.queue.capacity)
         in_flight = InFlight()
         worker = ModelWorker(model.inspector, recorder, work, in_flight, model.batch_size, settings.queue.max_wait_ms,
@@ -127,7 +138,6 @@ class Daemon:
             read=lambda: load_settings(Path(settings.source)), install=install,
             reloading=self.notifier.reloading, done=self.notifier.ready))
         intake = _Intake(ready, work, in_flight, guard.paused)
-        watcher = FolderWatcher(settings.watch, ready)
         relay.start()
         retention.start()
         worker.start()

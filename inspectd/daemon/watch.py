@@ -7,6 +7,10 @@ changes, so such files must also keep the same size and mtime for
 queue overflow is silent) are found by a periodic rescan; a file that an
 inotify watch saw being written is left alone by the rescan until it is
 closed. Subfolders are not watched.
+
+A watcher locks its folders when it is made, before anything starts, and
+holds them until it stops (``folder_lock``): a second daemon on one of them
+is refused with the folder's name and the pid holding it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from watchdog.observers.polling import PollingObserver
 
 from inspectd.config import WatchSettings
 from inspectd.daemon.file_names import as_text
+from inspectd.daemon.folder_lock import lock_folders
 from inspectd.daemon.items import ReadyFile
 from inspectd.threads import LoopThread
 
@@ -97,9 +102,12 @@ class _Handler(FileSystemEventHandler):
 
 
 class FolderWatcher(LoopThread):
-    """Emits ``ReadyFile`` items on ``ready``; owns the observer, the stability checks and the rescans."""
+    """Emits ``ReadyFile`` items on ``ready``; owns the folders' locks, the observer, the stability checks and the
+    rescans."""
 
     def __init__(self, settings: WatchSettings, ready: queue.Queue) -> None:
+        # First: a daemon whose folders another one holds is refused (FolderBusyError) before its threads start.
+        self._locks = lock_folders(folder.path for folder in settings.folders)
         super().__init__("inspectd-stability")
         self.settings = settings
         self.ready = ready
@@ -131,6 +139,7 @@ class FolderWatcher(LoopThread):
             self._observer.stop()
             self._observer.join(timeout=timeout)
         super().stop(timeout)
+        self._locks.release()
 
     def alive(self) -> bool:
         return self._observer is not None and self._observer.is_alive() and super().alive()
