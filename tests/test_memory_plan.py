@@ -123,8 +123,14 @@ def test_base_precision_loads_frozen_weights_as_asked(scaled_checkpoint):
     full = load_policy_base(scaled_checkpoint, CgroSettings())  # use_cpu: auto = float32
     assert {p.dtype for p in full.parameters()} == {torch.float32}
     assert not any(p.requires_grad for p in full.parameters())
-    half = load_policy_base(scaled_checkpoint, CgroSettings(base_precision="bfloat16"))
+    settings = CgroSettings(base_precision="bfloat16")
+    half = load_policy_base(scaled_checkpoint, settings)
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    from peft import LoraConfig, get_peft_model  # as trl wraps it: the LoRA weights (and AdamW's state) stay float32
+
+    lora = get_peft_model(half, LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha,
+                                           target_modules=settings.lora_targets, lora_dropout=0.0))
+    assert {p.dtype for p in lora.parameters() if p.requires_grad} == {torch.float32}
     four_bit = load_policy_base(scaled_checkpoint, CgroSettings(base_precision="nf4"))
     quantized = [m for m in four_bit.modules() if type(m).__name__ == "Linear4bit"]
     assert quantized and not any("visual" in n for n, m in four_bit.named_modules() if m in quantized)
