@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +90,12 @@ def store_url(request, tmp_path):
         return f"sqlite:///{tmp_path / 'var' / 'store.db'}"
     server = request.getfixturevalue("postgres_server")
     return server.fresh_database(f"t_{abs(hash(request.node.nodeid)) % 10**9}")
+
+
+@pytest.fixture()
+def open_folder():
+    """A folder any user can enter (pytest's tmp_path sits under a 0700 folder)."""
+    folder = tempfile.mkdtemp(prefix="inspectd-test-", dir="/tmp")
+    os.chmod(folder, 0o755)
+    yield Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -35,29 +35,37 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_email_reaches_a_real_smtp_server():
+@pytest.fixture()
+def smtp_inbox():
+    """A real SMTP server on loopback (aiosmtpd): its port, and each message received with its envelope."""
+    import email
+    import email.policy
+    from types import SimpleNamespace
+
     aiosmtpd = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd is in the test extra")
+    messages: list[SimpleNamespace] = []
 
     class Inbox:
-        def __init__(self):
-            self.messages = []
-
         async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
-            self.messages.append((envelope.mail_from, envelope.rcpt_tos, envelope.content.decode()))
+            messages.append(SimpleNamespace(
+                sender=envelope.mail_from, recipients=envelope.rcpt_tos, raw=envelope.content.decode(),
+                mail=email.message_from_bytes(envelope.content, policy=email.policy.default)))
             return "250 OK"
 
-    inbox = Inbox()
     port = _free_port()
-    controller = aiosmtpd.Controller(inbox, hostname="127.0.0.1", port=port)
+    controller = aiosmtpd.Controller(Inbox(), hostname="127.0.0.1", port=port)
     controller.start()
-    try:
-        channel = _channel({"type": "email", "name": "ops", "host": "127.0.0.1", "port": port, "security": "none",
-                            "sender": "inspectd@plant.example", "recipients": ["qa@plant.example", "line@plant.example"]})
-        send(channel, Delivery("key-123", PAYLOAD))
-    finally:
-        controller.stop()
-    assert len(inbox.messages) == 1
-    sender, recipients, content = inbox.messages[0]
+    yield port, messages
+    controller.stop()
+
+
+def test_email_reaches_a_real_smtp_server(smtp_inbox):
+    port, messages = smtp_inbox
+    channel = _channel({"type": "email", "name": "ops", "host": "127.0.0.1", "port": port, "security": "none",
+                        "sender": "inspectd@plant.example", "recipients": ["qa@plant.example", "line@plant.example"]})
+    send(channel, Delivery("key-123", PAYLOAD))
+    assert len(messages) == 1
+    sender, recipients, content = messages[0].sender, messages[0].recipients, messages[0].raw
     assert sender == "inspectd@plant.example" and recipients == ["qa@plant.example", "line@plant.example"]
     assert "Subject: [inspectd] anomalous on line1 (score 0.910)" in content
     assert "X-Inspectd-Idempotency-Key: key-123" in content and "source_path: /srv/drop/a.png" in content
@@ -239,32 +247,13 @@ def test_log_channel_renders_a_disk_event_with_its_own_fields(tmp_path, caplog):
     assert caplog.records[-1].getMessage().startswith("EVENT model_died: exit_code=-9"), caplog.records[-1].getMessage()
 
 
-def test_email_renders_a_disk_event_with_its_own_subject_and_body():
-    import email
-    import email.policy
-
-    aiosmtpd = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd is in the test extra")
-
-    class Inbox:
-        def __init__(self):
-            self.messages = []
-
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
-            self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-            return "250 OK"
-
-    inbox = Inbox()
-    port = _free_port()
-    controller = aiosmtpd.Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        channel = _channel({"type": "email", "name": "ops", "host": "127.0.0.1", "port": port, "security": "none",
-                            "sender": "inspectd@plant.example", "recipients": ["qa@plant.example"]})
-        send(channel, Delivery("key-disk", _disk_event()))
-        send(channel, Delivery("key-part", PAYLOAD))
-    finally:
-        controller.stop()
-    disk, part = inbox.messages
+def test_email_renders_a_disk_event_with_its_own_subject_and_body(smtp_inbox):
+    port, messages = smtp_inbox
+    channel = _channel({"type": "email", "name": "ops", "host": "127.0.0.1", "port": port, "security": "none",
+                        "sender": "inspectd@plant.example", "recipients": ["qa@plant.example"]})
+    send(channel, Delivery("key-disk", _disk_event()))
+    send(channel, Delivery("key-part", PAYLOAD))
+    disk, part = (message.mail for message in messages)
     assert disk["Subject"].startswith("[inspectd] disk_low: intake paused"), disk["Subject"]
     assert "None" not in disk["Subject"] and "12 MiB free" in disk["Subject"]
     body = disk.get_content()

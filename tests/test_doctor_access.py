@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import grp
-import os
 import pwd
 import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from inspectd.doctor import Reader, check_readable, unreadable_paths
 from tests.conftest import REPO
-
-
-@pytest.fixture()
-def open_folder():
-    """A folder any user can enter (pytest's tmp_path sits under a 0700 folder)."""
-    folder = tempfile.mkdtemp(prefix="inspectd-test-", dir="/tmp")
-    os.chmod(folder, 0o755)
-    yield Path(folder)
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture()

@@ -9,9 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -387,15 +385,6 @@ def _load_as(uid: int, gid: int, folder) -> str:
         time.sleep(0.05)
     with os.fdopen(read_end, "rb") as reader:
         return reader.read().decode()
-
-
-@pytest.fixture()
-def open_folder():
-    """A folder any user can enter (pytest's tmp_path sits under a 0700 folder)."""
-    folder = tempfile.mkdtemp(prefix="inspectd-test-", dir="/tmp")
-    os.chmod(folder, 0o755)
-    yield Path(folder)
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_bundle_exported_by_root_loads_as_another_user_of_its_group(format_bundle, open_folder):

@@ -9,10 +9,8 @@ so the demo never reads ``/etc/inspectd/inspectd.yaml`` or ``INSPECTD_CONFIG``.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
