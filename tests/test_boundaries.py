@@ -28,3 +28,16 @@ def test_inspect_and_daemon_modules_never_import_training_or_export():
     assert done.returncode == 0, done.stderr
     assert "sample-3-defect-spot.png" in done.stdout
     assert "training libraries loaded: []" in done.stdout
+
+
+def test_the_daemons_main_process_modules_import_neither_torch_nor_transformers():
+    """The model runs in its own process; the daemon's main process (watch, queue, store, alerts, reload) and the
+    reader commands load without torch or transformers (hundreds of MB and seconds at every start)."""
+    code = (
+        "import sys\n"
+        "import inspectd.daemon.service, inspectd.cli.main, inspectd.cli.history, inspectd.real.evidence\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

@@ -118,3 +118,25 @@ def test_a_tampered_bundle_is_refused_before_the_store_is_created_or_migrated(ra
     assert db.read_bytes() == before, "an older store is not migrated by a daemon that cannot start"
     assert db_rows(db, "SELECT version_num FROM alembic_version") == [("0001",)]
     assert not Path(f"{db}-wal").exists()
+
+
+def test_the_daemons_main_process_never_loads_torch_or_transformers(tmp_path):
+    """The model runs in its own process: the main one (watch, queue, store, alerts) stays small and starts fast.
+    Read from the running daemon itself, after a part went through, a reload and all: its memory maps and modules."""
+    from tests.test_daemon import png_bytes
+
+    config = write_config(tmp_path, REPO / "models" / "tiny-cgro")
+    db = tmp_path / "var" / "inspectd.db"
+    daemon = DaemonProcess(config)
+    try:
+        daemon.wait_ready()
+        (tmp_path / "drop-line1" / "part.png").write_bytes(png_bytes(92_001))
+        wait_for(lambda: db_rows(db, "SELECT count(*) FROM inspections")[0][0] == 1, 60, "1 row")
+        daemon.proc.send_signal(signal.SIGHUP)  # unchanged bundle: rehashed and kept, in the main process
+        wait_for(lambda: "model settings unchanged" in daemon.output(), 60, "reload done")
+        maps = Path(f"/proc/{daemon.proc.pid}/maps").read_text()
+        assert "/torch/" not in maps, "torch is loaded in the daemon's main process"
+        model = _model_process(daemon)
+        assert "/torch/" in Path(f"/proc/{model}/maps").read_text(), "the model process is where torch lives"
+    finally:
+        assert daemon.stop() == 0

@@ -22,12 +22,10 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from inspectd.bundle.manifest import BundleManifest
 from inspectd.config import Settings
 from inspectd.errors import BundleError
-from inspectd.inspection.inspector import NamedImage
+from inspectd.inspection.named_image import NamedImage
 from inspectd.inspection.result import InspectionResult, Verdict
 from inspectd.real.params import RealParams
 
@@ -38,6 +36,11 @@ _UNIT_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 class ModelProcessDied(RuntimeError):
     """The model process is gone: nothing more can be inspected until the daemon restarts."""
+
+
+class ModelOutOfMemory(RuntimeError):
+    """The model process ran out of GPU memory on a batch (torch's error, named here so the daemon's main
+    process, which never imports torch, can catch it and split the batch)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class ModelProcess:
         reply = self._receive()
         if isinstance(reply, _Failed):
             if reply.out_of_memory:
-                raise torch.cuda.OutOfMemoryError(reply.message)
+                raise ModelOutOfMemory(reply.message)
             raise RuntimeError(reply.message)
         return reply
 
@@ -144,6 +147,8 @@ def _serve(settings: Settings, conn, log_level: int) -> None:
     for signum in _UNIT_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _UNIT_SIGNALS)  # any that came while starting are dropped
+    import torch
+
     from inspectd.bundle.load import load_bundle
     from inspectd.cli.common import setup_logging
     from inspectd.errors import InspectdError

@@ -35,7 +35,7 @@ from inspectd.daemon.model_process import BundleInfo, ModelProcess
 from inspectd.daemon.recorder import register_bundle
 from inspectd.errors import ConfigError, InspectdError
 from inspectd.inspection.images import load_image
-from inspectd.inspection.inspector import NamedImage
+from inspectd.inspection.named_image import NamedImage
 from inspectd.inspection.result import Verdict
 
 log = logging.getLogger("inspectd.reload")

@@ -21,7 +21,7 @@ from inspectd.daemon.items import InFlight, ReadyFile
 from inspectd.daemon.recorder import Existing
 from inspectd.errors import ImageError
 from inspectd.inspection.images import decode_image, read_image_bytes
-from inspectd.inspection.inspector import NamedImage
+from inspectd.inspection.named_image import NamedImage
 from inspectd.threads import LoopThread
 
 log = logging.getLogger("inspectd.worker")

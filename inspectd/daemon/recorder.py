@@ -12,13 +12,13 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from inspectd.alerts.outbox import add_inspection_alerts
-from inspectd.bundle.load import LoadedBundle
 from inspectd.config import AlertSettings
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.file_names import as_text
@@ -28,6 +28,9 @@ from inspectd.daemon.items import ReadyFile
 from inspectd.inspection.render import map_image, mask_image, png_bytes
 from inspectd.inspection.result import InspectionResult, Verdict
 from inspectd.real.params import RealParams
+
+if TYPE_CHECKING:  # the daemon's main process never imports the model's loader (transformers)
+    from inspectd.bundle.load import LoadedBundle
 from inspectd.store import token_maps
 from inspectd.store.clock import from_timestamp, utcnow
 from inspectd.store.schema import ArtifactRow, BundleRow, InspectionRow

@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import torch
 
 from inspectd.config import ImageSettings
 from inspectd.daemon.file_names import as_text
 from inspectd.daemon.items import InFlight, ReadyFile
-from inspectd.daemon.model_process import ModelProcessDied
+from inspectd.daemon.model_process import ModelOutOfMemory, ModelProcessDied
 from inspectd.daemon.model_reload import ActiveModel
 from inspectd.daemon.read_stage import ReadFile, ReadStage
 from inspectd.daemon.record_stage import RecordStage
 from inspectd.daemon.recorder import InspectionRecorder, Processed
-from inspectd.inspection.inspector import Inspector, NamedImage
+from inspectd.inspection.named_image import NamedImage
 from inspectd.inspection.result import InspectionResult
 from inspectd.threads import LoopThread
+
+if TYPE_CHECKING:  # the daemon's main process never imports the inspector (torch, transformers)
+    from inspectd.inspection.inspector import Inspector
 
 log = logging.getLogger("inspectd.worker")
 
@@ -193,20 +197,22 @@ class ModelWorker(LoopThread):
             return self.inspector.inspect_images(images)
         except ModelProcessDied:
             raise
-        except torch.cuda.OutOfMemoryError:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        except Exception as exc:
+            if not _out_of_memory(exc):
+                return self._isolate(images, exc)
             if len(images) == 1:
                 return [self.inspector.failed(images[0].source, "out of GPU memory even alone in a batch")]
             half = len(images) // 2
             log.warning("CUDA out of memory on a batch of %d; retrying as %d + %d", len(images), half, len(images) - half)
             return self._infer(images[:half]) + self._infer(images[half:])
-        except Exception as exc:
-            if len(images) == 1:
-                log.exception("model failed on %s", images[0].source)
-                return [self.inspector.failed(images[0].source, f"model error: {type(exc).__name__}: {exc}")]
-            log.exception("model failed on a batch of %d; retrying one by one", len(images))
-            return [result for image in images for result in self._infer([image])]
+
+    def _isolate(self, images: list[NamedImage], exc: Exception) -> list[InspectionResult]:
+        """A batch that failed: one image fails alone with the error; several are retried one by one."""
+        if len(images) == 1:
+            log.exception("model failed on %s", images[0].source)
+            return [self.inspector.failed(images[0].source, f"model error: {type(exc).__name__}: {exc}")]
+        log.exception("model failed on a batch of %d; retrying one by one", len(images))
+        return [result for image in images for result in self._infer([image])]
 
     def _failure(self, ready: ReadyFile, sha256: str | None, size: int, reason: str,
                  started: float) -> Processed | None:
@@ -215,6 +221,19 @@ class ModelWorker(LoopThread):
             log.warning("%s could not be read (%s); nothing recorded", as_text(ready.path), reason)
             return None
         return Processed(ready, sha256, size, self.inspector.failed(as_text(ready.path), reason), started)
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """GPU out of memory: the model process's (``ModelOutOfMemory``) or an in-process inspector's (torch's own
+    error; torch is then imported already, and its cache is emptied before the halves are tried)."""
+    if isinstance(exc, ModelOutOfMemory):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(exc, torch.cuda.OutOfMemoryError):
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return True
 
 
 def _close(inspector) -> None:

@@ -13,6 +13,7 @@ from inspectd.config import ImageSettings, ModelSettings
 from inspectd.errors import ImageError
 from inspectd.inspection.images import load_image
 from inspectd.inspection.result import InspectionResult, Verdict
+from inspectd.inspection.named_image import NamedImage
 from inspectd.inspection.views import combine_views, view_images
 from inspectd.model.reply import ParseStatus
 from inspectd.model.runtime import InspectionModel, ModelReply
@@ -28,13 +29,6 @@ class InspectorOptions:
     max_new_tokens: int | None = None  # None: the bundle's
     threshold: float | None = None  # None: the bundle's calibrated threshold
     images: ImageSettings = ImageSettings()
-
-
-@dataclass(frozen=True)
-class NamedImage:
-    source: str
-    image: Image.Image
-    load_s: float = 0.0
 
 
 class Inspector:

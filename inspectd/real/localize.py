@@ -15,25 +15,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from inspectd.real.evidence import TokenEvidence
 from inspectd.real.params import RealParams
 from inspectd.real.scores import elbow_threshold, median_threshold, spatial_entropies, unit_scale
-
-
-@dataclass(frozen=True)
-class TokenEvidence:
-    """What the capture gives ReAL for one image's reasoning tokens.
-
-    ``maps`` is (tokens, grid_h, grid_w): each reasoning token's attention
-    over the image tokens, already averaged over the chosen layers.
-    ``relevance`` is (tokens,): its attention summed over the anomaly words.
-    ``spans`` (tokens, 2), when known: each token's characters in the
-    reasoning text (what the console highlights).
-    """
-
-    maps: np.ndarray
-    relevance: np.ndarray
-    spans: np.ndarray | None = None
-    words: tuple[str, ...] | None = None  # each token's text as generated (real.ignored_words reads it)
 
 
 def candidate_tokens(evidence: TokenEvidence, params: RealParams) -> np.ndarray:
