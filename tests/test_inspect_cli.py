@@ -61,8 +61,8 @@ def test_inspect_reports_each_file_and_exits_non_zero_on_bad_ones(format_bundle,
                 assert png.size == size
         with Image.open(entry["outputs"]["overlay"]) as png:  # the photo below a band naming the verdict
             assert png.width == size[0] and png.height > size[1]
-        with Image.open(entry["outputs"]["map"]) as png:
-            assert png.mode == "L" and np.asarray(png).max() == 255
+        with Image.open(entry["outputs"]["map"]) as png:  # the shipped config's score-gated map peaks at the score
+            assert png.mode == "L" and abs(int(np.asarray(png).max()) - round(255 * entry["score"])) <= 1
     assert report["bundle"] == "tiny-format" and len(report["bundle_sha256"]) == 64
 
 
