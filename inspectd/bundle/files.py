@@ -27,6 +27,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
@@ -291,6 +293,21 @@ def group_id(group: str) -> int:
     except KeyError:
         raise BundleError(f"group {group!r} does not exist on this machine (create it with: groupadd {group}, "
                           "or name the service's group, e.g. inspectd)") from None
+
+
+@contextmanager
+def staged_beside(destination: Path, kind: str) -> Iterator[Path]:
+    """A new empty folder beside ``destination`` (``.<name>.<kind>-*``: one filesystem, so ``move_into_place``
+    can rename it there), removed on the way out unless it was moved: a failed or interrupted write leaves
+    nothing behind."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{destination.name}.{kind}-", dir=destination.parent))
+    try:
+        yield folder
+    finally:
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def move_into_place(folder: Path, destination: Path) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from transformers import PreTrainedModel
 
 from inspectd import __version__
-from inspectd.bundle.files import publish_bundle
+from inspectd.bundle.files import publish_bundle, staged_beside
 from inspectd.bundle.manifest import BundleManifest
 from inspectd.bundle.quanto import is_quanto_model, save_quanto_model
 from inspectd.bundle.processor import ImageOnlyQwenProcessor
@@ -29,10 +27,7 @@ def save_bundle(
     bitsandbytes repacks weights on first use and a later save reloads wrong
     (measured: logits off by up to 1.24).
     """
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.staging-", dir=destination.parent))
-    try:
+    with staged_beside(destination, "staging") as staging:
         if is_quanto_model(model):
             save_quanto_model(model, staging)  # quanto's transformers path cannot save_pretrained
         else:
@@ -43,6 +38,3 @@ def save_bundle(
             update={"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "inspectd_version": __version__}
         )
         return publish_bundle(staging, destination, stamped)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)

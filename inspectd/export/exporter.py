@@ -28,7 +28,7 @@ import torch
 from transformers import BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
 
 from inspectd.bundle.files import (
-    MANIFEST_NAME, group_id, move_into_place, read_manifest, replace_model_card, set_bundle_group,
+    MANIFEST_NAME, group_id, move_into_place, read_manifest, replace_model_card, set_bundle_group, staged_beside,
 )
 from inspectd.bundle.manifest import BundleManifest, PromptSpec, ScoreSpec
 from inspectd.bundle.quanto import SCHEMES as QUANTO_SCHEMES
@@ -128,17 +128,12 @@ def export_bundle(request: ExportRequest) -> ExportResult:
     _check_target_recall(request)
     if request.calibration is not None:
         read_calibration(request.calibration)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # mkdtemp reserves a unique name; save_bundle replaces the empty folder with the written bundle.
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    log.info("writing the bundle into %s; it replaces %s only once every check passed", partial, out)
-    try:
+    # KeyboardInterrupt too: no partial bundle is left behind; save_bundle replaces the empty folder
+    with staged_beside(out, "partial") as partial:
+        log.info("writing the bundle into %s; it replaces %s only once every check passed", partial, out)
         drift, calibration = _write_and_check(request, partial)
         _give_group(partial, request.group, out)
         move_into_place(partial, out)
-    except BaseException:  # KeyboardInterrupt too: no partial bundle is left behind
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return ExportResult(read_manifest(out), drift, calibration)
 
 

@@ -385,26 +385,16 @@ def run_eval(config: RecipeConfig, stage: _Stage) -> None:
 
 def run_publish(config: RecipeConfig, stage: _Stage, builds=()) -> None:
     """``config``'s CGRO bundle to ``output``; with several seed builds, ``config`` is the chosen seed's."""
-    import tempfile
-
-    from inspectd.bundle.files import move_into_place, replace_model_card
+    from inspectd.bundle.files import move_into_place, replace_model_card, staged_beside
     from inspectd.training.recipe_card import recipe_model_card
 
     export_dir = _Stage(config, "export").dir
-    config.output.parent.mkdir(parents=True, exist_ok=True)
     # staged beside the output and renamed into place: a failed publish leaves the bundle there as it was
-    partial = Path(tempfile.mkdtemp(prefix=f".{config.output.name}.partial-", dir=config.output.parent))
-    try:
-        staged = partial / "bundle"
-        shutil.copytree(export_dir / "cgro", staged)
+    with staged_beside(config.output, "partial") as staged:
+        shutil.copytree(export_dir / "cgro", staged, dirs_exist_ok=True)
         card = recipe_model_card(config, {name: _Stage(config, name) for name in STAGES[:-1]}, builds)
         replace_model_card(staged, card)
-        final = config.output.parent / f"{partial.name}.ready"
-        staged.rename(final)  # beside the output, as move_into_place needs
-        move_into_place(final, config.output)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.rmtree(config.output.parent / f"{partial.name}.ready", ignore_errors=True)
+        move_into_place(staged, config.output)
     stage.finish(output=str(config.output), seed=config.warmup.seed,
                  builds={b.seed: b.selection_value for b in builds})
 
