@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
+from transformers import Qwen2_5_VLForConditionalGeneration
 
 from inspectd.bundle.files import (
     MANIFEST_NAME, group_id, move_into_place, read_manifest, replace_model_card, set_bundle_group, staged_beside,
 )
+from inspectd.bundle.nf4 import nf4_config
 from inspectd.bundle.manifest import BundleManifest, PromptSpec, ScoreSpec
 from inspectd.bundle.quanto import SCHEMES as QUANTO_SCHEMES
 from inspectd.bundle.quanto import quantize_language_model
@@ -42,10 +43,6 @@ from inspectd.real.params import RealParams
 log = logging.getLogger("inspectd.export")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-# transformers 5 matches skip patterns from the start of the full module name (or as a suffix): "visual"
-# alone never matched "model.visual.blocks.0...", so NF4 bundles had a 4-bit vision tower. The vision
-# encoder stays in the compute dtype (it is frozen in CGRO and small next to the language model).
-NF4_SKIPPED_MODULES = ("model.visual", "visual", "lm_head")
 
 
 @dataclass(frozen=True)
@@ -198,10 +195,7 @@ def _convert(request: ExportRequest, merged_dir: Path) -> tuple[Qwen2_5_VLForCon
         compute = torch.bfloat16 if request.device.startswith("cuda") else torch.float32
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             merged_dir,
-            quantization_config=BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
-                llm_int8_skip_modules=list(NF4_SKIPPED_MODULES),
-            ),
+            quantization_config=nf4_config(compute),
             dtype=compute,
             device_map=request.device,
             local_files_only=True,

@@ -110,19 +110,17 @@ def load_policy_base(folder: Path, settings: CgroSettings):
     (QLoRA); peft keeps the LoRA weights, their gradients and AdamW state in float32 whatever the base is.
     """
     import torch
-    from transformers import BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     check_device(settings)
     precision = settings.precision()
     options: dict = {"local_files_only": True, "use_safetensors": True}
     if precision == "nf4":
-        from inspectd.export.exporter import NF4_SKIPPED_MODULES
+        from inspectd.bundle.nf4 import nf4_config
 
         compute = torch.float32 if settings.use_cpu else torch.bfloat16
         options.update(dtype=compute, device_map="cpu" if settings.use_cpu else {"": torch.cuda.current_device()},
-                       quantization_config=BitsAndBytesConfig(
-                           load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
-                           bnb_4bit_use_double_quant=True, llm_int8_skip_modules=list(NF4_SKIPPED_MODULES)))
+                       quantization_config=nf4_config(compute, double_quant=True))
     else:
         options["dtype"] = torch.float32 if precision == "float32" else torch.bfloat16
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, **options)

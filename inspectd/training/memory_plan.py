@@ -74,7 +74,7 @@ def model_shape(folder: Path, lora_targets: str, lora_rank: int) -> ModelShape:
     from accelerate import init_empty_weights
     from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
 
-    from inspectd.export.exporter import NF4_SKIPPED_MODULES
+    from inspectd.bundle.nf4 import NF4_SKIPPED_MODULES
 
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     with init_empty_weights():
