@@ -24,6 +24,15 @@ def test_shipped_default_config_is_valid():
     assert settings.model.device == "auto"
 
 
+def test_example_plant_config_names_a_shipped_bundle(tmp_path):
+    """Installed as README's "Running as a service" says (the clone at /opt/inspectd), the example's bundle exists."""
+    text = (REPO / "config" / "example-plant.yaml").read_text()
+    settings = load_settings(REPO / "config" / "example-plant.yaml", require_paths=False)
+    bundle = Path(str(settings.model.bundle).replace("/opt/inspectd", str(REPO), 1))
+    assert (bundle / "bundle.json").is_file(), text
+    assert settings.model.device == "cuda:0" and len(settings.watch.folders) == 2
+
+
 def test_relative_bundle_path_resolves_against_the_config_file(tmp_path):
     settings = load_settings(_write(tmp_path, "model:\n  bundle: bundle\n"))
     assert settings.model.bundle == tmp_path / "bundle"
