@@ -2,7 +2,7 @@
 
 Why: a tile and its mirror images are the same part, yet a small model's score
 and map differ between them; averaging them removes part of that noise. On the
-magnetic-tile validation split (README, "Mirror views") four views raised the
+magnetic-tile validation split (docs/experiments.md, "Mirror views") four views raised the
 shipped bundle's image AUROC on the held-out real photos from 87.2 to 89.4 and
 the drawn defects' per-kind pixel AUROC from 86.8 to 88.8.
 

@@ -1,6 +1,6 @@
 """ReAL: turn the reasoning tokens' attention into a pixel-level anomaly map.
 
-Steps follow the paper (README, "How an image is inspected"): per-token maps on the merged patch grid, semantic
+Steps follow the paper (docs/inspection.md, "How an image is inspected"): per-token maps on the merged patch grid, semantic
 relevance from the anomaly-word attention, spatial entropy over connected
 components, tau_1 by maximum curvature and tau_r by median, composite
 weighting, then smoothing, upsampling to the original image and min-max

@@ -19,7 +19,8 @@ FUNCTION_WORDS = ("a", "an", "the", "of", "at", "in", "on", "near", "with", "and
 class RealParams(StrictModel):
     """Parameters of Reasoning-driven Anomaly Localization (arXiv 2603.27179).
 
-    Values the paper leaves open (README: "ours") are inspectd's own defaults.
+    Values the paper leaves open (marked "ours" in docs/configuration.md, "ReAL parameters") are inspectd's
+    own defaults.
     """
 
     layer_start: int = Field(2, ge=0, description="first text layer averaged (choice: skip the first two)")

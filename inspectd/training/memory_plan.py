@@ -5,7 +5,7 @@ counts are exact: the model is built on the meta device (no weights, no memory) 
 ``config.json`` and the LoRA targets are matched on its module names, as peft will. Activations are
 formulas in the model's dimensions (below), one per phase of a step; a step's peak is the weights, the
 LoRA state and the largest phase. The formulas were checked against peaks measured at fixture scale
-(``inspectd-train plan --measure``, README "Training memory"): on a GPU they are estimates until measured.
+(``inspectd-train plan --measure``, docs/gpu-7b.md, "Training memory"): on a GPU they are estimates until measured.
 
 Phases, with G = generation_batch_size x generations rows, B = the training micro-batch, R =
 reward_batch_size, P prompt tokens (image tokens included), C = max_completion_length, T = P + C:

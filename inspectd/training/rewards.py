@@ -1,5 +1,5 @@
 """CGRO's rewards: format, accuracy, spatial consistency and, where a drawn defect's exact mask is known,
-localization (README, "Training (CGRO)").
+localization (docs/training.md, "Training (CGRO)").
 
 The consistency reward reads the reasoning tokens' attention with the same
 capture code as inference (a teacher-forced pass over the sampled reply) and

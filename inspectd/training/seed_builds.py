@@ -8,7 +8,7 @@ whose CGRO model scores best on the validation's drawn defects, by a rule fixed
 in code and on validation only. The card shows every build, so the spread a
 rebuild can land in is on record. The choice keeps out a build that fails on
 validation; with a few dozen real validation photos it does not tell the better
-of two close builds apart (README, "Two more warm-up seeds").
+of two close builds apart (docs/experiments.md, "Two more warm-up seeds").
 
 Training code: the daemon never imports it.
 """
