@@ -66,7 +66,7 @@ test: setup
 model: setup
 	$(BIN)/inspectd-train recipe --config models/recipes/tiny-cgro.yaml
 
-# Learn the magnetic-tile line from its OK/NG folder (shared/datasets/magnetic_tile_train beside the
+# Learn the magnetic-tile line from its OK/NG folder (the recipe's data.path, a folder beside the
 # clone): models/magnetic-tile-cgro, about 80 minutes on 2 CPU cores. Stages resume likewise.
 model-mt: setup
 	$(BIN)/inspectd-train recipe --config models/recipes/magnetic-tile-cgro.yaml

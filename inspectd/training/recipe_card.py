@@ -92,7 +92,7 @@ def _synthetic_sections(config) -> dict[str, list[str]]:
             f"- threshold calibration: {splits.validation_images} images from seed {splits.validation_seed_offset};",
             f"- test: {splits.test_images} images from seed {splits.test_seed_offset} (never trained on)."],
         "evaluation": [
-            "Real = the magnetic-tile subset in `shared/datasets`, never trained on, images resized to the "
+            "Real = the magnetic-tile evaluation photos (real production parts), never trained on, images resized to the "
             "model's input size."],
         "limits": [
             "- Trained on five procedural textures; expect poor verdicts on real parts (see the zero-shot row).",
