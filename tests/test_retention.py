@@ -81,13 +81,14 @@ def _recorded(engine, archiver: Archiver, name: str, created: datetime, failed: 
     drop = archiver.settings.folder.parent / "drop"
     drop.mkdir(parents=True, exist_ok=True)
     source = drop / name
-    source.write_bytes(os.urandom(size))
+    data = os.urandom(size)
+    source.write_bytes(data)
     stamp = _epoch(created)
     os.utime(source, (stamp, stamp))
     target = archiver.fail(source, camera, "not an image", None) if failed else archiver.archive(source, camera, created)
     with Session(engine) as session, session.begin():
         row = InspectionRow(created_at=created, camera=camera, source_path=str(source), archived_path=str(target),
-                            sha256=hashlib.sha256(f"{name}{created}".encode()).hexdigest(), size_bytes=size,
+                            sha256=hashlib.sha256(data).hexdigest(), size_bytes=size,  # readers check it
                             verdict="failed" if failed else "anomalous", score=None if failed else 0.9,
                             threshold=0.5, reasoning=None if failed else "a scratch near the top",
                             raw_reply=None if failed else "<think>a scratch near the top</think><answer>yes</answer>")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -67,7 +68,8 @@ def store(tmp_path, store_url):
     for i, (name, camera, verdict, score) in enumerate(plan):
         noise_image(40, 30, seed=i).save(drop / name)
         ready = ReadyFile(drop / name, camera, time.time())
-        ids.append(recorder.record(Processed(ready, f"{i:064x}", 123, _result(str(drop / name), verdict, score), time.time())))
+        sha256 = hashlib.sha256((drop / name).read_bytes()).hexdigest()  # the photo's own: readers check it
+        ids.append(recorder.record(Processed(ready, sha256, 123, _result(str(drop / name), verdict, score), time.time())))
     yield engine, tmp_path, ids, store_url
     engine.dispose()
 
@@ -148,7 +150,8 @@ def test_a_row_that_breaks_its_batch_fails_alone(store):
     recorder = InspectionRecorder(engine, 1, RealParams(), Archiver(ArchiveSettings(
         folder=tmp_path / "archive", failed_folder=tmp_path / "failed")), AlertSettings(), save_maps=True)
     drop = tmp_path / "drop"
-    known = f"{1:064x}"  # b.png's bytes, recorded by the fixture
+    with engine.connect() as connection:  # b.png's bytes, recorded by the fixture
+        known = connection.execute(text("SELECT sha256 FROM inspections WHERE source_path LIKE '%b.png'")).scalar_one()
     batch = [_processed(drop, "new1.png", "cam1", "c" * 64, Verdict.NORMAL, 0.1, 20),
              _processed(drop, "again.png", "cam1", known, Verdict.NORMAL, 0.1, 1),
              _processed(drop, "new2.png", "cam1", "d" * 64, Verdict.NORMAL, 0.2, 21)]

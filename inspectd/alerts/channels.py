@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import smtplib
 import ssl
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from inspectd.alerts.render import log_line, render, topic_fields
 from inspectd.config import CommandChannel, EmailChannel, LogChannel, MqttChannel, WebhookChannel
+from inspectd.file_modes import make_dirs, open_private
 
 log = logging.getLogger("inspectd.alerts")
 
@@ -75,8 +77,8 @@ def send_log(channel: LogChannel, delivery: Delivery) -> None:
     log.warning("%s", log_line(payload))
     if channel.path is not None:
         try:
-            channel.path.parent.mkdir(parents=True, exist_ok=True)
-            with channel.path.open("a", encoding="utf-8") as handle:
+            make_dirs(channel.path.parent)  # 0750 folders, a 0640 file: alerts name parts and cameras
+            with os.fdopen(open_private(channel.path), "a", encoding="utf-8") as handle:
                 handle.write(json.dumps({"idempotency_key": delivery.idempotency_key, **payload}) + "\n")
         except OSError as exc:
             raise DeliveryError(f"cannot append to {channel.path}: {exc.strerror or exc}") from None

@@ -8,13 +8,30 @@ import sys
 from collections.abc import Callable
 
 from inspectd.errors import InspectdError
+from inspectd.safe_text import escape_controls, escape_controls_keep_lines
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 
 
-class JournalFormatter(logging.Formatter):
+class EscapingFormatter(logging.Formatter):
+    """One record, one line: control characters in the message (a newline or ESC in a camera's file name, a
+    reviewer's name) are written as ``\\n``, ``\\x1b``..., so a name cannot forge a log line or drive the
+    terminal of whoever reads the log. A traceback keeps its lines; only its other control characters are
+    escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei) -> str:  # noqa: N802
+        return escape_controls_keep_lines(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return escape_controls_keep_lines(super().formatStack(stack_info))
+
+
+class JournalFormatter(EscapingFormatter):
     """journald reads a "<priority>" prefix as the syslog level of the line."""
 
     _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
@@ -27,7 +44,7 @@ class JournalFormatter(logging.Formatter):
 def setup_logging(level: str | None = None) -> None:
     """Log lines to stderr; under systemd (JOURNAL_STREAM set) with journald's priority prefix."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JournalFormatter() if os.environ.get("JOURNAL_STREAM") else logging.Formatter(
+    handler.setFormatter(JournalFormatter() if os.environ.get("JOURNAL_STREAM") else EscapingFormatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, (level or "INFO").upper(), logging.INFO), handlers=[handler])
 
@@ -54,5 +71,5 @@ def run_command(command: Callable[[], int], also: tuple[type[Exception], ...] = 
     try:
         return command()
     except (InspectdError, *also) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {escape_controls(str(exc))}", file=sys.stderr)
         return EXIT_USAGE

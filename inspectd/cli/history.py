@@ -1,4 +1,10 @@
-"""Engineers' commands on the store: history, show, stats, alerts, export-reviewed."""
+"""Engineers' commands on the store: history, show, stats, alerts, export-reviewed.
+
+What they print to a terminal comes from the plant (file names, reviewers, camera names, error texts): every
+table cell and ``show`` line has its control characters escaped (``safe_text.escape_controls``), so an ESC or
+CR in a name cannot drive the terminal. JSON is exact (its encoder escapes); CSV keeps the data exact but for a
+``'`` before a cell that a spreadsheet would run as a formula.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +20,18 @@ from pathlib import Path
 
 from PIL import Image
 
+from inspectd.cli.common import EXIT_SOME_FAILED
 from inspectd.config import config_path, load_settings
-from inspectd.data.archived_photos import PhotoRoots
+from inspectd.data.archived_photos import PhotoChanged, PhotoRoots, verify
 from inspectd.data.reviewed import export_reviewed
 from inspectd.errors import InspectdError
-from inspectd.inspection.images import load_image
+from inspectd.inspection.images import decode_image, read_image_bytes
 from inspectd.inspection.render import overlay_image, verdict_label
 from inspectd.inspection.result import Verdict
 from inspectd.store.database import current_revision, head_revision, open_engine
 from inspectd.store.queries import HISTORY_COLUMNS, HistoryFilter, alerts, artifacts, daily_stats, history, inspection
 from inspectd.store.reviews import agrees, reviews_of
+from inspectd.safe_text import csv_cell, escape_controls
 from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertStatus
 
 _RELATIVE = re.compile(r"^(\d+)([mhdw])$")
@@ -66,12 +74,13 @@ def render(rows: list[dict], fmt: str, columns: list[str] | None = None, width: 
         writer = csv.writer(buffer)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in columns])
+            writer.writerow([csv_cell(row.get(c)) if isinstance(row.get(c), str) else _cell(row.get(c))
+                             for c in columns])
         return buffer.getvalue()
     if not rows:
         return "(no rows)\n"
     width = width or {}
-    cells = [[_cell(row.get(c)).replace("\n", " ")[: width.get(c, 200)] for c in columns] for row in rows]
+    cells = [[escape_controls(_cell(row.get(c)))[: width.get(c, 200)] for c in columns] for row in rows]
     sizes = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(sizes[i]) for i, c in enumerate(columns))]
     lines.append("  ".join("-" * s for s in sizes))
@@ -134,11 +143,14 @@ def cmd_show(args) -> int:
         for key, value in record.items():
             if key == "alerts":
                 for alert in value:
-                    print(f"alert: {alert['rule']} -> {alert['channel']}: {alert['status']} "
-                          f"(attempts {alert['attempts']}){' ' + alert['last_error'] if alert['last_error'] else ''}")
+                    print(escape_controls(
+                        f"alert: {alert['rule']} -> {alert['channel']}: {alert['status']} "
+                        f"(attempts {alert['attempts']}){' ' + alert['last_error'] if alert['last_error'] else ''}"))
             else:
                 note = f"   ({_SHOW_NOTES[key]})" if key in _SHOW_NOTES and value is not None else ""
-                print(f"{key}: {_cell(value) if not isinstance(value, dict) else json.dumps(value)}{note}")
+                shown = _cell(value) if not isinstance(value, dict) else json.dumps(value)
+                print(f"{key}: {escape_controls(shown)}{note}")
+        print(f"photo: {escape_controls(_photo_check(record))}")
     wanted = {k: getattr(args, k) for k in ("map", "mask", "overlay") if getattr(args, k)}
     if wanted:
         pngs = artifacts(engine, args.id)
@@ -150,8 +162,7 @@ def cmd_show(args) -> int:
             Path(args.mask).write_bytes(pngs[1])
         if args.overlay:
             import numpy as np
-            source = record["archived_path"] or record["source_path"]
-            photo = load_image(Path(source), 10**9, 10**12)
+            photo = _inspected_photo(record)
             with Image.open(io.BytesIO(pngs[0])) as m, Image.open(io.BytesIO(pngs[1])) as k:
                 heat = np.asarray(m, dtype=np.float32) / 255.0
                 mask = np.asarray(k) > 127
@@ -160,6 +171,32 @@ def cmd_show(args) -> int:
         for kind, path in wanted.items():
             print(f"wrote {kind}: {path}", file=sys.stderr)
     return 0
+
+
+def _photo_bytes(record: dict) -> tuple[str, bytes]:
+    """The row's photo (archive, or the drop folder in keep mode), read without following a link and checked
+    against the row's sha256: ``PhotoChanged`` when it is not the one inspected. ``show`` may run with ``--db``
+    and no config, so the folders are not checked here (the console's ``PhotoRoots`` does)."""
+    source = record["archived_path"] or record["source_path"]
+    return source, verify(record, read_image_bytes(Path(source), 10**9, follow_symlinks=False), source)
+
+
+def _inspected_photo(record: dict) -> Image.Image:
+    source, data = _photo_bytes(record)
+    return decode_image(data, source, 10**12)
+
+
+def _photo_check(record: dict) -> str:
+    """What ``show`` says of the photo: where it is and that it is the one inspected, or why not."""
+    if record.get("photo_removed_at") is not None:
+        return f"removed by retention at {_cell(record['photo_removed_at'])}"
+    try:
+        source, _ = _photo_bytes(record)
+    except PhotoChanged as exc:
+        return f"CHANGED: {exc}"
+    except InspectdError as exc:
+        return f"not readable: {exc}"
+    return f"{source} (sha256 matches the inspected bytes)"
 
 
 def cmd_stats(args) -> int:
@@ -181,10 +218,19 @@ def cmd_export_reviewed(args) -> int:
     settings = load_settings(config_path(args.config), require_paths=False)
     done = export_reviewed(_engine(args), PhotoRoots.of(settings), Path(args.out), args.since, args.camera,
                            args.replace)
-    print(f"wrote {done.folder}: {done.good} good, {done.defect} defect"
-          + (f"; {len(done.missing)} reviewed rows skipped, their photo is no longer in the archive "
-             f"(ids {', '.join(map(str, done.missing[:10]))}{'...' if len(done.missing) > 10 else ''})"
-             if done.missing else ""))
+    print(escape_controls(
+        f"wrote {done.folder}: {done.good} good, {done.defect} defect"
+        + (f"; {len(done.missing)} reviewed rows skipped, their photo is no longer in the archive "
+           f"(ids {', '.join(map(str, done.missing[:10]))}{'...' if len(done.missing) > 10 else ''})"
+           if done.missing else "")))
+    if done.changed:
+        # never exported as training data; exit 1 so that a scheduled export is noticed
+        print(f"NOT exported: {len(done.changed)} reviewed row(s) whose archived photo is not the one inspected "
+              f"(sha256 differs: rewritten after inspection): ids {', '.join(map(str, done.changed))}",
+              file=sys.stderr)
+        for reason in done.reasons:
+            print(f"  {escape_controls(reason)}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     return 0
 
 

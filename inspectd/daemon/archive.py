@@ -1,8 +1,13 @@
-"""Move recorded files out of the drop folder; failed ones get a sidecar."""
+"""Move recorded files out of the drop folder; failed ones get a sidecar.
+
+Names in the archive are ``archive_name`` of the file's name: valid UTF-8 and short enough that a ``.<n>``
+and an ``.error.json`` still fit NAME_MAX. Folders created here are 0750 and files 0640 (``file_modes``).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -10,7 +15,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from inspectd.config import ArchiveSettings
-from inspectd.daemon.file_names import as_text
+from inspectd.daemon.file_names import archive_name, as_text
+from inspectd.file_modes import FILE_MODE, make_dirs, open_private
+
+log = logging.getLogger("inspectd.archive")
+_mode_refused: list[bool] = []  # set once a photo's mode could not be set: warned once per process
+
+
+def _set_mode(target: Path) -> None:
+    """0640 on an archived file. A hard link shares the drop file's inode: when another user (the camera's FTP
+    account) owns it, the daemon may not chmod it (EPERM); it then keeps the mode its writer gave it, said once."""
+    if os.path.islink(target):
+        return  # a refused link moved as a link: its own mode means nothing, its target is not ours
+    try:
+        os.chmod(target, FILE_MODE, follow_symlinks=False)
+    except OSError as exc:
+        if not _mode_refused:
+            _mode_refused.append(True)
+            log.warning("cannot set mode 0640 on archived file %s (%s); archived files owned by another user keep "
+                        "the mode their writer gave them (said once)", as_text(target), exc.strerror or exc)
 
 
 def _free_name(folder: Path, name: str) -> Path:
@@ -32,8 +55,8 @@ def _move(source: Path, destination: Path) -> Path:
     at once. Across file systems the file is copied, synced, then unlinked.
     A symbolic link is moved as a link, never as its target's bytes.
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    target = _free_name(destination.parent, as_text(destination.name))
+    make_dirs(destination.parent)
+    target = _free_name(destination.parent, archive_name(destination.name))
     try:
         os.link(source, target, follow_symlinks=False)
     except OSError:
@@ -43,6 +66,7 @@ def _move(source: Path, destination: Path) -> Path:
             shutil.copy2(source, target, follow_symlinks=False)
             with open(target, "rb") as handle:
                 os.fsync(handle.fileno())
+    _set_mode(target)
     os.unlink(source)
     return target
 
@@ -71,7 +95,7 @@ class Archiver:
         failed folder or in the archive folders of ``days``. Used to repair rows after a crash."""
         folders = [self.settings.failed_folder / _camera_dir(camera)] if failed else \
             [self._archive_folder(camera, day) for day in days]
-        name = as_text(name)
+        name = archive_name(name)
         pattern = re.compile(re.escape(Path(name).stem) + r"(\.\d+)?" + re.escape(Path(name).suffix))
         found = []
         for folder in dict.fromkeys(folders):
@@ -89,8 +113,8 @@ class Archiver:
             return None
         target = _move(source, self.settings.failed_folder / _camera_dir(camera) / source.name)
         sidecar = target.with_name(target.name + ".error.json")
-        sidecar.write_text(
-            json.dumps(
+        with os.fdopen(open_private(sidecar, append=False, follow_symlinks=False), "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(
                 {
                     "file": as_text(source.name),
                     "camera": camera,
@@ -100,7 +124,5 @@ class Archiver:
                 },
                 indent=2,
             )
-            + "\n",
-            encoding="utf-8",
-        )
+            + "\n")
         return target

@@ -52,3 +52,48 @@ def identity_digest(path: Path | str, recorded_as: Path | str | None = None) -> 
             return hashlib.file_digest(handle, "sha256").hexdigest(), os.fstat(handle.fileno()).st_size
     except OSError:
         return None, 0
+
+
+NAME_MAX = 255  # bytes of one file name (ext4, xfs, btrfs, tmpfs), counted in UTF-8
+_SIDECAR = ".error.json"
+_COUNTER_ROOM = len(".99999")  # ``<stem>.<n><suffix>`` when the name is taken (``_free_name``)
+ARCHIVE_NAME_MAX = NAME_MAX - len(_SIDECAR) - _COUNTER_ROOM
+_MAX_SUFFIX = 16  # a longer "suffix" is no image extension: it is kept in the stem
+
+
+def _cut_utf8(text: str, max_bytes: int) -> str:
+    """The longest start of ``text`` that is at most ``max_bytes`` in UTF-8 (cut between characters)."""
+    return text.encode("utf-8")[:max(0, max_bytes)].decode("utf-8", "ignore")
+
+
+def fit_name(name: str, max_bytes: int = NAME_MAX, prefix: str = "", mark: str = "") -> str:
+    """``prefix + name`` within ``max_bytes`` of UTF-8: the prefix and the suffix (``.png``) are kept and the stem
+    is cut between characters, ``mark`` (when given) added after the cut stem. Unchanged when it fits."""
+    whole = prefix + name
+    if len(whole.encode("utf-8")) <= max_bytes:
+        return whole
+    stem, suffix = Path(name).stem, Path(name).suffix
+    if len(suffix.encode("utf-8")) > _MAX_SUFFIX:
+        stem, suffix = name, ""
+    room = max_bytes - len((prefix + mark + suffix).encode("utf-8"))
+    return prefix + _cut_utf8(stem, room) + mark + suffix
+
+
+def archive_name(name: Path | str) -> str:
+    """The name a file takes in the archive or the failed folder: ``as_text`` of its name, within
+    ``ARCHIVE_NAME_MAX`` bytes so that ``<stem>.<n><suffix>`` and ``<name>.error.json`` still fit NAME_MAX.
+
+    ``%XX`` escapes make a non-UTF-8 name up to three times longer: a legal 251-byte name became a ~750-byte one,
+    every move failed (ENAMETOOLONG) and the file stayed in the drop folder, logged at each rescan. A name over
+    the budget keeps its suffix and the start of its stem (cut between characters, never inside a ``%XX``) plus
+    ``~`` and 10 hex digits of the sha256 of the whole text name, so long names with a common start stay apart.
+    A function of the text name alone: ``Archiver.places`` finds the file again from the row's ``source_path``.
+    """
+    text = as_text(name)
+    if len(text.encode("utf-8")) <= ARCHIVE_NAME_MAX:
+        return text
+    mark = "~" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+    fitted = fit_name(text, ARCHIVE_NAME_MAX, mark=mark)
+    stem_end = fitted.rindex(mark)
+    stem = re.sub(r"%[0-9A-F]?$", "", fitted[:stem_end])  # never half an escape
+    return stem + fitted[stem_end:]

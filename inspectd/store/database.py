@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
@@ -15,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from inspectd.errors import InspectdError
+from inspectd.file_modes import make_dirs, open_private, restrict
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -58,6 +60,17 @@ def _read_only_sqlite(url, path: Path) -> Engine:
     return create_engine(url, creator=connect)
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """The store's folder (when created here) 0750 and its file 0640 before SQLite opens it, whatever the umask:
+    the inspection record is for the service's user and group, not every local user. SQLite gives the -wal and
+    -shm files the database file's mode, so they follow; left over from an older install they are narrowed too.
+    An empty file is a new database to SQLite."""
+    make_dirs(path.parent)
+    os.close(open_private(path))
+    for extra in (f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        restrict(Path(extra))
+
+
 def open_engine(url: str, create: bool = True) -> Engine:
     """``create=False`` (readers) refuses a SQLite file that does not exist yet and opens it read-only."""
     try:
@@ -70,7 +83,10 @@ def open_engine(url: str, create: bool = True) -> Engine:
                 if not Path(parsed.database).is_file():
                     raise StoreError(f"store file {parsed.database} does not exist (has the daemon run yet?)")
                 return _read_only_sqlite(parsed, Path(parsed.database))
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                _private_sqlite_file(Path(parsed.database))
+            except OSError as exc:
+                raise StoreError(f"cannot create the store file {parsed.database}: {exc.strerror or exc}") from exc
         engine = create_engine(parsed, connect_args={"timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
