@@ -188,6 +188,28 @@ def test_history_filters_and_formats(store):
     assert bad.returncode == 2 and "not an ISO time" in bad.stderr
 
 
+def test_history_fits_a_terminal_and_says_where_the_photo_is_now(store):
+    """A newcomer's terminal: 100 columns by default, the photo's name where it lies now (the archive, not the
+    drop folder it left); --wide and csv give the whole paths."""
+    engine, tmp_path, ids, url = store
+    with engine.begin() as connection:  # a long reasoning, as real models write
+        connection.execute(text("UPDATE inspections SET reasoning = :r WHERE id = :i"),
+                           {"r": "a long thin crack runs from the upper left corner " * 5, "i": ids[0]})
+    table = _cli(url, "history")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100 and "…" in table.stdout, table.stdout
+    assert lines[0].split() == ["id", "created_at", "camera", "verdict", "score", "photo", "review", "agrees",
+                                "reasoning"]
+    assert "a.png" in table.stdout and str(tmp_path) not in table.stdout
+    assert max(len(line) for line in _cli(url, "history", "--width", "90").stdout.splitlines()) <= 90
+    wide = _cli(url, "history", "--wide").stdout
+    assert str(tmp_path / "archive") in wide and str(tmp_path / "drop" / "a.png") in wide
+    rows = {int(r["id"]): r for r in csv.DictReader(io.StringIO(_cli(url, "history", "--format", "csv").stdout))}
+    assert Path(rows[ids[0]]["photo"]).parent.parent.parent == tmp_path / "archive"
+    assert rows[ids[0]]["source_path"] == str(tmp_path / "drop" / "a.png")
+
+
 def test_show_writes_pngs_and_stats_and_alerts(store):
     _, tmp_path, ids, url = store
     out = tmp_path / "out"

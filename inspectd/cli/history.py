@@ -82,9 +82,9 @@ def render(rows: list[dict], fmt: str, columns: list[str] | None = None, width: 
     width = width or {}
     cells = [[escape_controls(_cell(row.get(c)))[: width.get(c, 200)] for c in columns] for row in rows]
     sizes = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(sizes[i]) for i, c in enumerate(columns))]
+    lines = ["  ".join(c.ljust(sizes[i]) for i, c in enumerate(columns)).rstrip()]
     lines.append("  ".join("-" * s for s in sizes))
-    lines += ["  ".join(v.ljust(sizes[i]) for i, v in enumerate(r)) for r in cells]
+    lines += ["  ".join(v.ljust(sizes[i]) for i, v in enumerate(r)).rstrip() for r in cells]
     return "\n".join(lines) + "\n"
 
 
@@ -103,6 +103,37 @@ def _engine(args):
     return engine
 
 
+def photo_now(row: dict) -> str:
+    """Where the row's photo is now: the archived (or failed) copy, the drop folder while in keep mode, or
+    ``removed <time>`` once retention deleted it (the row keeps its old path)."""
+    if row.get("photo_removed_at") is not None:
+        return f"removed {_cell(row['photo_removed_at'])}"
+    return row.get("archived_path") or row.get("source_path") or ""
+
+
+def fit_columns(rows: list[dict], fixed: list[str], flexible: dict[str, int], total: int) -> list[dict]:
+    """Cells cut (with ``…``) so that a table line fits ``total`` columns: ``fixed`` columns whole, then each
+    ``flexible`` column (name -> its share, in order) gets what is left, at most its share of it."""
+    def shown(value) -> str:
+        return escape_controls(_cell(value))
+
+    width = {c: max(len(c), *(len(shown(r.get(c))) for r in rows)) for c in [*fixed, *flexible]}
+    left = total - sum(width[c] for c in fixed) - 2 * (len(fixed) + len(flexible) - 1)
+    limits, shares = {}, sum(flexible.values())
+    for column in sorted(flexible, key=lambda c: width[c] / flexible[c]):  # the narrow ones first: what they
+        fair = left * flexible[column] // shares                          # leave goes to the others
+        limits[column] = max(len(column), min(width[column], fair))
+        left, shares = left - limits[column], shares - flexible[column]
+    out = []
+    for row in rows:
+        row = {**row}
+        for column, limit in limits.items():
+            text = shown(row.get(column))
+            row[column] = text if len(text) <= limit else text[: limit - 1] + "…"
+        out.append(row)
+    return out
+
+
 def cmd_history(args) -> int:
 
     engine = _engine(args)
@@ -113,8 +144,16 @@ def cmd_history(args) -> int:
         row["review"] = latest.label if latest else None
         agreement = agrees(row["verdict"], latest.label) if latest else None
         row["agrees"] = None if agreement is None else ("yes" if agreement else "no")
-    columns = [*HISTORY_COLUMNS, "review", "agrees"]
-    sys.stdout.write(render(rows, args.format, columns, {"reasoning": 60, "source_path": 60}))
+        row["photo"] = photo_now(row)
+    if args.format != "table" or args.wide:
+        columns = [*HISTORY_COLUMNS, "photo", "review", "agrees"]
+        sys.stdout.write(render(rows, args.format, columns))
+        return 0
+    for row in rows:  # a terminal line: the photo's file name; --wide or show ID gives the whole path
+        row["photo"] = row["photo"] if row["photo"].startswith("removed") else Path(row["photo"]).name
+    fixed = ["id", "created_at", "camera", "verdict", "score", "review", "agrees"]
+    fitted = fit_columns(rows, fixed, {"photo": 2, "reasoning": 3}, args.width) if rows else rows
+    sys.stdout.write(render(fitted, "table", [*fixed[:5], "photo", "review", "agrees", "reasoning"]))
     return 0
 
 
@@ -247,6 +286,10 @@ def add_commands(sub) -> None:
     history.add_argument("--min-score", type=float)
     history.add_argument("--limit", type=int, default=50)
     history.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    history.add_argument("--width", type=int, default=100,
+                         help="table: cut the photo name and the reasoning so that a line fits this many columns")
+    history.add_argument("--wide", action="store_true",
+                         help="table: every column whole (the drop-folder path, where the photo is now, latency)")
     history.set_defaults(handler=cmd_history)
 
     show = sub.add_parser("show", help="everything about one inspection")

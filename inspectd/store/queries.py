@@ -13,6 +13,8 @@ from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertRow, ArtifactRow, Bu
 from inspectd.store.token_maps import TokenMaps, unpack
 
 HISTORY_COLUMNS = ("id", "created_at", "camera", "verdict", "score", "source_path", "reasoning", "latency_ms")
+# Where the photo is now: the archive (or failed) copy, the drop folder in keep mode, or removed by retention.
+PHOTO_COLUMNS = ("archived_path", "photo_removed_at")
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ def where_inspections(query, since=None, until=None, camera=None, verdict=None, 
 
 def history(engine: Engine, filters: HistoryFilter) -> list[dict]:
     """Newest first."""
-    query = where_inspections(select(*(getattr(InspectionRow, c) for c in HISTORY_COLUMNS)), filters.since,
+    query = where_inspections(select(*(getattr(InspectionRow, c) for c in HISTORY_COLUMNS + PHOTO_COLUMNS)),
+                              filters.since,
                               filters.until, filters.camera, filters.verdict, filters.min_score)
     query = query.order_by(InspectionRow.created_at.desc(), InspectionRow.id.desc()).limit(filters.limit)
     with engine.connect() as connection:
