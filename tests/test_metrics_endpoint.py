@@ -82,11 +82,11 @@ def test_alert_gauges_equal_the_outbox_by_status(store_url):
     migrate(engine)
     now = datetime(2026, 11, 25)
     with Session(engine) as session, session.begin():
-        for i, status in enumerate(["delivered"] * 5 + ["pending"] * 2 + ["failed"]):
+        for i, status in enumerate(["delivered"] * 5 + ["pending"] * 2 + ["failed"] + ["suppressed"] * 3):
             session.add(AlertRow(inspection_id=None, rule="disk_low", channel="log", camera="", payload={},
                                  idempotency_key=f"k{i}", status=status, attempts=1, next_attempt_at=now,
                                  created_at=now))
     text = generate_latest(DaemonMetrics(engine).registry).decode()
     gauges = {s.labels["status"]: s.value for f in text_string_to_metric_families(text) if f.name == "inspectd_alerts"
               for s in f.samples}
-    assert gauges == {"delivered": 5, "pending": 2, "failed": 1}
+    assert gauges == {"delivered": 5, "pending": 2, "failed": 1, "suppressed": 3}

@@ -97,13 +97,23 @@ def test_recorded_rows_archive_and_cooldown(store):
     assert all(ids)
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT verdict, archived_path FROM inspections ORDER BY id")).all()
-        alerts = connection.execute(text("SELECT inspection_id, camera FROM alerts ORDER BY id")).all()
+        alerts = connection.execute(text("SELECT inspection_id, camera, status FROM alerts ORDER BY id")).all()
+        held = connection.execute(text("SELECT payload FROM alerts WHERE status = 'suppressed'")).scalar_one()
+        first = connection.execute(text("SELECT min(id) FROM alerts")).scalar_one()
         blobs = connection.execute(text("SELECT count(*) FROM artifacts")).scalar()
     assert [Path(r[1]).parent.name for r in rows] == ["cam1", "cam1", "cam2", "cam2", "cam1"]
     assert Path(rows[3][1]).parent.parent == tmp_path / "failed"
     assert Path(rows[3][1] + ".error.json").is_file()
-    # a (0.95, cam1) alerts; c (0.85, cam2) alerts; e (cam1) falls in a's cooldown; b is normal.
-    assert alerts == [(ids[0], "cam1"), (ids[2], "cam2")]
+    # a (0.95, cam1) alerts; c (0.85, cam2) alerts; e (cam1) falls in a's cooldown: kept, not sent; b is normal.
+    assert alerts == [(ids[0], "cam1", "pending"), (ids[2], "cam2", "pending"), (ids[4], "cam1", "suppressed")]
+    held = json.loads(held) if isinstance(held, str) else held
+    assert held["suppressed_by"] == first and held["cooldown_s"] == 3600 and held["inspection_id"] == ids[4]
+    table = _cli(url, "alerts").stdout  # the engineer sees why 3 defects raised 2 alerts
+    assert "suppressed by a rule's cooldown" in table
+    assert [line.split()[:5] for line in table.splitlines() if line.startswith("bad ")] == \
+        [["bad", "log", "cam1", "1", "3600.000"]]
+    assert {a["status"] for a in json.loads(_cli(url, "alerts", "--all", "--format", "json").stdout)} == \
+        {"pending", "suppressed"}
     assert blobs == 4  # every inspected image keeps its map; the failed one has none
     assert not list((tmp_path / "drop").iterdir())
 
@@ -135,9 +145,10 @@ def test_a_batch_shares_one_transaction_and_keeps_duplicates_and_cooldowns(store
             "SELECT i.id, i.archived_path, a.map_png IS NOT NULL FROM inspections i "
             "JOIN artifacts a ON a.inspection_id = i.id WHERE i.camera = 'cam3' ORDER BY i.id")).all()
         alerts = connection.execute(text(
-            "SELECT inspection_id FROM alerts WHERE camera = 'cam3'")).scalars().all()
+            "SELECT inspection_id, status FROM alerts WHERE camera = 'cam3' ORDER BY id")).all()
     assert [r[0] for r in rows] == [ids[0], ids[2]] and all(Path(r[1]).is_file() and r[2] for r in rows)
-    assert alerts == [ids[0]]  # the second anomalous row of the batch is inside the first one's cooldown
+    # the second anomalous row of the batch is inside the first one's cooldown: kept, not sent
+    assert alerts == [(ids[0], "pending"), (ids[2], "suppressed")]
 
 
 def test_a_row_that_breaks_its_batch_fails_alone(store):

@@ -37,23 +37,10 @@ def _row(inspection_id: int | None, rule: str, channel: str, camera: str, key: s
 
 def add_inspection_alerts(session: Session, rules: tuple[AlertRule, ...], row: InspectionRow,
                           now: datetime) -> int:
-    """Queue the alerts ``row`` raises (rules matched, cooldowns applied); returns how many."""
+    """Queue the alerts ``row`` raises (rules matched); returns how many will be sent. One held back by its
+    rule's cooldown is stored as ``suppressed``."""
     added = 0
     for draft in matching_alerts(rules, row.camera, row.verdict, row.score):
-        if draft.cooldown_s > 0:
-            recent = session.scalar(
-                select(AlertRow.id)
-                .where(
-                    AlertRow.rule == draft.rule,
-                    AlertRow.camera == row.camera,
-                    AlertRow.channel == draft.channel,
-                    AlertRow.created_at > now - timedelta(seconds=draft.cooldown_s),
-                )
-                .limit(1)
-            )
-            if recent is not None:
-                log.info("alert %s/%s for #%d suppressed by cooldown", draft.rule, draft.channel, row.id)
-                continue
         payload = {
             "inspection_id": row.id,
             "rule": draft.rule,
@@ -67,10 +54,38 @@ def add_inspection_alerts(session: Session, rules: tuple[AlertRule, ...], row: I
             "sha256": row.sha256,
             "created_at": now.isoformat(timespec="milliseconds") + "Z",
         }
-        session.add(_row(row.id, draft.rule, draft.channel, row.camera,
-                         alert_key(row.sha256, draft.rule, draft.channel), payload, now))
-        added += 1
+        alert = _row(row.id, draft.rule, draft.channel, row.camera, alert_key(row.sha256, draft.rule, draft.channel),
+                     payload, now)
+        in_force = _cooldown_in_force(session, draft.rule, draft.channel, row.camera, draft.cooldown_s, now)
+        if in_force is not None:  # kept, not sent: the console and `inspectd alerts` show what the cooldown held
+            log.info("alert %s/%s for #%d suppressed by the cooldown (%g s) of alert #%d", draft.rule, draft.channel,
+                     row.id, draft.cooldown_s, in_force)
+            alert.status = AlertStatus.SUPPRESSED.value
+            alert.payload = {**payload, "suppressed_by": in_force, "cooldown_s": draft.cooldown_s}
+        else:
+            added += 1
+        session.add(alert)
     return added
+
+
+def _cooldown_in_force(session: Session, rule: str, channel: str, camera: str, cooldown_s: float,
+                       now: datetime) -> int | None:
+    """The alert (sent or still to send) of this rule, channel and camera within the last ``cooldown_s``; a
+    suppressed one does not count, so a steady stream of defects still raises one alert per cooldown."""
+    if cooldown_s <= 0:
+        return None
+    return session.scalar(
+        select(AlertRow.id)
+        .where(
+            AlertRow.rule == rule,
+            AlertRow.camera == camera,
+            AlertRow.channel == channel,
+            AlertRow.status != AlertStatus.SUPPRESSED.value,
+            AlertRow.created_at > now - timedelta(seconds=cooldown_s),
+        )
+        .order_by(AlertRow.id.desc())
+        .limit(1)
+    )
 
 
 def add_system_alerts(session: Session, channels: tuple[str, ...], event: str, details: dict,

@@ -29,7 +29,8 @@ from inspectd.inspection.images import decode_image, read_image_bytes
 from inspectd.inspection.render import overlay_image, verdict_label
 from inspectd.inspection.result import Verdict
 from inspectd.store.database import current_revision, head_revision, open_engine
-from inspectd.store.queries import HISTORY_COLUMNS, HistoryFilter, alerts, artifacts, daily_stats, history, inspection
+from inspectd.store.queries import (HISTORY_COLUMNS, HistoryFilter, alerts, artifacts, daily_stats, history,
+                                    inspection, suppressed_alerts)
 from inspectd.store.reviews import agrees, reviews_of
 from inspectd.safe_text import csv_cell, escape_controls
 from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertStatus
@@ -247,8 +248,16 @@ def cmd_stats(args) -> int:
 
 def cmd_alerts(args) -> int:
 
+    engine = _engine(args)
     status = tuple(s.value for s in AlertStatus) if args.all else OPEN_ALERT_STATUSES
-    sys.stdout.write(render(alerts(_engine(args), status, args.limit), args.format, width={"last_error": 60}))
+    sys.stdout.write(render(alerts(engine, status, args.limit), args.format, width={"last_error": 60}))
+    if args.format == "table":  # what the cooldowns held back, so that few alerts for many defects are explained
+        since = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=24)
+        held = suppressed_alerts(engine, since)
+        if held:
+            print(f"\nsuppressed by a rule's cooldown in the last 24 h (not sent; --all lists them):")
+            sys.stdout.write(render(held, "table", ["rule", "channel", "camera", "suppressed", "cooldown_s",
+                                                    "last_suppressed_at"]))
     return 0
 
 

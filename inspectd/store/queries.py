@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertRow, ArtifactRow, BundleRow, InspectionRow
+from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertRow, AlertStatus, ArtifactRow, BundleRow, InspectionRow
 from inspectd.store.token_maps import TokenMaps, unpack
 
 HISTORY_COLUMNS = ("id", "created_at", "camera", "verdict", "score", "source_path", "reasoning", "latency_ms")
@@ -105,6 +105,27 @@ def alerts(engine: Engine, status: tuple[str, ...] = OPEN_ALERT_STATUSES, limit:
     )
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def suppressed_alerts(engine: Engine, since: datetime) -> list[dict]:
+    """Per rule, channel and camera: how many alerts the cooldown held back since ``since``, the newest, and the
+    cooldown then in force (read from that newest one's payload)."""
+    newest = func.max(AlertRow.id).label("newest")
+    query = (select(AlertRow.rule, AlertRow.channel, AlertRow.camera, func.count().label("suppressed"), newest)
+             .where(AlertRow.status == AlertStatus.SUPPRESSED.value, AlertRow.created_at >= since)
+             .group_by(AlertRow.rule, AlertRow.channel, AlertRow.camera)
+             .order_by(AlertRow.rule, AlertRow.channel, AlertRow.camera))
+    with engine.connect() as connection:
+        rows = [dict(r._mapping) for r in connection.execute(query)]
+        payloads = dict(connection.execute(select(AlertRow.id, AlertRow.payload)
+                                           .where(AlertRow.id.in_([r["newest"] for r in rows]))).all())
+        created = dict(connection.execute(select(AlertRow.id, AlertRow.created_at)
+                                          .where(AlertRow.id.in_([r["newest"] for r in rows]))).all())
+    for row in rows:
+        newest_id = row.pop("newest")
+        row["last_suppressed_at"] = created[newest_id]
+        row["cooldown_s"] = (payloads[newest_id] or {}).get("cooldown_s")
+    return rows
 
 
 def count(engine: Engine) -> int:

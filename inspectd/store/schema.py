@@ -155,6 +155,7 @@ class AlertStatus(str, enum.Enum):
     PENDING = "pending"  # waiting for its next attempt
     DELIVERED = "delivered"
     FAILED = "failed"  # gave up after alerts.retry.max_attempts
+    SUPPRESSED = "suppressed"  # never sent: its rule's cooldown was running (payload: suppressed_by, cooldown_s)
 
     def __str__(self) -> str:
         return self.value
