@@ -115,6 +115,41 @@ class ConsoleSettings(StrictModel):
     time_zone: str = Field("UTC", description="IANA zone for days and shifts in the stats, e.g. Europe/Berlin")
     shifts: tuple[int, ...] = Field((6, 14, 22), description="hours (local) at which shifts start")
     page_size: int = Field(50, ge=1, le=500)
+    allowed_hosts: tuple[str, ...] = Field(
+        (), description="host names (or IP addresses) the console answers to besides the loopback names "
+                        "(127.0.0.1, localhost, [::1]) and the listen address, which are always allowed; a request "
+                        "naming any other Host gets 400, so a page on another site cannot reach the console through "
+                        "DNS rebinding. Set the name engineers type (console.plant.example, or *.plant.example) when "
+                        "listening off loopback or behind a reverse proxy")
+    max_connections: int = Field(200, ge=2, le=10_000, description="open connections at most (uvicorn's "
+                                 "limit_concurrency): past it the longest idle connection is closed, or a 503 answered "
+                                 "when every one is busy; keep it well under the unit's LimitNOFILE")
+    request_timeout_s: float = Field(10.0, gt=0, le=300, description="seconds a connection has to send a request's "
+                                     "headers and body; an idle or slow client is disconnected after it")
+    login_failures: int = Field(10, ge=1, le=10_000, description="failed logins allowed per client address within "
+                                "login_window_s; past them the address gets 429 (Retry-After) without a password check")
+    login_window_s: float = Field(300.0, gt=0, le=86_400, description="the window of login_failures: one more try is "
+                                  "allowed every login_window_s / login_failures seconds")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+        import re
+
+        hosts = []
+        for raw in value:
+            host = raw.strip().lower()
+            try:
+                if ipaddress.ip_address(host.strip("[]")).version == 6:
+                    host = f"[{host.strip('[]')}]"  # a Host header names an IPv6 address in brackets
+            except ValueError:
+                label = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
+                if not re.fullmatch(rf"(\*\.)?{label}(\.{label})*", host):
+                    raise ValueError(f"allowed_hosts: {raw!r} is not a host name, *.domain or IP address (no scheme, "
+                                     "port or bare *)") from None
+            hosts.append(host)
+        return tuple(hosts)
 
     @field_validator("time_zone")
     @classmethod

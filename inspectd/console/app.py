@@ -8,7 +8,10 @@ refuses to listen anywhere but loopback (``serve.py``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +19,11 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
+import anyio
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -26,9 +32,12 @@ from starlette.templating import Jinja2Templates
 
 from inspectd.config import ConsoleSettings
 from inspectd.console import history, photos
-from inspectd.console.auth import CsrfTokens, Users
+from inspectd.console.auth import CsrfTokens, LoginThrottle, Users
+from inspectd.console.guards import SecurityHeaders, host_allowed, hosts_of
+from inspectd.console.render_cache import RenderCache
 from inspectd.console.stats import collect
-from inspectd.data.archived_photos import PhotoRoots
+from inspectd.data.archived_photos import PhotoChanged, PhotoRoots
+from inspectd.errors import InspectdError
 from inspectd.inspection.result import Verdict
 from inspectd.store import queries, token_maps
 from inspectd.store.database import StoreError
@@ -65,6 +74,7 @@ def _id(request: Request) -> int:
 def create_app(context: ConsoleContext) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescapes .html
     zone = ZoneInfo(context.settings.time_zone)
+    hosts = hosts_of(context.settings)
 
     def local(value: datetime | None) -> str:
         if value is None:
@@ -92,7 +102,7 @@ def create_app(context: ConsoleContext) -> Starlette:
 
     async def history_page(request: Request) -> Response:
         try:
-            query = history.parse_query(dict(request.query_params), context.settings.page_size * 10, zone)
+            query = history.parse_query(request.query_params.multi_items(), context.settings.page_size * 10, zone)
         except history.BadFilter as exc:
             raise HTTPException(400, str(exc)) from None
         if "size" not in request.query_params:
@@ -117,52 +127,66 @@ def create_app(context: ConsoleContext) -> Starlette:
                     labels=[label.value for label in ReviewLabel])
 
     async def review(request: Request) -> Response:
+        """A form field must be text (a multipart file is refused, naming the field); the reviewer's name is
+        refused with control characters (it reaches logs and CSV), the note's are dropped (newline, tab kept)."""
         inspection_id = _id(request)
-        _same_origin(request)
+        _same_origin(request, hosts)
         form = await request.form()
+        seen = set()
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile) or not isinstance(value, str):
+                raise HTTPException(400, f"{name[:40]}: a file upload is not accepted here, only text")
+            if name in seen:
+                raise HTTPException(400, f"{name[:40]}: given more than once")
+            seen.add(name)
         user = _user(request)
         if not context.csrf.valid(user or "local", form.get("csrf")):
             raise HTTPException(403, "the form's CSRF token is missing or wrong: reload the page and submit again")
         label = str(form.get("label", ""))
         if label not in {lab.value for lab in ReviewLabel}:
-            raise HTTPException(400, f"label: {label!r} is not good or defect")
-        reviewer = user or str(form.get("reviewer", "")).strip()[:200]
+            raise HTTPException(400, f"label: {label[:40]!r} is not good or defect")
+        reviewer = user or str(form.get("reviewer", "")).strip()
         if not reviewer:
             raise HTTPException(400, "reviewer: say who you are (no users file: the form asks for a name)")
-        note = str(form.get("note", ""))
+        if len(reviewer) > 200:
+            raise HTTPException(400, "reviewer: longer than 200 characters")
+        if _NAME_CONTROLS.search(reviewer):
+            raise HTTPException(400, "reviewer: control characters (a newline, CR, escape...) are not part of a name")
+        note = _NOTE_CONTROLS.sub("", str(form.get("note", "")).replace("\r\n", "\n"))
         if len(note) > 2000:
             raise HTTPException(400, "note: longer than 2000 characters")
         try:
             add_review(context.writer, inspection_id, label, note, reviewer)
         except StoreError as exc:
             raise HTTPException(404, str(exc)) from None
-        log.info("review of #%d by %s: %s", inspection_id, reviewer, label)
+        log.info("review of #%d by %r: %s", inspection_id, reviewer, label)  # %r: a name never forges a line
         return RedirectResponse(f"/inspections/{inspection_id}", status_code=303)
 
+    renders = RenderCache()  # one pool and cache for every picture route of this app
+
     def picture(kind: str):
+        """Rendered off the event loop and cached (``render_cache.py``): a camera photo took seconds on the loop,
+        and every other request of every user waited for it. Only the row is read here (a key lookup)."""
+        media = "image/jpeg" if kind in ("photo", "thumb") else "image/png"
+
         async def endpoint(request: Request) -> Response:
             inspection_id = _id(request)
             record = record_of(inspection_id)
-            if kind in ("photo", "thumb"):
-                image = context.roots.photo(record)
-                if image is None:
-                    raise HTTPException(404, f"the photo of inspection {inspection_id} is not in the archive")
-                body = photos.jpeg(image, 160 if kind == "thumb" else None)
-                return Response(body, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
-            maps = queries.artifacts(context.reader, inspection_id)
-            if maps is None:
+            token = request.path_params.get("token")
+            if media == "image/jpeg" and context.roots.path_of(record) is None:  # retention removed it, say
+                raise HTTPException(404, f"the photo of inspection {inspection_id} is not in the archive")
+            if media == "image/png" and not record["has_maps"]:
                 raise HTTPException(404, f"inspection {inspection_id} has no anomaly map")
-            if kind == "heat":
-                body = photos.heat_png(maps[0])
-            elif kind == "outline":
-                body = photos.outline_png(maps[1])
-            else:
-                body = _token_picture(context, inspection_id, record, request.path_params["token"])
-            return Response(body, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+            key = (inspection_id, record.get("sha256"), kind, token)
+            try:
+                body = await renders.get(key, functools.partial(_picture_body, context, record, kind, token))
+            except PhotoChanged as exc:
+                raise HTTPException(409, str(exc)) from None
+            return Response(body, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
         return endpoint
 
     async def alerts_page(request: Request) -> Response:
-        wanted = request.query_params.get("status", "")
+        wanted = _query(request, {"status"}).get("status", "").strip()
         statuses = tuple(s.value for s in AlertStatus)
         if wanted and wanted not in statuses:
             raise HTTPException(400, f"status: {wanted!r} is not one of {', '.join(statuses)}")
@@ -170,11 +194,13 @@ def create_app(context: ConsoleContext) -> Starlette:
         return page(request, "alerts.html", rows=rows, status=wanted, statuses=statuses)
 
     async def stats_page(request: Request) -> Response:
-        days = request.query_params.get("days", "14")
-        if not days.isdigit() or not 1 <= int(days) <= 366:
-            raise HTTPException(400, f"days: {days!r} is not a number of days from 1 to 366")
-        stats = collect(context.reader, int(days), context.settings.time_zone, context.settings.shifts)
-        return page(request, "stats.html", stats=stats, days=int(days))
+        try:
+            days = history.integer("days", _query(request, {"days"}).get("days", "").strip() or "14", 1, 366,
+                                   "a number of days")
+        except history.BadFilter as exc:
+            raise HTTPException(400, str(exc)) from None
+        stats = collect(context.reader, days, context.settings.time_zone, context.settings.shifts)
+        return page(request, "stats.html", stats=stats, days=days)
 
     async def healthz(_request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -204,21 +230,69 @@ def create_app(context: ConsoleContext) -> Starlette:
         Route("/healthz", healthz),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
-    return _Authenticated(app, context.users)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, max_body_size=64 * 1024)
+    settings = context.settings
+    guarded = _Authenticated(app, context.users, LoginThrottle(settings.login_failures, settings.login_window_s))
+    # Outermost first: headers on every answer (400 and 401 too); the Host before any login check or page.
+    return SecurityHeaders(TrustedHostMiddleware(guarded, allowed_hosts=list(hosts), www_redirect=False))
 
 
-def _same_origin(request: Request) -> None:
-    """A browser names the page that posts; a form from another site is refused even before the token check."""
+_NAME_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+_NOTE_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+
+
+def _query(request: Request, known: set[str]) -> dict[str, str]:
+    """One value per known query parameter; a repeated or unknown one is a 400 naming it."""
+    try:
+        return history.single_values(request.query_params.multi_items(), known)
+    except history.BadFilter as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def _same_origin(request: Request, hosts: tuple[str, ...]) -> None:
+    """A browser names the page that posts; a form from another site is refused even before the token check.
+
+    The origin must be this very Host and one of the allowed names: a rebinding name is refused here too."""
     origin = request.headers.get("origin") or request.headers.get("referer")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
-        raise HTTPException(403, f"cross-site request refused (from {origin})")
+    if not origin or origin == "null":
+        return
+    try:
+        parts = urlsplit(origin)
+        host = parts.hostname or ""
+    except ValueError:
+        host, parts = "", None
+    host = f"[{host}]" if ":" in host else host
+    if parts is None or parts.netloc != request.headers.get("host") or not host_allowed(host, hosts):
+        raise HTTPException(403, f"cross-site request refused (from {origin[:200]!r})")
+
+
+def _picture_body(context: ConsoleContext, record: dict, kind: str, token: int | None) -> bytes:
+    """One picture's bytes, in a worker thread: reads the file or the row's blobs and renders at most
+    ``photos.LONGEST_SIDE`` px (the photo's layers at the photo's served size, so that they line up with it)."""
+    inspection_id = record["id"]
+    if kind in ("photo", "thumb"):
+        data = context.roots.read(record)  # PhotoChanged when the file is not the one inspected
+        if data is not None:
+            try:
+                return photos.photo_jpeg(data, str(record.get("archived_path") or record.get("source_path")),
+                                         context.roots.max_pixels,
+                                         photos.THUMB_SIDE if kind == "thumb" else photos.LONGEST_SIDE)
+            except InspectdError:
+                pass
+        raise HTTPException(404, f"the photo of inspection {inspection_id} is not in the archive")
+    if kind == "token":
+        return _token_picture(context, inspection_id, record, token)
+    maps = queries.artifacts(context.reader, inspection_id)
+    if maps is None:
+        raise HTTPException(404, f"inspection {inspection_id} has no anomaly map")
+    return photos.heat_png(maps[0]) if kind == "heat" else photos.outline_png(maps[1])
 
 
 def _token_picture(context: ConsoleContext, inspection_id: int, record: dict, token: int) -> bytes:
     tokens = queries.token_maps(context.reader, inspection_id)
     if tokens is None or not 0 <= token < tokens.maps.shape[0]:
         raise HTTPException(404, f"inspection {inspection_id} has no reasoning token {token}")
+    # the photo's own size: the layer is fitted to it exactly as the photo is (same aspect, same pixels)
     size = (record.get("image_width") or 256, record.get("image_height") or 256)
     return photos.token_png(tokens.maps[token], size)
 
@@ -241,22 +315,53 @@ def _reasoning_segments(reasoning: str, tokens: token_maps.TokenMaps | None) -> 
 
 
 class _Authenticated:
-    """ASGI wrapper: with users, every HTTP request needs valid Basic credentials (401 otherwise)."""
+    """ASGI wrapper: with users, every HTTP request needs valid Basic credentials (401 otherwise).
 
-    def __init__(self, app, users: Users | None) -> None:
-        self.app, self.users = app, users
+    A client address out of login tries gets 429 with Retry-After before anything is checked (its correct
+    password included: a remembered success must not become a free oracle). The scrypt check runs in a worker
+    thread, at most ``checks`` at a time, so a guesser does not stall the event loop that serves logged-in users;
+    a remembered success is answered on the loop at once.
+    """
+
+    # Concurrent scrypt checks (16 MiB and one core each): half the cores, so the event loop keeps one for itself.
+    checks = max(1, min(4, len(os.sched_getaffinity(0)) // 2))
+
+    def __init__(self, app, users: Users | None, throttle: LoginThrottle) -> None:
+        self.app, self.users, self.throttle = app, users, throttle
+        self._limiter: anyio.CapacityLimiter | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and self.users is not None and scope["path"] != "/healthz":
-            headers = dict(scope["headers"])
-            user = self.users.check(headers.get(b"authorization", b"").decode("latin-1"))
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            client = (scope.get("client") or ("unknown",))[0]
+            wait = self.throttle.retry_after(client)
+            if wait:
+                await _plain(send, 429, b"too many failed logins from this address: try again later\n",
+                             [(b"retry-after", str(wait).encode())])
+                return
+            user = self.users.cached(header)
+            if user is None and header:
+                if self._limiter is None:
+                    self._limiter = anyio.CapacityLimiter(self.checks)
+                if not self.throttle.take(client):  # spent meanwhile by a concurrent try
+                    await _plain(send, 429, b"too many failed logins from this address: try again later\n",
+                                 [(b"retry-after", str(self.throttle.retry_after(client)).encode())])
+                    return
+                user = await anyio.to_thread.run_sync(self.users.check, header, limiter=self._limiter)
+                if user is not None:
+                    self.throttle.give_back(client)
+                elif self.throttle.retry_after(client):  # once per empty bucket, not once per refused request
+                    log.warning("too many failed logins from %s: answered 429 for %d s", client,
+                                self.throttle.retry_after(client))
             if user is None:
-                body = b"authentication required\n"
-                await send({"type": "http.response.start", "status": 401, "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Basic realm="inspectd", charset="UTF-8"')]})
-                await send({"type": "http.response.body", "body": body})
+                await _plain(send, 401, b"authentication required\n",
+                             [(b"www-authenticate", b'Basic realm="inspectd", charset="UTF-8"')])
                 return
             scope = {**scope, "inspectd.user": user}
         await self.app(scope, receive, send)
 
+
+async def _plain(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})

@@ -14,8 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
+import math
 import os
 import re
+import threading
+import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,11 +56,24 @@ class _Hash:
 
 
 class Users:
-    """The users file, read once at start (restart the console to change users)."""
+    """The users file, read once at start (restart the console to change users).
+
+    Every check of a name and password costs one scrypt, whether the name exists
+    or not (an unknown name is checked against a dummy hash with the file's
+    parameters), so the answer time does not tell which names exist. Successful
+    checks are remembered (Basic resends the password with every request) in a
+    small LRU keyed by an HMAC under a key made at start; failures never are.
+    """
+
+    cache_size = 256
 
     def __init__(self, hashes: dict[str, _Hash]) -> None:
         self._hashes = hashes
-        self._checked: dict[tuple[str, bytes], bool] = {}  # scrypt costs ~50 ms; Basic resends every request
+        self._key = os.urandom(32)
+        self._checked: OrderedDict[bytes, str] = OrderedDict()  # successes only, least recently used first
+        self._lock = threading.Lock()  # check() runs in worker threads, cached() on the event loop
+        n, r, p = Counter((h.n, h.r, h.p) for h in hashes.values()).most_common(1)[0][0] if hashes else (_N, _R, _P)
+        self._dummy = _Hash(n, r, p, os.urandom(16), os.urandom(32))
 
     @classmethod
     def load(cls, path: Path) -> Users:
@@ -77,21 +95,108 @@ class Users:
             raise UsersFileError(f"console.users_file {path}: no users")
         return cls(hashes)
 
-    def check(self, header: str | None) -> str | None:
-        """The user named by a valid ``Authorization: Basic`` header, else None."""
+    @staticmethod
+    def _credentials(header: str | None) -> tuple[str, str] | None:
         if not header or not header.startswith("Basic "):
             return None
         try:
             name, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return None
-        stored = self._hashes.get(name)
-        if stored is None:
+        return name, password
+
+    def _cache_key(self, name: str, password: str) -> bytes:
+        return hmac.new(self._key, name.encode() + b"\0" + password.encode(), hashlib.sha256).digest()
+
+    def cached(self, header: str | None) -> str | None:
+        """The user of a header that passed check() recently, else None; no scrypt (cheap on the event loop)."""
+        credentials = self._credentials(header)
+        if credentials is None:
             return None
-        key = (name, hashlib.sha256(password.encode()).digest())
-        if key not in self._checked:
-            self._checked[key] = stored.matches(password)
-        return name if self._checked[key] else None
+        key = self._cache_key(*credentials)
+        with self._lock:
+            name = self._checked.get(key)
+            if name is not None:
+                self._checked.move_to_end(key)
+        return name
+
+    def check(self, header: str | None) -> str | None:
+        """The user named by a valid ``Authorization: Basic`` header, else None (one scrypt unless cached)."""
+        credentials = self._credentials(header)
+        if credentials is None:
+            return None
+        name = self.cached(header)
+        if name is not None:
+            return name
+        name, password = credentials
+        stored = self._hashes.get(name)
+        matched = (stored or self._dummy).matches(password)  # the same cost for a name that does not exist
+        if stored is None or not matched:
+            return None
+        with self._lock:
+            self._checked[self._cache_key(name, password)] = name
+            while len(self._checked) > self.cache_size:
+                self._checked.popitem(last=False)
+        return name
+
+
+class LoginThrottle:
+    """Failed logins per client address: a token bucket of ``failures`` tries refilled over ``window_s``.
+
+    A try takes a token before the password check and a success gives it back, so
+    no more than ``failures`` checks fail per window, concurrent ones included.
+    An empty bucket is answered 429 with the seconds until the next token, without
+    a check. IPv6 clients count per /64 (one host usually holds the whole prefix).
+    Behind a reverse proxy every client has the proxy's address: throttle there.
+    """
+
+    max_addresses = 10_000
+
+    def __init__(self, failures: int, window_s: float, clock=time.monotonic) -> None:
+        self.failures, self.rate, self.clock = failures, failures / window_s, clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address -> (tokens, at)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(address: str) -> str:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return address
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, at = self._buckets.get(key, (self.failures, now))
+        return min(self.failures, tokens + (now - at) * self.rate)
+
+    def retry_after(self, address: str) -> int:
+        """Whole seconds until ``address`` may try again; 0 when it may now."""
+        with self._lock:
+            tokens = self._tokens(self._key(address), self.clock())
+        return 0 if tokens >= 1 else max(1, math.ceil((1 - tokens) / self.rate))
+
+    def take(self, address: str) -> bool:
+        """Spend one try; False (nothing spent) when there is none left."""
+        key, now = self._key(address), self.clock()
+        with self._lock:
+            tokens = self._tokens(key, now)
+            if tokens < 1:
+                return False
+            self._buckets[key] = (tokens - 1, now)
+            self._buckets.move_to_end(key)
+            while len(self._buckets) > self.max_addresses:
+                self._buckets.popitem(last=False)
+        return True
+
+    def give_back(self, address: str) -> None:
+        """The try succeeded: it does not count as a failure."""
+        key, now = self._key(address), self.clock()
+        with self._lock:
+            tokens = self._tokens(key, now) + 1
+            if tokens >= self.failures:
+                self._buckets.pop(key, None)  # a full bucket is the default: forget the address
+            else:
+                self._buckets[key] = (tokens, now)
 
 
 class CsrfTokens:
@@ -103,13 +208,13 @@ class CsrfTokens:
     def token(self, user: str) -> str:
         return hmac.new(self._key, user.encode(), hashlib.sha256).hexdigest()
 
-    def valid(self, user: str, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.token(user), token)
+    def valid(self, user: str, token: object) -> bool:
+        """``token`` as a form sent it: anything but a non-empty ASCII string (a file, say) is invalid."""
+        return isinstance(token, str) and token.isascii() and bool(token) and \
+            hmac.compare_digest(self.token(user), token)
 
 
 def is_loopback(address: str) -> bool:
-    import ipaddress
-
     if address == "localhost":
         return True
     try:

@@ -8,6 +8,7 @@ reviewed filter probes ``ix_reviews_inspection_id`` per row.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from urllib.parse import urlencode
@@ -21,6 +22,11 @@ from inspectd.store.schema import InspectionRow, ReviewRow
 
 COLUMNS = ("id", "created_at", "camera", "verdict", "score", "threshold", "source_path", "reasoning",
            "archived_path", "photo_removed_at")
+
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_ROW_ID_MAX = 2**63 - 1  # a 64-bit row id: a larger cursor made SQLite raise OverflowError (500)
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class BadFilter(ValueError):
@@ -61,27 +67,53 @@ def _time(name: str, value: str, zone: ZoneInfo) -> datetime:
     """A time without an offset is the plant's local time (the console's zone); the store keeps UTC."""
     try:
         parsed = datetime.fromisoformat(value)
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).astimezone(timezone.utc).replace(tzinfo=None)
     except ValueError:
         raise BadFilter(f"{name}: {value!r} is not a date or time (2026-11-24 or 2026-11-24T08:00)") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).astimezone(timezone.utc).replace(tzinfo=None)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise BadFilter(f"{name}: {value!r} is out of range once converted to UTC") from None
+
+
+def integer(name: str, value: str, low: int, high: int, what: str = "a whole number") -> int:
+    """ASCII digits only (``str.isdigit`` passes ``²``, which ``int`` refuses), within ``low``-``high``."""
+    if not _DIGITS.fullmatch(value) or not low <= int(value) <= high:
+        raise BadFilter(f"{name}: {value[:40]!r} is not {what} from {low} to {high}")
+    return int(value)
+
+
+def single_values(items: list[tuple[str, str]], known: set[str]) -> dict[str, str]:
+    """Query-string pairs -> one value per name; a repeated or unknown name is refused, naming it."""
+    values: dict[str, str] = {}
+    for name, value in items:
+        if name not in known:
+            raise BadFilter(f"unknown parameter {name[:40]!r}; known: {', '.join(sorted(known))}")
+        if name in values:
+            raise BadFilter(f"{name}: given more than once")
+        values[name] = value
+    return values
 
 
 def _score(name: str, value: str) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise BadFilter(f"{name}: {value!r} is not a number") from None
+        raise BadFilter(f"{name}: {value[:40]!r} is not a number") from None
     if not 0.0 <= number <= 1.0:
         raise BadFilter(f"{name}: {value} is outside 0-1")
     return number
 
 
-def parse_query(params: dict[str, str], max_size: int, zone: ZoneInfo) -> HistoryQuery:
-    """Query-string parameters (empty ones ignored) -> a query; unknown names are refused."""
-    known = {f.name for f in fields(HistoryQuery)}
+KNOWN = frozenset(f.name for f in fields(HistoryQuery))
+
+
+def parse_query(params: dict[str, str] | list[tuple[str, str]], max_size: int, zone: ZoneInfo) -> HistoryQuery:
+    """Query-string parameters (empty ones ignored) -> a query; unknown and repeated names are refused."""
+    if not isinstance(params, dict):
+        params = single_values(params, KNOWN)
+    known = KNOWN
     unknown = sorted(set(params) - known)
     if unknown:
-        raise BadFilter(f"unknown parameter {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        raise BadFilter(f"unknown parameter {unknown[0][:40]!r}; known: {', '.join(sorted(known))}")
     values = {k: v.strip() for k, v in params.items() if v.strip()}
     out: dict = {}
     for name in ("since", "until"):
@@ -90,6 +122,8 @@ def parse_query(params: dict[str, str], max_size: int, zone: ZoneInfo) -> Histor
     if "camera" in values:
         if len(values["camera"]) > 200:
             raise BadFilter("camera: longer than 200 characters")
+        if _CONTROLS.search(values["camera"]):  # PostgreSQL refuses a NUL in a string: a 500, not a filter
+            raise BadFilter("camera: control characters are not part of a camera name")
         out["camera"] = values["camera"]
     if "verdict" in values:
         if values["verdict"] not in {v.value for v in Verdict}:
@@ -104,13 +138,11 @@ def parse_query(params: dict[str, str], max_size: int, zone: ZoneInfo) -> Histor
         out["reviewed"] = values["reviewed"] == "yes"
     if "before" in values:
         stamp, _, row = values["before"].rpartition("~")
-        if not row.isdigit():
-            raise BadFilter(f"before: {values['before']!r} is not a page cursor")
+        if not _DIGITS.fullmatch(row) or int(row) > _ROW_ID_MAX:
+            raise BadFilter(f"before: {values['before'][:80]!r} is not a page cursor")
         out["before"] = (_time("before", stamp, zone), int(row))
     if "size" in values:
-        if not values["size"].isdigit() or not 1 <= int(values["size"]) <= max_size:
-            raise BadFilter(f"size: {values['size']!r} is not a page size from 1 to {max_size}")
-        out["size"] = int(values["size"])
+        out["size"] = integer("size", values["size"], 1, max_size, "a page size")
     return HistoryQuery(**out)
 
 
