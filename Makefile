@@ -49,7 +49,7 @@ run:
 	@$(MAKE) --no-print-directory setup EXTRAS=
 ifeq ($(CONFIG),)
 	@echo "inspectd: $(DEMO_CONFIG), watching var/drop; console: http://127.0.0.1:8780/; query with: $(BIN)/inspectd --config $(DEMO_CONFIG) history / show ID / stats"
-	@$(BIN)/inspectd --config $(DEMO_CONFIG) demo-feed --delay 8 --count 8 --interval 3 & feeder=$$!; \
+	@$(BIN)/inspectd --config $(DEMO_CONFIG) demo-feed --wait-ready --count 8 --interval 3 & feeder=$$!; \
 	$(BIN)/inspectd --config $(DEMO_CONFIG) serve & console=$$!; \
 	$(BIN)/inspectd --config $(DEMO_CONFIG) run; status=$$?; kill $$feeder $$console 2>/dev/null; wait $$console 2>/dev/null; exit $$status
 else

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +51,12 @@ def _check_architecture(folder: Path) -> None:
         )
 
 
-def load_bundle(folder: Path, device: str = "auto") -> LoadedBundle:
+def load_bundle(folder: Path, device: str = "auto", verified: Callable[[], object] | None = None) -> LoadedBundle:
+    """``verified``: called once every file's hash matched, before the weights load (the daemon logs the step)."""
     folder = Path(folder).resolve()
     manifest = verify_bundle(folder)
+    if verified is not None:
+        verified()
     _check_architecture(folder)
     target = resolve_device(device)
     if manifest.quantization == "nf4":

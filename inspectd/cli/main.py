@@ -55,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--folder", help="default: the first of watch.folders")
     demo.add_argument("--count", type=int, default=8)
     demo.add_argument("--interval", type=float, default=2.0, help="seconds between files")
-    demo.add_argument("--delay", type=float, default=0.0, help="seconds to wait before the first file")
+    demo.add_argument("--delay", type=float, default=0.0,
+                      help="seconds to wait before the first file (after the daemon is ready, with --wait-ready)")
+    demo.add_argument("--wait-ready", action="store_true",
+                      help="drop the first file only once the daemon of this config is ready (its ready file "
+                           "beside the store, from a running daemon): the files are then seen arriving")
+    demo.add_argument("--wait-timeout", type=float, default=600.0, metavar="SECONDS",
+                      help="with --wait-ready: give up (exit 2) when the daemon is not ready after this long")
     demo.add_argument("--size", type=int, default=168, help="image side in pixels (the shipped model's input size)")
     demo.set_defaults(handler=ops.cmd_demo_feed)
 

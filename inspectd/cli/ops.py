@@ -42,17 +42,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_feed(args: argparse.Namespace) -> int:
-    from inspectd.demo_feed import feed  # scipy, for this command only
+    from inspectd.demo_feed import feed, wait_for_daemon  # scipy, for this command only
 
-
+    settings = None
+    if args.wait_ready or not args.folder:
+        settings = load_settings(config_path(args.config), require_paths=False)
     if args.folder:
         folder = Path(args.folder)
     else:
-        settings = load_settings(config_path(args.config), require_paths=False)
         if not settings.watch.folders:
             print("error: no --folder given and watch.folders is empty", file=sys.stderr)
             return EXIT_USAGE
         folder = settings.watch.folders[0].path
+    if args.wait_ready:
+        wait_for_daemon(settings, args.wait_timeout)
     feed(folder, args.count, args.interval, size=args.size, start_delay_s=args.delay)
     return EXIT_OK
 

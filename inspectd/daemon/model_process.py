@@ -11,6 +11,10 @@ flight and then closes it. If it dies (the kernel's OOM killer, a crash), the da
 it: mid-batch the daemon's model thread ends (the batch's files stay in the drop folder); while idle the main loop's
 health check (``death``, every tick) finds it within a second, so a restart that takes minutes for a 7B happens
 before the next parts arrive rather than on them.
+
+The process logs its loading steps to the daemon's stderr (it inherits it; same format, same journal), each as it
+ends with its seconds: the libraries imported, the bundle's hashes verified, the weights loaded. On a slow first
+start (a cold disk cache: torch is read from disk) they show where the minute goes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +31,8 @@ from inspectd.bundle.manifest import BundleManifest
 from inspectd.config import Settings
 from inspectd.errors import BundleError
 from inspectd.inspection.named_image import NamedImage
-from inspectd.inspection.result import InspectionResult, Verdict
+from inspectd.inspection.result import InspectionResult
+from inspectd.verdict import Verdict
 from inspectd.real.params import RealParams
 
 log = logging.getLogger("inspectd.model")
@@ -75,7 +81,8 @@ class ModelProcess:
     def __init__(self, settings: Settings) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process whose torch threads run
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(settings, child, logging.getLogger().getEffectiveLevel()),
+        self._process = context.Process(target=_serve, args=(settings, child, logging.getLogger().getEffectiveLevel(),
+                                                             time.time()),
                                         name="inspectd-model", daemon=True)
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _UNIT_SIGNALS)  # born blocked: the mask survives exec
         try:
@@ -142,7 +149,7 @@ class ModelProcess:
             raise ModelProcessDied(f"the model process is gone (exit code {self._process.exitcode})") from exc
 
 
-def _serve(settings: Settings, conn, log_level: int) -> None:
+def _serve(settings: Settings, conn, log_level: int, spawned_at: float) -> None:
     """The model process: load, report, then inspect batches until told to stop or the daemon is gone."""
     for signum in _UNIT_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
@@ -156,9 +163,15 @@ def _serve(settings: Settings, conn, log_level: int) -> None:
     from inspectd.model.cpu_threads import limit_cpu_threads
 
     setup_logging(logging.getLevelName(log_level))
+    log.info("model process started: torch %s and transformers imported (%.1f s)", torch.__version__,
+             time.time() - spawned_at)
     limit_cpu_threads(settings.model.threads)
+    step = _Steps()
     try:
-        bundle = load_bundle(settings.model.bundle, settings.model.device)
+        _announce(Path(settings.model.bundle))
+        bundle = load_bundle(settings.model.bundle, settings.model.device,
+                             verified=lambda: log.info("hashes verified (%.1f s)", step.lap()))
+        log.info("model loaded on %s (%.1f s)", bundle.device, step.lap())
         inspector = build_inspector(settings, bundle)
     except InspectdError as exc:
         conn.send(_Failed(str(exc)))
@@ -188,3 +201,28 @@ def _serve(settings: Settings, conn, log_level: int) -> None:
             conn.send(reply)
         except (BrokenPipeError, OSError):  # the daemon is gone
             return
+
+
+class _Steps:
+    """Seconds since the last step."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        seconds, self._last = now - self._last, now
+        return seconds
+
+
+def _announce(folder: Path) -> None:
+    """Log what the hashing ahead reads (files, MB). Silent on a manifest that does not read: the load says why,
+    naming the file."""
+    from inspectd.bundle.files import read_manifest
+
+    try:
+        manifest = read_manifest(folder)
+        size = sum((folder / name).stat().st_size for name in manifest.files)
+    except Exception:  # noqa: BLE001 (the load reports it)
+        return
+    log.info("verifying bundle %s: %d files, %.1f MB", manifest.name, len(manifest.files), size / 1e6)

@@ -8,7 +8,11 @@ thread alive, the model process too) and systemd's watchdog.
 
 Start order: the model process first (it verifies the bundle's hashes before
 loading), the store after it, so a corrupt bundle exits 2 having created or
-migrated no store.
+migrated no store. Each loading step is logged as it ends, with its seconds
+(the model process logs its own: imports, hashes, weights), then "inspectd
+ready" with the seconds since the process started; the ready file
+(``ready_file``) is written then and removed at the stop, for whoever waits on
+the daemon outside systemd (``demo-feed --wait-ready``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
@@ -36,6 +41,7 @@ from inspectd.daemon.metrics import DaemonMetrics, MetricsServer
 from inspectd.daemon.model_process import ModelProcess
 from inspectd.daemon.model_reload import ActiveModel, ModelReloader, ReloadHooks, register
 from inspectd.daemon.items import InFlight, ReadyFile
+from inspectd.daemon.ready_file import clear_stale, process_age_s, ready_file_path, remove_ready, write_ready
 from inspectd.daemon.recorder import InspectionRecorder
 from inspectd.daemon.retention import Retention
 from inspectd.daemon.systemd import SystemdNotifier
@@ -87,6 +93,8 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.free_space = free_space
+        self._started = time.monotonic()
+        self.ready_path = ready_file_path(settings)
 
     def request_stop(self, *_args) -> None:
         self._stop.set()
@@ -98,11 +106,13 @@ class Daemon:
         settings = self.settings
         ready: queue.Queue = queue.Queue()
         watcher = FolderWatcher(settings.watch, ready)  # first: it locks the drop folders (refused: nothing started)
+        clear_stale(self.ready_path)  # a crashed run's file: never "ready" while this one loads
         self.notifier.status("loading model")
         engine, model = _open(settings)
         try:
             return self._serve(settings, ready, watcher, engine, model)
         except BaseException:
+            remove_ready(self.ready_path)
             model.inspector.close()  # its process ignores SIGTERM: left open, it would keep this one from exiting
             engine.dispose()
             raise
@@ -144,8 +154,14 @@ class Daemon:
         intake.start()
         watcher.start()
         cameras = ", ".join(f"{f.camera}={f.path}" for f in settings.watch.folders)
-        log.info("inspectd ready: bundle %s (%s) on %s; watching %s", bundle.manifest.name, bundle.digest[:12],
-                 bundle.device, cameras)
+        age = process_age_s()
+        startup_s = age if age is not None else time.monotonic() - self._started
+        log.info("inspectd ready: bundle %s (%s) on %s; watching %s (started in %.1f s)", bundle.manifest.name,
+                 bundle.digest[:12], bundle.device, cameras, startup_s)
+        write_ready(self.ready_path, {
+            "bundle": bundle.manifest.name, "digest": bundle.digest, "device": bundle.device,
+            "folders": [str(f.path) for f in settings.watch.folders], "config": str(settings.source),
+            "started_at": _iso(time.time() - startup_s), "startup_s": round(startup_s, 1)})
         self.notifier.ready(f"watching {len(settings.watch.folders)} folder(s)")
         health = _Health({"watcher": watcher, "intake": intake, "model worker": worker, "alert relay": relay,
                           "retention": retention}, worker)
@@ -190,6 +206,7 @@ class Daemon:
             self.notifier.status(f"{paused}recorded {worker.recorded}, queued {work.qsize()}, "
                                  f"in flight {len(in_flight)}")
         health.stopping()
+        remove_ready(self.ready_path)  # first: from now on no new file is taken
         last_batch = worker.request_stop()  # first: no batch may start while the watcher and the intake wind down
         log.info("stopping: no new files; finishing batch #%d (the last started) and writing %d waiting row(s)",
                  last_batch, worker.waiting_rows())
@@ -228,15 +245,22 @@ class Daemon:
 def _open(settings: Settings) -> tuple[Engine, ActiveModel]:
     """The model process, then the store: the process verifies the bundle (manifest, every file's hash) before it
     loads it, so a corrupt bundle is refused before a store is created or an existing one migrated."""
+    log.info("starting the model process: bundle %s, device %s", settings.model.bundle, settings.model.device)
     process = ModelProcess(settings)
+    started = time.perf_counter()
     try:
         engine = open_engine(settings.store.url)
         revision = migrate(engine)
     except BaseException:
         process.close()
         raise
-    log.info("store %s at schema %s", engine.url.render_as_string(hide_password=True), revision)
+    log.info("store %s opened at schema %s (%.1f s)", engine.url.render_as_string(hide_password=True), revision,
+             time.perf_counter() - started)
     return engine, register(settings, engine, process)
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat(timespec="seconds")
 
 
 class _Health:
