@@ -19,7 +19,7 @@ from pydantic.fields import FieldInfo
 
 from inspectd.config_folders import Place, check_apart, sqlite_file
 from inspectd.errors import ConfigError
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 from inspectd.real.params import RealParams
 from inspectd.strict_model import StrictModel
 

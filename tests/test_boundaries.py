@@ -41,3 +41,24 @@ def test_the_daemons_main_process_modules_import_neither_torch_nor_transformers(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_reader_commands_load_no_image_array_or_migration_libraries(tmp_path):
+    """history, stats and alerts are what engineers type all day: they run on SQLAlchemy and the settings alone
+    (numpy, Pillow, alembic and the model code cost ~0.3 s of start-up; benchmarks/cli_startup.py times them)."""
+    from inspectd.store.database import migrate, open_engine
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    migrate(open_engine(url))
+    heavy = ("numpy", "PIL", "alembic", "mako", "torch", "transformers", "scipy", "uvicorn", "starlette")
+    for command in (["history"], ["stats"], ["alerts"], ["history", "--format", "json"]):
+        code = (
+            "import sys\n"
+            "from inspectd.cli.main import main\n"
+            f"code = main([*{command!r}, '--db', {url!r}])\n"
+            f"print('loaded:', sorted(m for m in {heavy!r} if m in sys.modules))\n"
+            "sys.exit(code)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert done.returncode == 0, done.stderr
+        assert "loaded: []" in done.stdout, (command, done.stdout)

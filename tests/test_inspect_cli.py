@@ -13,7 +13,7 @@ from PIL import Image
 from inspectd.bundle.load import load_bundle
 from inspectd.data.synthetic import make_sample
 from inspectd.inspection.inspector import Inspector, InspectorOptions
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 from tests.conftest import REPO
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 from inspectd.bundle.files import verify_bundle
 from inspectd.bundle.load import load_bundle
 from inspectd.inspection.inspector import Inspector, InspectorOptions
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "models" / "magnetic-tile-cgro"

@@ -24,7 +24,7 @@ from inspectd.bundle.files import verify_bundle
 from inspectd.bundle.load import load_bundle
 from inspectd.data.synthetic import make_sample, write_mvtec_layout
 from inspectd.inspection.inspector import Inspector, InspectorOptions, NamedImage
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 from tests import real_format
 from tests.daemon_harness import DaemonProcess, db_rows, wait_for, write_config
 

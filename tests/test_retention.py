@@ -164,7 +164,8 @@ def test_a_photo_outlives_its_row_until_archive_days_and_duplicates_are_known(tm
     from inspectd.config import AlertSettings
     from inspectd.daemon.items import ReadyFile
     from inspectd.daemon.recorder import InspectionRecorder, Processed
-    from inspectd.inspection.result import InspectionResult, Verdict
+    from inspectd.inspection.result import InspectionResult
+    from inspectd.verdict import Verdict
     from inspectd.real.params import RealParams
     from inspectd.store.clock import utcnow
 

@@ -14,7 +14,7 @@ from inspectd.bundle.load import load_bundle
 from inspectd.config import load_settings
 from inspectd.data.synthetic import TEXTURES, make_sample
 from inspectd.inspection.inspector import Inspector, InspectorOptions, NamedImage
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "models" / "tiny-cgro"

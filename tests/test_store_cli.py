@@ -23,7 +23,8 @@ from inspectd.config import AlertSettings, ArchiveSettings
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.items import ReadyFile
 from inspectd.daemon.recorder import Processed, InspectionRecorder
-from inspectd.inspection.result import InspectionResult, Verdict
+from inspectd.inspection.result import InspectionResult
+from inspectd.verdict import Verdict
 from inspectd.real.params import RealParams
 from inspectd.store.database import current_revision, head_revision, migrate, open_engine
 from tests.conftest import REPO, noise_image
@@ -81,9 +82,18 @@ def _cli(url, *args):
 
 
 def test_migrations_are_idempotent_and_versioned(store_url):
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from inspectd.store.database import _alembic_config
+
     engine = open_engine(store_url)
     assert current_revision(engine) is None
     assert migrate(engine) == head_revision() == migrate(engine)
+    # readers read the revisions without alembic; alembic agrees on both
+    assert head_revision() == ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    with engine.connect() as connection:
+        assert current_revision(engine) == MigrationContext.configure(connection).get_current_revision()
     if engine.dialect.name != "sqlite":
         return
     with engine.connect() as connection:

@@ -14,7 +14,8 @@ from inspectd.bundle.load import load_bundle
 from inspectd.data.synthetic import make_sample
 from inspectd.errors import InspectdError
 from inspectd.inspection.inspector import Inspector, InspectorOptions
-from inspectd.inspection.result import InspectionResult, Verdict
+from inspectd.inspection.result import InspectionResult
+from inspectd.verdict import Verdict
 from inspectd.inspection.views import all_token_view_map, combine_views, turned_back, turned_back_text, view_images
 from inspectd.real.localize import TokenEvidence
 from inspectd.real.localize import all_token_map

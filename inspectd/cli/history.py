@@ -4,6 +4,9 @@ What they print to a terminal comes from the plant (file names, reviewers, camer
 table cell and ``show`` line has its control characters escaped (``safe_text.escape_controls``), so an ESC or
 CR in a name cannot drive the terminal. JSON is exact (its encoder escapes); CSV keeps the data exact but for a
 ``'`` before a cell that a spreadsheet would run as a formula.
+
+Only ``show`` and ``export-reviewed`` read photos: they import Pillow, numpy and the photo readers themselves,
+so that ``history``, ``stats`` and ``alerts`` start in a fraction of a second (``benchmarks/cli_startup.py``).
 """
 
 from __future__ import annotations
@@ -18,16 +21,10 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from PIL import Image
-
 from inspectd.cli.common import EXIT_SOME_FAILED
 from inspectd.config import config_path, load_settings
-from inspectd.data.archived_photos import PhotoChanged, PhotoRoots, verify
-from inspectd.data.reviewed import export_reviewed
 from inspectd.errors import InspectdError
-from inspectd.inspection.images import decode_image, read_image_bytes
-from inspectd.inspection.render import overlay_image, verdict_label
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 from inspectd.store.database import current_revision, head_revision, open_engine
 from inspectd.store.queries import (HISTORY_COLUMNS, HistoryFilter, alerts, artifacts, daily_stats, history,
                                     inspection, suppressed_alerts)
@@ -202,6 +199,9 @@ def cmd_show(args) -> int:
             Path(args.mask).write_bytes(pngs[1])
         if args.overlay:
             import numpy as np
+            from PIL import Image
+
+            from inspectd.inspection.render import overlay_image, verdict_label
             photo = _inspected_photo(record)
             with Image.open(io.BytesIO(pngs[0])) as m, Image.open(io.BytesIO(pngs[1])) as k:
                 heat = np.asarray(m, dtype=np.float32) / 255.0
@@ -217,17 +217,24 @@ def _photo_bytes(record: dict) -> tuple[str, bytes]:
     """The row's photo (archive, or the drop folder in keep mode), read without following a link and checked
     against the row's sha256: ``PhotoChanged`` when it is not the one inspected. ``show`` may run with ``--db``
     and no config, so the folders are not checked here (the console's ``PhotoRoots`` does)."""
+    from inspectd.data.archived_photos import verify
+    from inspectd.inspection.images import read_image_bytes
+
     source = record["archived_path"] or record["source_path"]
     return source, verify(record, read_image_bytes(Path(source), 10**9, follow_symlinks=False), source)
 
 
-def _inspected_photo(record: dict) -> Image.Image:
+def _inspected_photo(record: dict):
+    from inspectd.inspection.images import decode_image
+
     source, data = _photo_bytes(record)
     return decode_image(data, source, 10**12)
 
 
 def _photo_check(record: dict) -> str:
     """What ``show`` says of the photo: where it is and that it is the one inspected, or why not."""
+    from inspectd.data.archived_photos import PhotoChanged
+
     if record.get("photo_removed_at") is not None:
         return f"removed by retention at {_cell(record['photo_removed_at'])}"
     try:
@@ -262,6 +269,8 @@ def cmd_alerts(args) -> int:
 
 
 def cmd_export_reviewed(args) -> int:
+    from inspectd.data.archived_photos import PhotoRoots
+    from inspectd.data.reviewed import export_reviewed
 
     settings = load_settings(config_path(args.config), require_paths=False)
     done = export_reviewed(_engine(args), PhotoRoots.of(settings), Path(args.out), args.since, args.camera,

@@ -10,10 +10,7 @@ from pathlib import Path
 
 from inspectd.cli.common import EXIT_OK, EXIT_SOME_FAILED
 from inspectd.config import config_path, load_settings
-from inspectd.data.layouts import read_dataset
 from inspectd.errors import ImageError
-from inspectd.inspection.images import load_image
-from inspectd.inspection.render import map_image, mask_image, overlay_image, verdict_label
 
 log = logging.getLogger("inspectd")
 
@@ -31,6 +28,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from inspectd.bundle.load import load_bundle  # torch and transformers: loaded by the commands that run a model
     from inspectd.model.cpu_threads import limit_cpu_threads
     from inspectd.inspection.build import build_inspector
+    from inspectd.inspection.images import load_image
+    from inspectd.inspection.render import map_image, mask_image, overlay_image, verdict_label
 
     settings = load_settings(config_path(args.config), require_paths=args.bundle is None)
     bundle_dir = Path(args.bundle) if args.bundle else settings.model.bundle
@@ -108,6 +107,7 @@ def at_least_two(text: str) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from inspectd.bundle.load import load_bundle
     from inspectd.model.cpu_threads import limit_cpu_threads
+    from inspectd.data.layouts import read_dataset
     from inspectd.evaluation.runner import evaluate, format_table
     from inspectd.inspection.build import build_inspector
 

@@ -38,7 +38,7 @@ from inspectd.console.render_cache import RenderCache
 from inspectd.console.stats import collect
 from inspectd.data.archived_photos import PhotoChanged, PhotoRoots
 from inspectd.errors import InspectdError
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 from inspectd.store import queries, token_maps
 from inspectd.store.database import StoreError
 from inspectd.store.reviews import add_review, agrees, reviews_of

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, exists, select, text, tuple_
 
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 from inspectd.store.queries import where_inspections
 from inspectd.store.schema import InspectionRow, ReviewRow
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, case, func, select
 
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 from inspectd.store.reviews import agrees
 from inspectd.store.schema import InspectionRow, ReviewRow
 

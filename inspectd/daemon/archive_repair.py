@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.file_names import identity_digest
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 from inspectd.store.schema import InspectionRow
 
 log = logging.getLogger("inspectd.repair")

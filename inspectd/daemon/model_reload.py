@@ -36,7 +36,7 @@ from inspectd.daemon.recorder import register_bundle
 from inspectd.errors import ConfigError, InspectdError
 from inspectd.inspection.images import load_image
 from inspectd.inspection.named_image import NamedImage
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 
 log = logging.getLogger("inspectd.reload")
 

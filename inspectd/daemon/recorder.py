@@ -26,7 +26,8 @@ from inspectd.daemon.metrics import DaemonMetrics
 from inspectd.daemon.retention import record_archived_file
 from inspectd.daemon.items import ReadyFile
 from inspectd.inspection.render import map_image, mask_image, png_bytes
-from inspectd.inspection.result import InspectionResult, Verdict
+from inspectd.inspection.result import InspectionResult
+from inspectd.verdict import Verdict
 from inspectd.real.params import RealParams
 
 if TYPE_CHECKING:  # the daemon's main process never imports the model's loader (transformers)

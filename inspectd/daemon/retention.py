@@ -37,7 +37,7 @@ from sqlalchemy import Engine, delete, exists, func, insert, select, text, true,
 from sqlalchemy.orm import Session
 
 from inspectd.config import ArchiveSettings, RetentionSettings
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 from inspectd.store.clock import utcnow
 from inspectd.store.schema import AlertRow, ArchiveFileRow, ArtifactRow, InspectionRow, ReviewRow
 from inspectd.threads import LoopThread

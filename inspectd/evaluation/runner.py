@@ -31,7 +31,8 @@ from PIL import Image
 
 from inspectd.data.layouts import LABELLED, Dataset, LabelledImage
 from inspectd.inspection.inspector import Inspector
-from inspectd.inspection.result import InspectionResult, Verdict
+from inspectd.inspection.result import InspectionResult
+from inspectd.verdict import Verdict
 from inspectd.inspection.views import all_token_view_map
 from inspectd.metrics.ranking import BinnedCurve, accuracy, exact_auroc_ap
 

@@ -12,7 +12,8 @@ from inspectd.bundle.load import LoadedBundle
 from inspectd.config import ImageSettings, ModelSettings
 from inspectd.errors import ImageError
 from inspectd.inspection.images import load_image
-from inspectd.inspection.result import InspectionResult, Verdict
+from inspectd.inspection.result import InspectionResult
+from inspectd.verdict import Verdict
 from inspectd.inspection.named_image import NamedImage
 from inspectd.inspection.views import combine_views, view_images
 from inspectd.model.reply import ParseStatus

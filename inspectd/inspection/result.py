@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 
-
-class Verdict(str, Enum):
-    ANOMALOUS = "anomalous"
-    NORMAL = "normal"
-    UNKNOWN = "unknown"  # the reply did not parse: recorded, never guessed
-    FAILED = "failed"  # the image could not be inspected at all
+from inspectd.verdict import Verdict
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image, ImageOps
 
-from inspectd.inspection.result import InspectionResult, Verdict
+from inspectd.inspection.result import InspectionResult
+from inspectd.verdict import Verdict
 from inspectd.real.localize import all_token_map, scaled, shown_mask
 from inspectd.real.params import RealParams
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
+if TYPE_CHECKING:
+    from inspectd.store.token_maps import TokenMaps
+
 from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertRow, AlertStatus, ArtifactRow, BundleRow, InspectionRow
-from inspectd.store.token_maps import TokenMaps, unpack
 
 HISTORY_COLUMNS = ("id", "created_at", "camera", "verdict", "score", "source_path", "reasoning", "latency_ms")
 # Where the photo is now: the archive (or failed) copy, the drop folder in keep mode, or removed by retention.
@@ -74,6 +77,8 @@ def artifacts(engine: Engine, inspection_id: int) -> tuple[bytes, bytes] | None:
 
 
 def token_maps(engine: Engine, inspection_id: int) -> TokenMaps | None:
+    from inspectd.store.token_maps import unpack  # numpy: for the console's word maps, not the reader commands
+
     """Each reasoning token's map and whether ReAL kept it (rows recorded since migration 0004)."""
     with engine.connect() as connection:
         blob = connection.execute(select(ArtifactRow.token_maps).where(ArtifactRow.inspection_id == inspection_id)

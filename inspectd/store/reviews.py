@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from inspectd.inspection.result import Verdict
+from inspectd.verdict import Verdict
 from inspectd.store.clock import utcnow
 from inspectd.store.database import StoreError
 from inspectd.store.schema import InspectionRow, ReviewLabel, ReviewRow
