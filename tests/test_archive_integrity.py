@@ -239,7 +239,7 @@ def test_reviews_csv_and_history_csv_hold_no_formula(tmp_path):
 
 
 def test_the_log_format_escapes_control_characters_but_keeps_tracebacks(capsys):
-    from inspectd.cli.common import EscapingFormatter
+    from inspectd.logs import EscapingFormatter
 
     formatter = EscapingFormatter("%(levelname)s %(name)s: %(message)s")
     record = logging.LogRecord("inspectd.x", logging.INFO, __file__, 1, "recorded %s", (

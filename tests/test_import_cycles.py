@@ -48,3 +48,37 @@ def test_the_module_import_graph_has_no_cycle():
     for name in sorted(graph):
         if name not in state:
             visit(name)
+
+
+def test_the_package_import_graph_has_no_cycle():
+    """One level up: no package (daemon, store, cli, inspection, the settings module, ...) imports one that
+    imports it back, so each has a place in one order from the shared definitions (verdict, errors, logs) up to
+    the entry points."""
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts}
+    modules = set(paths)
+
+    def package(module: str) -> str:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 else parts[0]
+
+    arrows: dict[tuple[str, str], str] = {}
+    for name, path in paths.items():
+        for target in _imports(path, modules) - {name}:
+            if package(name) != package(target) and package(target) != "inspectd":
+                arrows.setdefault((package(name), package(target)), f"{name} -> {target}")
+    above: dict[str, set[str]] = {}
+    for source, target in arrows:
+        above.setdefault(source, set()).add(target)
+    reach: dict[str, set[str]] = {}
+
+    def reachable(package_name: str, seen: frozenset = frozenset()) -> set[str]:
+        if package_name not in reach:
+            found = set()
+            for target in above.get(package_name, ()):
+                if target not in seen:
+                    found |= {target} | reachable(target, seen | {package_name})
+            reach[package_name] = found
+        return reach[package_name]
+
+    back = [f"{arrows[(a, b)]} (and {b} reaches {a})" for (a, b) in arrows if a in reachable(b)]
+    assert not back, "package cycles:\n" + "\n".join(sorted(back))

@@ -6,7 +6,8 @@ import argparse
 
 from inspectd import __version__
 from inspectd.cli import console, history, inspect, ops
-from inspectd.cli.common import offline, run_command, setup_logging
+from inspectd.cli.common import run_command
+from inspectd.logs import offline, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:

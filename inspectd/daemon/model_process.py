@@ -157,7 +157,7 @@ def _serve(settings: Settings, conn, log_level: int, spawned_at: float) -> None:
     import torch
 
     from inspectd.bundle.load import load_bundle
-    from inspectd.cli.common import setup_logging
+    from inspectd.logs import setup_logging
     from inspectd.errors import InspectdError
     from inspectd.inspection.build import build_inspector
     from inspectd.model.cpu_threads import limit_cpu_threads

@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from inspectd.cli.common import offline, run_command, setup_logging
+from inspectd.cli.common import run_command
+from inspectd.logs import offline, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from inspectd.cli.common import offline, run_command, setup_logging
+from inspectd.cli.common import run_command
+from inspectd.logs import offline, setup_logging
 from inspectd.config import resolve_beside, validated_yaml
 from inspectd.errors import InspectdError
 from inspectd.strict_model import StrictModel

@@ -403,7 +403,7 @@ def _build_seed(config_json: str, seed: int, stop_after: str) -> None:
     """A spawned process of a several-seed recipe: one seed's build up to ``stop_after``, on ``threads``."""
     import torch
 
-    from inspectd.cli.common import offline
+    from inspectd.logs import offline
     from inspectd.training.seed_builds import seed_config
 
     logging.basicConfig(level=logging.INFO, force=True,
