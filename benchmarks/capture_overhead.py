@@ -24,7 +24,7 @@ VARIANTS = ("plain", "eager", "capture")
 
 
 def bench_spec():
-    from inspectd.model.tiny import TinySpec
+    from inspectd.model.tiny_spec import TinySpec
 
     # About 25M parameters: text 512 x 8 layers, vision 256 x 4 blocks.
     return TinySpec(

@@ -31,9 +31,11 @@ def measure(name: str, spec, steps: int, images: int, checkpointing: bool = True
     from inspectd.inspection.inspector import Inspector, InspectorOptions
     from inspectd.model.tiny import build_tiny_model
     from inspectd.real.params import RealParams
-    from inspectd.training.cgro import CgroSettings, build_trainer, cgro_rows
-    from inspectd.training.warmup import ReplyExample, WarmupSettings, supervised_warmup
-    from inspectd.training.warmup import reasoning_reply
+    from inspectd.training.cgro import build_trainer, cgro_rows
+    from inspectd.training.cgro_config import CgroSettings
+    from inspectd.training.warmup import supervised_warmup
+    from inspectd.training.warmup_config import ReplyExample, WarmupSettings
+    from inspectd.training.warmup_config import reasoning_reply
 
     root = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     model, processor = build_tiny_model(spec)
@@ -72,7 +74,7 @@ def main() -> int:
     args = parser.parse_args()
     from capture_overhead import bench_spec
 
-    from inspectd.model.tiny import TinySpec
+    from inspectd.model.tiny_spec import TinySpec
 
     torch.set_num_threads(2)
     for name, spec in (("tiny", TinySpec()), ("25M", bench_spec())):

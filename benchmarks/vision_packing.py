@@ -38,7 +38,8 @@ def main() -> int:
     from inspectd.model.packed_vision import use_packed_vision
     from inspectd.model.tiny import build_tiny_model
     from inspectd.training.recipe import _spec, load_recipe
-    from inspectd.training.warmup import ReplyExample, reasoning_reply, reply_batch
+    from inspectd.training.warmup import reply_batch
+    from inspectd.training.warmup_config import ReplyExample, reasoning_reply
 
     torch.set_num_threads(2)
     stock, processor = build_tiny_model(_spec(load_recipe(REPO / "models" / "recipes" / "tiny-cgro.yaml")))

@@ -10,9 +10,8 @@ parsers. The parsers are the real ones, built as the console scripts build them:
   (imports numpy, PIL, SQLAlchemy and pydantic, not torch);
 - ``inspectd-export`` and ``inspectd-export seal``: ``inspectd.export.cli.main([..., "--help"])`` (its parsers
   are built inside ``main``; nothing heavy is imported before the help is printed);
-- ``inspectd-train``: ``inspectd.training.cli.main(["--help"])``. That module imports torch and transformers at
-  import time (``inspectd.training.cgro`` -> ``inspectd.model.packed_vision``), so this one section costs a
-  torch import (~5 s).
+- ``inspectd-train``: ``inspectd.training.cli.main(["--help"])`` (its settings live beside the trainers, in
+  ``cgro_config.py`` and ``warmup_config.py``: no torch either).
 
 The help is laid out at a fixed width (``COLUMNS``) so the file does not depend on the terminal. argparse's
 layout changes between Python versions (3.13 reworded usage lines): regenerate with the project's Python.
@@ -96,7 +95,7 @@ def export_sections() -> list[tuple[str, str]]:
 
 
 def train_sections() -> list[tuple[str, str]]:
-    from inspectd.training.cli import main  # imports torch: see the module docstring
+    from inspectd.training.cli import main
 
     return [("inspectd-train", _printed_help(main, ["--help"]))]
 

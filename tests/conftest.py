@@ -43,9 +43,11 @@ def format_bundle(tmp_path_factory) -> Path:
     from inspectd.bundle.manifest import BundleManifest, PromptSpec
     from inspectd.bundle.save import save_bundle
     from inspectd.data.synthetic import make_sample
-    from inspectd.model.tiny import TinySpec, build_tiny_model, tiny_model_card
+    from inspectd.model.tiny import build_tiny_model, tiny_model_card
+    from inspectd.model.tiny_spec import TinySpec
     from inspectd.real.params import RealParams
-    from inspectd.training.warmup import ReplyExample, WarmupSettings, supervised_warmup
+    from inspectd.training.warmup import supervised_warmup
+    from inspectd.training.warmup_config import ReplyExample, WarmupSettings
 
     model, processor = build_tiny_model(TinySpec(seed=1))
 

@@ -62,3 +62,19 @@ def test_reader_commands_load_no_image_array_or_migration_libraries(tmp_path):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
         assert done.returncode == 0, done.stderr
         assert "loaded: []" in done.stdout, (command, done.stdout)
+
+
+def test_training_settings_and_recipes_are_read_without_torch():
+    """The settings live beside the trainers (cgro_config.py, warmup_config.py, tiny_spec.py), as trl keeps
+    grpo_config.py beside grpo_trainer.py: a recipe or a training YAML is read and validated, and the stages that
+    need torch import it themselves."""
+    code = (
+        "import sys\n"
+        "import inspectd.training.cli, inspectd.training.recipe, inspectd.training.memory_plan\n"
+        "from inspectd.training.recipe import load_recipe\n"
+        "recipe = load_recipe('models/recipes/tiny-cgro.yaml')\n"
+        "print(recipe.name, sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "tiny-cgro []", done.stdout

@@ -14,9 +14,9 @@ from inspectd.model.runtime import InspectionModel
 from inspectd.metrics.ranking import exact_auroc_ap
 from inspectd.real.localize import TokenEvidence, localize
 from inspectd.real.params import RealParams
+from inspectd.training.cgro_config import ConsistencySettings
 from inspectd.training.rewards import (
     ConsistencyReward,
-    ConsistencySettings,
     LocalizationReward,
     ReplyAttention,
     accuracy_reward,
@@ -115,7 +115,8 @@ def test_localization_reward_is_the_pixel_auroc_of_reals_map_on_the_drawn_mask(f
 
 
 def test_a_cgro_step_with_drawn_defects_logs_the_localization_reward(format_bundle, tmp_path):
-    from inspectd.training.cgro import CgroSettings, build_trainer, cgro_rows
+    from inspectd.training.cgro import build_trainer, cgro_rows
+    from inspectd.training.cgro_config import CgroSettings
 
     bundle = load_bundle(format_bundle, "cpu")
     drawn = [(s.image, s.mask) for s in (make_sample(97_000 + i, 96, anomalous=True) for i in range(4))]
@@ -131,7 +132,8 @@ def test_a_cgro_step_with_drawn_defects_logs_the_localization_reward(format_bund
 
 
 def test_two_cgro_steps_change_the_lora_weights_with_logged_rewards(format_bundle, tmp_path):
-    from inspectd.training.cgro import CgroSettings, build_trainer, cgro_rows
+    from inspectd.training.cgro import build_trainer, cgro_rows
+    from inspectd.training.cgro_config import CgroSettings
 
     bundle = load_bundle(format_bundle, "cpu")
     samples = [make_sample(95_000 + i, 96) for i in range(8)]
@@ -155,7 +157,8 @@ def test_two_cgro_steps_change_the_lora_weights_with_logged_rewards(format_bundl
 
 
 def test_gradient_accumulation_splits_one_generation_batch_into_micro_batches(format_bundle, tmp_path):
-    from inspectd.training.cgro import CgroSettings, build_trainer, cgro_rows
+    from inspectd.training.cgro import build_trainer, cgro_rows
+    from inspectd.training.cgro_config import CgroSettings
 
     with pytest.raises(ValueError, match="must divide batch_size x generations"):
         CgroSettings(batch_size=3, generations=2, gradient_accumulation_steps=4)

@@ -11,7 +11,7 @@ import torch
 
 from tests import real_format
 from inspectd.errors import InspectdError
-from inspectd.training.cgro import CgroSettings
+from inspectd.training.cgro_config import CgroSettings
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "models" / "recipes"

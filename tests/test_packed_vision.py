@@ -9,7 +9,8 @@ from PIL import Image
 
 from inspectd.data.synthetic import make_sample
 from inspectd.model.packed_vision import use_packed_vision
-from inspectd.model.tiny import TinySpec, build_tiny_model
+from inspectd.model.tiny import build_tiny_model
+from inspectd.model.tiny_spec import TinySpec
 
 
 def test_packed_vision_matches_stock_encoder_outputs_and_gradients():

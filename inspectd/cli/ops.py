@@ -61,7 +61,8 @@ def cmd_demo_feed(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_bundle(args: argparse.Namespace) -> int:
-    from inspectd.model.tiny import TinySpec, save_tiny_bundle
+    from inspectd.model.tiny import save_tiny_bundle
+    from inspectd.model.tiny_spec import TinySpec
 
     manifest = save_tiny_bundle(Path(args.destination), TinySpec(seed=args.seed), name=args.name)
     print(f"wrote bundle {manifest.name!r} to {args.destination} ({len(manifest.files)} files)")

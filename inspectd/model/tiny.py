@@ -9,7 +9,6 @@ image-only processor. Everything is deterministic for a given spec and seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -17,6 +16,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLFo
 from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
 
 from inspectd.bundle.processor import ImageOnlyQwenProcessor
+from inspectd.model.tiny_spec import TinySpec
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -61,27 +61,6 @@ texture surface part tile metal fabric wood leather grid carpet pattern backgrou
 normal anomalous anomaly anomalies defect defects damage damaged irregular region area
 the a an of in on at near across along with and or is are there no any this that it
 """
-
-
-@dataclass(frozen=True)
-class TinySpec:
-    """Dimensions of a tiny Qwen2.5-VL; defaults give about 0.6M parameters."""
-
-    text_hidden: int = 128
-    text_layers: int = 2
-    text_heads: int = 4
-    text_kv_heads: int = 2
-    text_intermediate: int = 256
-    vision_hidden: int = 64
-    vision_depth: int = 2
-    vision_heads: int = 2
-    vision_intermediate: int = 128
-    fullatt_blocks: tuple[int, ...] = (1,)
-    vocab_size: int = 1024
-    min_pixels: int = 56 * 56
-    max_pixels: int = 448 * 448
-    seed: int = 0
-    extra_corpus: tuple[str, ...] = field(default_factory=tuple)
 
 
 def train_tokenizer(spec: TinySpec) -> PreTrainedTokenizerFast:

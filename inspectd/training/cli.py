@@ -28,10 +28,10 @@ from inspectd.logs import offline, setup_logging
 from inspectd.config import resolve_beside, validated_yaml
 from inspectd.errors import InspectdError
 from inspectd.strict_model import StrictModel
-from inspectd.training.cgro import CgroSettings
+from inspectd.training.cgro_config import CgroSettings
 from inspectd.training.recipe import STAGES, load_recipe, run_recipe
 from inspectd.training.stage_names import OLD_STAGE_NAMES, stage_folder, stage_name, with_new_keys
-from inspectd.training.warmup import WarmupSettings
+from inspectd.training.warmup_config import WarmupSettings
 
 log = logging.getLogger("inspectd.train")
 
@@ -174,7 +174,7 @@ def _warmup_examples(config: TrainConfig):
     """Synthetic texts, or a labelled folder's good images (clean / with drawn defects) and defect folders."""
     from inspectd.data.synthetic import make_sample
     from inspectd.training.line_data import LabelledFolderData, LineSplit, warmup_examples
-    from inspectd.training.warmup import ReplyExample, reasoning_reply
+    from inspectd.training.warmup_config import ReplyExample, reasoning_reply
 
     data = config.data
     if data.kind == "labelled":

@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 from inspectd.data.drawn_defects import DRAWN_KINDS, augment, defect_noun, draw_defect
 from inspectd.data.layouts import GOOD, LabelledImage, read_labelled_folder
 from inspectd.strict_model import StrictModel
-from inspectd.training.warmup import ReplyExample, reply_text
+from inspectd.training.warmup_config import ReplyExample, reply_text
 
 
 class LabelledFolderData(StrictModel):

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from inspectd.training.cgro import CgroSettings
+from inspectd.training.cgro_config import CgroSettings
 
 GIB = 1024**3
 # trl's fused log-probability head (trl.kernels.chunked_logprob) works in token x vocab tiles: its forward,

@@ -16,7 +16,8 @@ finishes, so an interrupted run picks up at the first unfinished stage:
   publish the CGRO bundle with a model card holding every figure, to ``output``
 
 Everything is a function of the YAML and its seeds. Training code: the daemon
-never imports it.
+never imports it. Each stage imports its trainer, torch and the data generators
+itself: reading and validating a recipe loads none of them (a test holds it).
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ from pydantic import Discriminator, Field, Tag, model_validator
 from inspectd.config import resolve_beside, validated_yaml
 from inspectd.bundle.manifest import ScoreSpec
 from inspectd.errors import InspectdError
-from inspectd.model.tiny import TinySpec
+from inspectd.model.tiny_spec import TinySpec
 from inspectd.real.params import RealParams
 from inspectd.strict_model import StrictModel
-from inspectd.training.cgro import CgroSettings
+from inspectd.training.cgro_config import CgroSettings
 from inspectd.training.line_data import LabelledFolderData
 from inspectd.training.stage_names import OLD_STAGE_NAMES, OLD_SYNTHETIC_KEYS, stage_folder, with_new_keys
-from inspectd.training.warmup import WarmupSettings
+from inspectd.training.warmup_config import WarmupSettings
 
 log = logging.getLogger("inspectd.recipe")
 
@@ -211,7 +212,7 @@ def _manifest(config: RecipeConfig, stage: str):
 
 def _check_reply_fits(config: RecipeConfig, tokenizer) -> None:
     """A reply cut short does not parse: refuse a budget below the longest warm-up reply."""
-    from inspectd.training.warmup import reply_text
+    from inspectd.training.warmup_config import reply_text
 
     longest = max(len(tokenizer.encode(reply_text(text, True), add_special_tokens=False))
                   for text in _corpus(config)) + 1  # + end of turn
@@ -227,7 +228,7 @@ def _warmup_examples(config: RecipeConfig):
 
         return warmup_examples(config.data, split_folder(config.data), config.warmup.seed)
     from inspectd.data.synthetic import make_sample
-    from inspectd.training.warmup import ReplyExample, reasoning_reply
+    from inspectd.training.warmup_config import ReplyExample, reasoning_reply
 
     def example(i: int) -> ReplyExample:
         sample = make_sample(config.data.warmup_seed_offset + i, config.data.image_size)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from inspectd.bundle.manifest import PromptSpec
 from inspectd.model.capture import AttentionRecorder, enable_capture, recording
@@ -21,14 +20,7 @@ from inspectd.model.sequences import extend_rows, pad_id_of
 from inspectd.metrics.ranking import exact_auroc_ap
 from inspectd.real.localize import TokenEvidence, localize, score_tokens
 from inspectd.real.params import RealParams
-from inspectd.strict_model import StrictModel
-
-
-class ConsistencySettings(StrictModel):
-    k: int = Field(3, ge=1)
-    percentile: float = Field(95.0, gt=0, lt=100)
-    delta_anomalous: float = Field(0.3, ge=0, le=1, description="reward J >= this on anomalous images")
-    delta_normal: float = Field(0.1, ge=0, le=1, description="reward J <= this on normal images")
+from inspectd.training.cgro_config import ConsistencySettings
 
 
 def completion_text(completion) -> str:

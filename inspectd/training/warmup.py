@@ -11,51 +11,16 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from PIL import Image
-from pydantic import Field
 
 from inspectd.bundle.manifest import PromptSpec
 from inspectd.model.packed_vision import use_packed_vision
 from inspectd.model.prompting import chat_text
 from inspectd.model.sequences import extend_rows, pad_id_of
-from inspectd.strict_model import StrictModel
+from inspectd.training.warmup_config import ReplyExample, WarmupSettings
 
 log = logging.getLogger("inspectd.train")
-
-
-@dataclass(frozen=True)
-class ReplyExample:
-    image: Image.Image
-    reply: str  # e.g. "<think>...</think><answer>yes</answer>"
-
-
-class WarmupSettings(StrictModel):
-    """Supervised warm-up hyperparameters (also the ``warmup:`` section of a training YAML)."""
-
-    steps: int = Field(200, ge=1)
-    batch_size: int = Field(8, ge=1)
-    learning_rate: float = Field(5e-4, gt=0)
-    warmup_steps: int = Field(20, ge=0)
-    weight_decay: float = Field(0.05, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    seed: int = 0
-    freeze_vision: bool = False
-    device: Literal["auto", "cpu"] = Field(
-        "auto", description="auto = the GPU (one per process under accelerate launch) when there is one, else the CPU")
-
-
-def reply_text(reasoning: str, anomalous: bool) -> str:
-    """The reply format the warm-up teaches (the R1 <think>/<answer> tags)."""
-    return f"<think>{reasoning}</think><answer>{'yes' if anomalous else 'no'}</answer>"
-
-
-def reasoning_reply(sample) -> str:
-    """Warm-up target for a synthetic sample: what and where, then the verdict."""
-    return reply_text(sample.description(), sample.anomalous)
 
 
 def reply_batch(processor, prompt: PromptSpec, examples: Sequence[ReplyExample]) -> dict[str, torch.Tensor]:
