@@ -189,3 +189,86 @@ def test_the_recipe_calibration_key_sets_the_exports_threshold_rule(tmp_path):
     for bad in (0, 1.5):
         with pytest.raises(InspectdError, match=r"calibration\.target_recall"):
             load_recipe(_write_recipe(tmp_path, calibration={"target_recall": bad}))
+
+
+def _reviewed_store(tmp_path: Path) -> Path:
+    """An inspectd config whose store holds 24 inspected, archived photos and the engineers' reviews of 23 of
+    them (some overruling the model); one photo was rewritten after its inspection. Returns the config."""
+    import hashlib
+    import time
+
+    from inspectd.config import AlertSettings, ArchiveSettings
+    from inspectd.daemon.archive import Archiver
+    from inspectd.daemon.items import ReadyFile
+    from inspectd.daemon.recorder import InspectionRecorder, Processed
+    from inspectd.real.params import RealParams
+    from inspectd.store.database import migrate, open_engine
+    from inspectd.store.reviews import add_review
+    from inspectd.verdict import Verdict
+    from tests.test_store_cli import _result
+
+    config = tmp_path / "plant.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"bundle": "bundle"}, "store": {"url": f"sqlite:///{tmp_path / 'var' / 'store.db'}"},
+        "watch": {"folders": [{"path": str(tmp_path / "drop"), "camera": "line1"}]},
+        "archive": {"folder": str(tmp_path / "archive"), "failed_folder": str(tmp_path / "failed")}}))
+    engine = open_engine(f"sqlite:///{tmp_path / 'var' / 'store.db'}")
+    migrate(engine)
+    recorder = InspectionRecorder(engine, None, RealParams(), Archiver(ArchiveSettings(
+        folder=tmp_path / "archive", failed_folder=tmp_path / "failed")), AlertSettings(), save_maps=True)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    ids = {}
+    for seed in range(24):
+        defective = seed % 3 == 0  # 8 defective, 16 good
+        path = drop / f"part-{seed}.png"
+        make_sample(seed, 96, anomalous=defective).image.convert("L").save(path)
+        model_says = Verdict.ANOMALOUS if (defective != (seed in (3, 4))) else Verdict.NORMAL  # two model errors
+        ready = ReadyFile(path, "line1", time.time())
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        ids[seed] = recorder.record(Processed(ready, sha, 100, _result(str(path), model_says, 0.7), time.time()))
+    for seed, inspection_id in ids.items():
+        if seed != 23:  # one part nobody reviewed
+            add_review(engine, inspection_id, "defect" if seed % 3 == 0 else "good", "", "ann")
+    with engine.connect() as connection:
+        from sqlalchemy import text
+
+        rewritten = connection.execute(text("SELECT archived_path FROM inspections WHERE id = :i"),
+                                       {"i": ids[1]}).scalar_one()
+    with open(rewritten, "r+b") as handle:  # the camera rewrote it after the inspection
+        handle.seek(100)
+        handle.write(b"\x00" * 8)
+    engine.dispose()
+    return config
+
+
+def test_recipe_learns_from_the_reviews_in_the_store(tmp_path):
+    """The loop closes through the recipe: reviewed rows (label = newest review, whatever the model said) are
+    exported once, split into training and validation, trained on, calibrated, evaluated and carded."""
+    plant = _reviewed_store(tmp_path)
+    path = _write_recipe(
+        tmp_path,
+        data={**FOLDER_DATA, "kind": "reviewed_store", "config": "plant.yaml", "path": None,
+              "validation_fraction": 0.25},
+        warmup={"steps": 150, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 10},
+        zero_shot=[],
+    )
+    config = load_recipe(path)
+    assert config.data.config == plant
+    run_recipe(config)
+    export = json.loads((config.work_dir / "reviewed-data" / "export.json").read_text())
+    assert (export["good"], export["defect"], len(export["changed"])) == (14, 8, 1)  # 23 reviewed, 1 rewritten
+    card = (config.output / "MODEL_CARD.md").read_text()
+    assert "the inspections its engineers reviewed in the console (the store of `plant.yaml`" in card
+    assert "training 10 good + 6 defective, validation 4 good + 2 defective" in card
+    exported = json.loads((config.work_dir / "export" / "stage.json").read_text())
+    assert exported["cgro"]["calibration_images"] == 6  # the held-out reviewed rows calibrate the threshold
+    verify_bundle(config.output)
+
+
+def test_a_recipe_on_too_few_reviews_says_so(tmp_path):
+    plant = _reviewed_store(tmp_path)
+    path = _write_recipe(tmp_path, data={**FOLDER_DATA, "kind": "reviewed_store", "config": str(plant),
+                                         "path": None, "camera": "line9"})
+    with pytest.raises(InspectdError, match="0 good and 0 defective reviewed inspections"):
+        run_recipe(load_recipe(path))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +66,21 @@ class LabelledFolderData(StrictModel):
         if self.image_size % 28:
             raise ValueError(f"image_size {self.image_size} is not a multiple of 28 (14 px patches merged 2x2)")
         return self
+
+
+class ReviewedStoreData(LabelledFolderData):
+    """The ``data:`` section of a recipe that learns from the engineers' reviews: the inspections reviewed in the
+    console (label = the newest review, whatever the model said), exported once into ``work_dir/reviewed-data``
+    (``good/``, ``defect/``, ``reviews.csv``) and then split and used as a labelled folder, validation included.
+    A photo rewritten after its inspection, or removed by retention, is left out and counted."""
+
+    kind: Literal["reviewed_store"]
+    config: Path = Field(description="the inspectd config whose store and archive hold the reviewed inspections")
+    since: datetime | None = Field(None, description="only inspections since this time (UTC)")
+    camera: str | None = Field(None, description="only this camera's inspections")
+    path: Path | None = Field(None, description="set by the recipe: the folder the reviewed rows were exported to "
+                                                "(kept for the whole recipe, so its split never moves; a new "
+                                                "work_dir takes new reviews)")
 
 
 @dataclass(frozen=True)

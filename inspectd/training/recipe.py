@@ -40,7 +40,7 @@ from inspectd.model.tiny_spec import TinySpec
 from inspectd.real.params import RealParams
 from inspectd.strict_model import StrictModel
 from inspectd.training.cgro_config import CgroSettings
-from inspectd.training.line_data import LabelledFolderData
+from inspectd.training.line_data import LabelledFolderData, ReviewedStoreData
 from inspectd.training.stage_names import OLD_STAGE_NAMES, OLD_SYNTHETIC_KEYS, stage_folder, with_new_keys
 from inspectd.training.warmup_config import WarmupSettings
 
@@ -73,7 +73,8 @@ def _data_kind(value) -> str:
 
 
 RecipeData = Annotated[
-    Annotated[SyntheticSplits, Tag("synthetic")] | Annotated[LabelledFolderData, Tag("labelled_folder")],
+    Annotated[SyntheticSplits, Tag("synthetic")] | Annotated[LabelledFolderData, Tag("labelled_folder")]
+    | Annotated[ReviewedStoreData, Tag("reviewed_store")],
     Discriminator(_data_kind),
 ]
 
@@ -140,7 +141,43 @@ def load_recipe(path: Path) -> RecipeConfig:
               "init": resolve_beside(base, config.init)}
     if isinstance(config.data, LabelledFolderData):
         update["data"] = config.data.model_copy(update={"path": resolve_beside(base, config.data.path)})
+    if isinstance(config.data, ReviewedStoreData):
+        update["data"] = update["data"].model_copy(update={"config": resolve_beside(base, config.data.config)})
     return config.model_copy(update=update)
+
+
+REVIEWED_FOLDER = "reviewed-data"
+
+
+def with_reviewed_rows(config: RecipeConfig) -> RecipeConfig:
+    """``data.kind: reviewed_store``: the reviewed inspections exported once into ``work_dir/reviewed-data`` and
+    read from there as a labelled folder. A rerun (or a resumed stage) reads the same export, so the split and
+    the stages already done stay valid; a new ``work_dir`` takes the reviews made since."""
+    data = config.data
+    if not isinstance(data, ReviewedStoreData) or data.path is not None:
+        return config
+    folder = config.work_dir / REVIEWED_FOLDER
+    if not (folder / "export.json").is_file():
+        from inspectd.config import load_settings
+        from inspectd.data.archived_photos import PhotoRoots
+        from inspectd.data.reviewed import export_reviewed
+        from inspectd.store.database import open_engine
+
+        settings = load_settings(data.config, require_paths=False)
+        done = export_reviewed(open_engine(settings.store.url, create=False), PhotoRoots.of(settings), folder,
+                               data.since, data.camera, replace=True)
+        facts = {"config": str(data.config), "since": data.since, "camera": data.camera, "good": done.good,
+                 "defect": done.defect, "missing": list(done.missing), "changed": list(done.changed)}
+        (folder / "export.json").write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
+        log.info("data: %d good and %d defective reviewed inspections exported to %s (%d without their photo, "
+                 "%d whose photo changed since inspection: left out)", done.good, done.defect, folder,
+                 len(done.missing), len(done.changed))
+    facts = json.loads((folder / "export.json").read_text(encoding="utf-8"))
+    if facts["good"] < 2 or facts["defect"] < 2:
+        raise InspectdError(f"data: {facts['good']} good and {facts['defect']} defective reviewed inspections in "
+                            f"{data.config}'s store; a recipe needs at least 2 of each (one to train on, one to "
+                            "validate): review more in the console, or widen data.since / data.camera")
+    return config.model_copy(update={"data": data.model_copy(update={"path": folder})})
 
 
 def _from_folder(config: RecipeConfig) -> bool:
@@ -436,6 +473,8 @@ def _run_seed_builds(config: RecipeConfig, stop_after: str | None) -> None:
 
 
 def run_recipe(config: RecipeConfig, stop_after: str | None = None) -> None:
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    config = with_reviewed_rows(config)
     if config.seeds:
         _run_seed_builds(config, stop_after)
         return

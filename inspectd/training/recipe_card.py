@@ -111,7 +111,7 @@ def _folder_sections(config) -> dict[str, list[str]]:
     return {
         "intro": [
             f"**What it is.** A small model of the real Qwen2.5-VL architecture that learnt one production line "
-            f"from its operators' OK/NG photos (`{data.path.name}`): image-level labels only, no pixel label "
+            f"from {_source(data)}: image-level labels only, no pixel label "
             f"anywhere. It starts from `{config.init.name if config.init else 'a fresh small model'}`, is warmed "
             "up on the line's good images with defects drawn onto them (their masks teach where) and on the real "
             "defective images (their folder names teach what), then tuned with CGRO on the real images' labels. "
@@ -215,10 +215,20 @@ def _notes_section(notes: list[str]) -> list[str]:
     return ["## Notes", "", *(line for note in notes for line in (note.strip(), ""))]
 
 
+def _source(data) -> str:
+    """Where a line recipe's labelled photos came from, as the card's first paragraph says it."""
+    if getattr(data, "kind", None) == "reviewed_store":
+        since = f" since {data.since:%Y-%m-%d %H:%M} UTC" if data.since else ""
+        camera = f", camera {data.camera}" if data.camera else ""
+        return (f"the inspections its engineers reviewed in the console (the store of `{data.config.name}`{since}"
+                f"{camera}; label = the newest review, exported to `{data.path.name}/`)")
+    return f"its operators' OK/NG photos (`{data.path.name}`)"
+
+
 def recipe_model_card(config, stages: dict, builds=()) -> str:
     """``builds``: every seed's figures when the recipe built several (``seeds``); ``config`` is the chosen one's."""
     warmup, cgro, export, evaluation = (stages[n].record() for n in ("warmup", "cgro", "export", "eval"))
-    folder = getattr(config.data, "kind", "synthetic") == "labelled_folder"
+    folder = getattr(config.data, "kind", "synthetic") in ("labelled_folder", "reviewed_store")
     sections = _folder_sections(config) if folder else _synthetic_sections(config)
     suites = {**_SUITES, "zero_shot": _SUITES["dev"] if folder else _SUITES["zero_shot"]}
     tables = []
