@@ -154,3 +154,147 @@ def test_off_loopback_the_console_needs_users_and_checks_them(store, tmp_path):
     bad.write_text("ann:plaintext\n")
     console = ConsoleProcess(store, {"users_file": str(bad)})
     assert console.proc.wait(timeout=120) == 2 and "line 1" in console.output()
+
+
+def _text(body: bytes) -> str:
+    """A page's text without its tags, spaces collapsed."""
+    return re.sub(r" ([),.;:])", r"\1", " ".join(re.sub(rb"<[^>]+>", b" ", body).decode().split()))
+
+
+def test_the_console_answers_at_once_and_serves_once_the_daemon_made_the_store(tmp_path):
+    """Started before the store exists (a first run: the daemon loads its model for a minute), the console answers
+    at once: 503 "daemon starting" pages that reload themselves, /healthz "starting", behind the Host and login
+    guards; once the store is created and migrated the pages work, without restarting the console."""
+    from inspectd.store.database import migrate, open_engine
+    from tests.daemon_harness import wait_for, write_config
+
+    config = write_config(tmp_path, SHIPPED)
+    users = tmp_path / "console-users"
+    users.write_text(f"ann:{hash_password('correct horse battery')}\n")
+    ann = ("ann", "correct horse battery")
+    console = ConsoleProcess(config, {"users_file": str(users)})
+    db = tmp_path / "var" / "inspectd.db"
+    try:
+        def answers():
+            assert console.proc.poll() is None, console.output()
+            try:
+                return request(console.url + "/healthz")
+            except OSError:
+                return None
+        wait_for(answers, 30, "the console answering while the store does not exist")
+        status, headers, body = request(console.url + "/healthz")
+        assert status == 503 and body.startswith(b"starting: waiting for the store") and b"does not exist" in body
+        assert request(console.url + "/history")[0] == 401  # the login before anything else
+        status, _, body = request(console.url + "/history", headers={"Host": "evil.example"}, user=ann)
+        assert status == 400  # the Host guard too
+        status, headers, body = request(console.url + "/history", user=ann)
+        assert status == 503 and "daemon starting: waiting for the store" in _text(body), body[:500]
+        assert b'<meta http-equiv="refresh" content="3">' in body and headers["retry-after"] == "3"
+        assert "default-src 'self'" in headers["content-security-policy"] and b"<script" not in body
+        assert b"does not exist" in body
+        assert request(console.url + "/inspections/1/photo.jpg", user=ann)[0] == 503
+        assert request(console.url + "/static/console.css", user=ann)[0] == 200  # the starting page's style
+        assert not db.exists()  # the console never creates the store
+
+        open_engine(f"sqlite:///{db}").connect().close()  # the daemon's first step: an empty file
+        wait_for(lambda: b"schema none" in request(console.url + "/history", user=ann)[2], 10, "schema none")
+        migrate(open_engine(f"sqlite:///{db}"))
+        wait_for(lambda: request(console.url + "/healthz")[0] == 200, 10, "the console seeing the store")
+        for page in ("/history", "/stats", "/alerts"):
+            status, _, body = request(console.url + page, user=ann)
+            assert status == 200 and b"daemon starting" not in body and b"http-equiv" not in body, page
+        assert b"No inspections" in request(console.url + "/history", user=ann)[2]
+    finally:
+        console.stop()
+    assert "waiting for the store" in console.output()
+
+
+def test_the_favicon_is_served_under_the_guards(open_console):
+    status, headers, body = request(open_console.url + "/favicon.ico")
+    assert status == 200 and headers["content-type"].startswith("image/svg+xml") and body.startswith(b"<svg")
+    assert b"<script" not in body and b"style=" not in body
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert request(open_console.url + "/static/favicon.svg")[2] == body
+    assert request(open_console.url + "/favicon.ico", headers={"Host": "evil.example"})[0] == 400
+    page = request(open_console.url + "/history")[2]
+    assert b'<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
+
+
+def test_the_inspection_page_says_where_the_photo_arrived_and_where_it_is_now(open_console, store):
+    db = _db(store)
+    inspection_id, source, archived = db_rows(db, "SELECT id, source_path, archived_path FROM inspections "
+                                                  "ORDER BY id")[0]
+    assert archived and archived != source
+    body = request(f"{open_console.url}/inspections/{inspection_id}")[2]
+    arrived = re.search(rb'id="arrived-as">([^<]*)<', body).group(1).decode()
+    now = re.search(rb'id="photo-now">(.*?)</td>', body, re.S).group(1).decode()
+    assert arrived == source and now == archived
+    connection = sqlite3.connect(db)
+    try:
+        connection.execute("UPDATE inspections SET photo_removed_at = '2026-11-30 08:00:00' WHERE id = ?",
+                           (inspection_id,))
+        connection.commit()
+        body = request(f"{open_console.url}/inspections/{inspection_id}")[2]
+    finally:
+        connection.execute("UPDATE inspections SET photo_removed_at = NULL WHERE id = ?", (inspection_id,))
+        connection.commit()
+        connection.close()
+    now = _text(re.search(rb'id="photo-now">(.*?)</td>', body, re.S).group(1))
+    assert now.startswith("removed by retention 2026-11-30 08:00:00") and archived in now
+    assert re.search(rb'id="arrived-as">([^<]*)<', body).group(1).decode() == source
+
+
+def test_the_alerts_page_shows_what_the_cooldown_held_back(tmp_path):
+    """Three defects of one camera within a rule's 10 s cooldown: one alert is sent, two are stored suppressed;
+    the page sums them up above the table and each suppressed row names (and links) the alert in force."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy.orm import Session
+
+    from inspectd.alerts.outbox import add_inspection_alerts
+    from inspectd.config import AlertSettings
+    from inspectd.store.database import migrate, open_engine
+    from inspectd.store.schema import InspectionRow
+    from tests.daemon_harness import write_config
+
+    config = write_config(tmp_path, SHIPPED)
+    engine = open_engine(f"sqlite:///{tmp_path / 'var' / 'inspectd.db'}")
+    migrate(engine)
+    rules = AlertSettings.model_validate({"channels": [{"type": "log", "name": "log"}], "rules": [
+        {"name": "bad", "verdicts": ["anomalous"], "channels": ["log"], "cooldown_s": 10}]}).rules
+    start = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=5)
+    with Session(engine) as session, session.begin():
+        for i in range(1, 4):
+            row = InspectionRow(id=i, created_at=start + timedelta(seconds=i), camera="top", source_path=f"/d/{i}.png",
+                                sha256=f"{i:064x}", size_bytes=1, verdict="anomalous", score=0.9, threshold=0.5,
+                                reasoning_tokens=0, tokens_used=0)
+            session.add(row)
+            session.flush()
+            add_inspection_alerts(session, rules, row, start + timedelta(seconds=i))
+            session.flush()
+    engine.dispose()
+    alerts = db_rows(tmp_path / "var" / "inspectd.db", "SELECT id, status, inspection_id FROM alerts ORDER BY id")
+    assert [s for _, s, _ in alerts] == ["pending", "suppressed", "suppressed"]
+    first = alerts[0][0]
+    console = ConsoleProcess(config)
+    try:
+        console.wait_ready()
+        status, _, body = request(console.url + "/alerts")
+        assert status == 200
+        summary = _text(re.search(rb'id="suppressed-summary">(.*?)</ul>', body, re.S).group(1))
+        assert "The cooldown held back 2 alerts of rule bad on camera top (log) in the last 24 h (cooldown 10 s)" \
+            in summary, summary
+        rows = re.findall(rb'<tr id="alert-(\d+)" class="alert-row-(\w+)">(.*?)</tr>', body, re.S)
+        held = [(int(i), _text(cells), cells) for i, status, cells in rows if status == b"suppressed"]
+        assert sorted(i for i, _, _ in held) == [a for a, s, _ in alerts if s == "suppressed"]
+        for _, text, cells in held:
+            assert f"not sent: the cooldown (10 s) of alert #{first} (pending, inspection #1) was in force" in text
+            assert f'href="/alerts?status=pending#alert-{first}"'.encode() in cells
+            assert b'href="/inspections/1"' in cells and b"badge alert-suppressed" in cells
+        status, _, body = request(console.url + "/alerts?status=suppressed")
+        shown = re.findall(rb'class="alert-row-(\w+)"', body)
+        assert status == 200 and shown == [b"suppressed", b"suppressed"] and b"suppressed-summary" in body
+        assert re.findall(rb'class="alert-row-(\w+)"', request(console.url + "/alerts?status=pending")[2]) == \
+            [b"pending"]
+    finally:
+        console.stop()

@@ -172,3 +172,142 @@ def test_the_pages_work_under_the_content_security_policy(browser, console):
     violations = [m for m in messages if "Content Security Policy" in m or "Refused to" in m]
     assert not violations, violations
     page.close()
+
+
+def test_the_reviewers_name_is_remembered_in_this_browser(browser, console, tmp_path):
+    """Without a users file the form asks for a name: typed once, it is prefilled on the next inspection (this
+    browser's localStorage, by inspection.js); another browser profile starts empty. With a users file the
+    reviewer is the login and the form has no name field."""
+    from inspectd.console.auth import hash_password
+
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(console.url + "/inspections/1")
+    assert page.input_value("#reviewer") == ""
+    page.check("input[name=label][value=good]")
+    page.fill("#reviewer", "Ann Example")
+    page.click("#submit-review")
+    page.wait_for_selector("#latest-review")
+    page.goto(console.url + "/inspections/2")
+    assert page.input_value("#reviewer") == "Ann Example"
+    page.check("input[name=label][value=defect]")
+    page.click("#submit-review")  # the prefilled name is accepted as typed
+    page.wait_for_selector("#latest-review")
+    assert "by Ann Example" in page.inner_text("#reviews")
+    page.screenshot(path=str(SHOTS / "inspection-remembered-reviewer.png"), full_page=True)
+    context.close()
+    other = browser.new_context()
+    fresh = other.new_page()
+    fresh.goto(console.url + "/inspections/1")
+    assert fresh.input_value("#reviewer") == ""
+    other.close()
+
+    config = console.log_path.parent / "inspectd.yaml"
+    users = tmp_path / "console-users"
+    users.write_text(f"ann:{hash_password('correct horse battery')}\n")
+    copy = config.parent / "inspectd-users.yaml"
+    copy.write_text(config.read_text())
+    with_users = ConsoleProcess(copy, {"users_file": str(users)})
+    try:
+        with_users.wait_ready()
+        context = browser.new_context(http_credentials={"username": "ann", "password": "correct horse battery"})
+        page = context.new_page()
+        page.goto(with_users.url + "/inspections/1")
+        assert page.locator("input[name=reviewer]").count() == 0 and "ann" in page.inner_text("header")
+        page.check("input[name=label][value=good]")
+        page.click("#submit-review")
+        page.wait_for_selector("#latest-review")
+        assert "by ann" in page.inner_text("#reviews")
+        context.close()
+    finally:
+        with_users.stop()
+
+
+def test_the_stats_charts_are_readable(browser, tmp_path):
+    """Two cameras over two weeks: each chart is a readable size at 1280 px, with axes, 12 px labels, values on
+    the bars and a <title> (the browser's tooltip) on every day and score bin."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy.orm import Session
+
+    from inspectd.store.database import migrate, open_engine
+    from inspectd.store.schema import InspectionRow
+    from tests.daemon_harness import write_config
+
+    config = write_config(tmp_path, REPO / "models" / "tiny-cgro", console={"time_zone": "Europe/Berlin"})
+    engine = open_engine(f"sqlite:///{tmp_path / 'var' / 'inspectd.db'}")
+    migrate(engine)
+    now = datetime.now(timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    with Session(engine) as session, session.begin():
+        n = 0
+        for day in range(14):
+            for camera, parts in (("line1-top", 6 + day % 5), ("line1-side", 3 + day % 3)):
+                for part in range(parts):
+                    n += 1
+                    score = ((n * 37) % 100) / 100
+                    session.add(InspectionRow(
+                        id=n, created_at=now - timedelta(days=day, hours=part), camera=camera,
+                        source_path=f"/d/{n}.png", sha256=f"{n:064x}", size_bytes=1, score=score, threshold=0.5,
+                        verdict="anomalous" if score >= 0.5 + 0.03 * (day % 4) else "normal",
+                        reasoning_tokens=0, tokens_used=0))
+    engine.dispose()
+    console = ConsoleProcess(config)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        console.wait_ready()
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.goto(console.url + "/stats?days=14")
+        charts = page.locator("svg.chart")
+        assert charts.count() == 4
+        for i in range(4):
+            box = charts.nth(i).bounding_box()
+            assert box["width"] >= 460 and box["height"] >= 220, box
+        rate = page.locator("figure.rate-chart svg").first
+        days = rate.locator("g.day")
+        assert days.count() >= 14
+        titles = days.locator("title").all_text_contents()
+        assert all(t.strip() for t in titles) and sum("% defects (" in t for t in titles) >= 14, titles
+        assert rate.locator("text.value").count() >= 14  # a value over each bar
+        for selector in ("text.tick", "text.label"):
+            size = float(rate.locator(selector).first.evaluate("e => getComputedStyle(e).fontSize")[:-2])
+            assert size >= 12, (selector, size)
+        labels = rate.locator("text.label").all_text_contents()
+        assert labels == ["day (Europe/Berlin, month-day)", "defect rate"], labels
+        bins = page.locator("figure.score-chart svg").first.locator("g.bin title").all_text_contents()
+        assert len(bins) == 10 and bins[0].startswith("score 0.0–0.1: ")
+        days.nth(3).hover()
+        page.screenshot(path=str(SHOTS / "stats-two-weeks.png"), full_page=True)
+    finally:
+        console.stop()
+
+
+def test_a_console_started_before_its_store_reloads_itself_into_the_history(browser, tmp_path):
+    """The first-run order (console first, daemon loading): the browser shows "daemon starting", reloads itself
+    (a meta refresh: the CSP allows it) and lands on the history once the store is there."""
+    from inspectd.store.database import migrate, open_engine
+    from tests.daemon_harness import write_config
+
+    config = write_config(tmp_path, REPO / "models" / "tiny-cgro")
+    console = ConsoleProcess(config)
+    page = browser.new_page(viewport={"width": 1280, "height": 500})
+    messages = []
+    page.on("console", lambda message: messages.append(message.text))
+    try:
+        from tests.daemon_harness import wait_for
+        from tests.console_harness import request
+
+        def answers():
+            try:
+                return request(console.url + "/healthz")[0] == 503
+            except OSError:
+                return False
+        wait_for(answers, 30, "the console answering")
+        response = page.goto(console.url + "/history")
+        assert response.status == 503 and "daemon starting: waiting for the store" in page.inner_text("#starting")
+        page.screenshot(path=str(SHOTS / "starting.png"), full_page=True)
+        migrate(open_engine(f"sqlite:///{tmp_path / 'var' / 'inspectd.db'}"))
+        page.wait_for_selector("#history", timeout=20_000)
+        assert not [m for m in messages if "Content Security Policy" in m or "Refused to" in m], messages
+    finally:
+        page.close()
+        console.stop()

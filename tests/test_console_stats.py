@@ -6,10 +6,11 @@ from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy.orm import Session
 
 from inspectd.console.history import HistoryQuery, cameras, page, parse_query
-from inspectd.console.stats import collect
+from inspectd.store.stats import collect
 from inspectd.store.database import migrate, open_engine
 from inspectd.store.reviews import add_review
 from inspectd.store.schema import InspectionRow
@@ -77,3 +78,59 @@ def test_keyset_pages_visit_every_row_once_newest_first_under_filters(store_url)
     assert local.since == datetime(2026, 11, 24, 8, 0, 30)
     again = parse_query(dict(parse_qsl(local.link()[1:])), 500, ZoneInfo("Europe/Berlin"))
     assert again.since == local.since  # a link keeps the same instant whatever the zone
+
+
+@pytest.mark.slow
+def test_the_cli_and_the_console_count_the_same_plant_days(tmp_path):
+    """Eight rows around a Berlin midnight: four defects just after it (still the day before in UTC), four good
+    parts later that night. In Europe/Berlin both the CLI and the console say one day, 50 %; the CLI on a bare
+    --db counts UTC days, and says so."""
+    import json
+    import re
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from tests.console_harness import REPO, ConsoleProcess, request
+    from tests.daemon_harness import write_config
+
+    berlin = ZoneInfo("Europe/Berlin")
+    day = datetime.now(berlin).date() - timedelta(days=3)
+    midnight = datetime(day.year, day.month, day.day, tzinfo=berlin).astimezone(timezone.utc).replace(tzinfo=None)
+    specs = [(midnight + timedelta(minutes=10 + 5 * i), "top", "anomalous", 0.9) for i in range(4)]
+    specs += [(midnight + timedelta(hours=2, minutes=5 * i), "top", "normal", 0.1) for i in range(4)]
+    assert len({c.date() for c, *_ in specs}) == 2  # two UTC days, one Berlin day
+    config = write_config(tmp_path, REPO / "models" / "tiny-cgro", console={"time_zone": "Europe/Berlin"})
+    url = f"sqlite:///{tmp_path / 'var' / 'inspectd.db'}"
+    engine = open_engine(url)
+    migrate(engine)
+    _rows(engine, specs)
+    engine.dispose()
+
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "inspectd.cli", *args], capture_output=True, text=True,
+                              timeout=120, cwd=REPO)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def per_day(*args):
+        return {r["day"]: (r["inspections"], r["anomaly_rate"]) for r in json.loads(cli(*args, "--format", "json"))}
+
+    local = per_day("--config", str(config), "stats")
+    assert local == {day.isoformat(): (8, 0.5)}
+    assert per_day("stats", "--db", url, "--time-zone", "Europe/Berlin") == local
+    utc = per_day("stats", "--db", url)
+    assert utc == {(day - timedelta(days=1)).isoformat(): (4, 1.0), day.isoformat(): (4, 0.0)}
+    assert cli("--config", str(config), "stats").startswith("days in Europe/Berlin (console.time_zone of")
+    assert cli("stats", "--db", url).startswith("days in UTC (--db without --config")
+    assert per_day("--config", str(config), "stats", "--since", f"{day.isoformat()}T12:00") == local  # whole day
+
+    console = ConsoleProcess(config)
+    try:
+        console.wait_ready()
+        status, _, body = request(console.url + "/stats?days=14")
+        assert status == 200 and b"days and shifts in Europe/Berlin" in body
+        titles = dict(re.findall(r"<title>(\d{4}-\d\d-\d\d): ([^<]*)</title>", body.decode()))
+        assert titles == {day.isoformat(): "50.0% defects (4 of 8 judged)"}, titles
+    finally:
+        console.stop()

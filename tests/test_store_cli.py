@@ -255,6 +255,12 @@ def test_show_writes_pngs_and_stats_and_alerts(store):
     by_camera = {r["camera"]: r for r in stats}
     assert by_camera["cam1"]["inspections"] == 3 and by_camera["cam1"]["anomaly_rate"] == pytest.approx(2 / 3)
     assert by_camera["cam2"]["failed"] == 1 and by_camera["cam2"]["anomaly_rate"] == 1.0
+    table = _cli(url, "stats").stdout  # --db without --config: UTC days, and the table says so
+    assert table.startswith("days in UTC (--db without --config") and "cam1" in table and "mean_latency_ms" in table
+    berlin = json.loads(_cli(url, "stats", "--time-zone", "Europe/Berlin", "--format", "json").stdout)
+    assert sum(r["inspections"] for r in berlin) == 5 and {r["camera"] for r in berlin} == {"cam1", "cam2"}
+    wrong = _cli(url, "stats", "--time-zone", "Mars/Olympus")
+    assert wrong.returncode == 2 and "not an IANA zone" in wrong.stderr
     pending = json.loads(_cli(url, "alerts", "--format", "json").stdout)
     assert {a["inspection_id"] for a in pending} == {ids[0], ids[2]}
 

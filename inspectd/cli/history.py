@@ -26,8 +26,8 @@ from inspectd.config import config_path, load_settings
 from inspectd.errors import InspectdError
 from inspectd.verdict import Verdict
 from inspectd.store.database import current_revision, head_revision, open_engine
-from inspectd.store.queries import (HISTORY_COLUMNS, HistoryFilter, alerts, artifacts, daily_stats, history,
-                                    inspection, suppressed_alerts)
+from inspectd.store.queries import (HISTORY_COLUMNS, HistoryFilter, alerts, artifacts, history, inspection,
+                                    suppressed_alerts)
 from inspectd.store.reviews import agrees, reviews_of
 from inspectd.safe_text import csv_cell, escape_controls
 from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertStatus
@@ -246,10 +246,27 @@ def _photo_check(record: dict) -> str:
     return f"{source} (sha256 matches the inspected bytes)"
 
 
-def cmd_stats(args) -> int:
+def _stats_zone(args) -> tuple[str, str]:
+    """The zone whose days ``stats`` counts, and where it comes from: --time-zone, else the config's
+    console.time_zone (the console's days), else UTC (--db without --config)."""
+    if args.time_zone:
+        return args.time_zone, "--time-zone"
+    if args.db is not None and not args.config:
+        return "UTC", "--db without --config; --time-zone to change"
+    path = config_path(args.config)
+    return load_settings(path, require_paths=False).console.time_zone, f"console.time_zone of {path}"
 
-    rows = daily_stats(_engine(args), args.since, args.camera)
-    sys.stdout.write(render(rows, args.format))
+
+def cmd_stats(args) -> int:
+    from inspectd.store.stats import DAILY_COLUMNS, collect, zone_of
+
+    zone, origin = _stats_zone(args)
+    zone_of(zone)  # a wrong name is refused before the store is opened
+    stats = collect(_engine(args), None, zone, since=args.since, camera=args.camera)  # days only, no shifts
+    rows = stats.daily_rows()
+    if args.format == "table":
+        print(f"days in {zone} ({escape_controls(origin)})")
+    sys.stdout.write(render(rows, args.format, list(DAILY_COLUMNS)))
     return 0
 
 
@@ -262,7 +279,7 @@ def cmd_alerts(args) -> int:
         since = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=24)
         held = suppressed_alerts(engine, since)
         if held:
-            print(f"\nsuppressed by a rule's cooldown in the last 24 h (not sent; --all lists them):")
+            print("\nsuppressed by a rule's cooldown in the last 24 h (not sent; --all lists them):")
             sys.stdout.write(render(held, "table", ["rule", "channel", "camera", "suppressed", "cooldown_s",
                                                     "last_suppressed_at"]))
     return 0
@@ -319,9 +336,14 @@ def add_commands(sub) -> None:
     show.add_argument("--overlay", help="write a heat overlay on the archived image here")
     show.set_defaults(handler=cmd_show)
 
-    stats = sub.add_parser("stats", help="per day and camera: counts, anomaly rate, mean latency")
+    stats = sub.add_parser("stats", help="per day and camera: counts, anomaly rate, mean latency (the console's "
+                                          "days: console.time_zone)")
     common(stats)
-    stats.add_argument("--since", type=parse_time)
+    stats.add_argument("--since", type=parse_time,
+                       help="from the day (in the stats' zone) holding this ISO time (UTC) or span back: 7d, 24h")
+    stats.add_argument("--time-zone", metavar="ZONE",
+                       help="IANA zone whose days are counted (default: console.time_zone of the config, as the "
+                            "console counts; UTC with --db and no --config)")
     stats.add_argument("--camera")
     stats.add_argument("--format", choices=("table", "csv", "json"), default="table")
     stats.set_defaults(handler=cmd_stats)

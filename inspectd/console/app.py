@@ -13,19 +13,19 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 import anyio
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -35,14 +35,15 @@ from inspectd.console import history, photos
 from inspectd.console.auth import CsrfTokens, LoginThrottle, Users
 from inspectd.console.guards import SecurityHeaders, host_allowed, hosts_of
 from inspectd.console.render_cache import RenderCache
-from inspectd.console.stats import collect
+from inspectd.console.store_gate import StoreGate
 from inspectd.data.archived_photos import PhotoChanged, PhotoRoots
 from inspectd.errors import InspectdError
 from inspectd.verdict import Verdict
 from inspectd.store import queries, token_maps
 from inspectd.store.database import StoreError
 from inspectd.store.reviews import add_review, agrees, reviews_of
-from inspectd.store.schema import AlertStatus, ReviewLabel
+from inspectd.store.schema import AlertRow, AlertStatus, ReviewLabel
+from inspectd.store.stats import collect
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("inspectd.console")
@@ -52,12 +53,16 @@ log = logging.getLogger("inspectd.console")
 class ConsoleContext:
     """What the pages need; built once by ``serve``."""
 
-    reader: Engine  # read-only
-    writer: Engine  # may write reviews and nothing else
+    reader: Engine | None  # read-only (None: ``store`` opens it once the store is ready)
+    writer: Engine | None  # may write reviews and nothing else
     settings: ConsoleSettings
     roots: PhotoRoots
     users: Users | None
     csrf: CsrfTokens
+    store: StoreGate | None = None  # ``serve``: the store may not exist yet when the console starts
+
+    def gate(self) -> StoreGate:
+        return self.store if self.store is not None else StoreGate.of(self.reader, self.writer)
 
 
 def _user(request: Request) -> str | None:
@@ -75,6 +80,7 @@ def create_app(context: ConsoleContext) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescapes .html
     zone = ZoneInfo(context.settings.time_zone)
     hosts = hosts_of(context.settings)
+    gate = context.gate()
 
     def local(value: datetime | None) -> str:
         if value is None:
@@ -95,7 +101,7 @@ def create_app(context: ConsoleContext) -> Starlette:
         return templates.TemplateResponse(request, name, values, status_code=http_status)
 
     def record_of(inspection_id: int) -> dict:
-        record = queries.inspection(context.reader, inspection_id)
+        record = queries.inspection(gate.reader, inspection_id)
         if record is None:
             raise HTTPException(404, f"inspection {inspection_id} does not exist")
         return record
@@ -107,23 +113,23 @@ def create_app(context: ConsoleContext) -> Starlette:
             raise HTTPException(400, str(exc)) from None
         if "size" not in request.query_params:
             query = dataclasses.replace(query, size=context.settings.page_size)
-        rows, following = history.page(context.reader, query)
-        reviews = reviews_of(context.reader, [r["id"] for r in rows])
+        rows, following = history.page(gate.reader, query)
+        reviews = reviews_of(gate.reader, [r["id"] for r in rows])
         for row in rows:
             latest = reviews.get(row["id"], [None])[-1]
             row["review"] = latest
             row["agrees"] = None if latest is None else agrees(row["verdict"], latest.label)
         return page(request, "history.html", rows=rows, query=query, following=following,
-                    cameras=history.cameras(context.reader), verdicts=[v.value for v in Verdict])
+                    cameras=history.cameras(gate.reader), verdicts=[v.value for v in Verdict])
 
     async def inspection_page(request: Request) -> Response:
         inspection_id = _id(request)
         record = record_of(inspection_id)
-        tokens = queries.token_maps(context.reader, inspection_id)
+        tokens = queries.token_maps(gate.reader, inspection_id)
         segments = _reasoning_segments(record.get("reasoning") or "", tokens)
         return page(request, "inspection.html", r=record, has_maps=record["has_maps"],
-                    has_photo=context.roots.path_of(record) is not None, segments=segments,
-                    reviews=reviews_of(context.reader, [inspection_id]).get(inspection_id, []),
+                    has_photo=context.roots.path_of(record) is not None, segments=segments, photo=_photo_now(record),
+                    reviews=reviews_of(gate.reader, [inspection_id]).get(inspection_id, []),
                     labels=[label.value for label in ReviewLabel])
 
     async def review(request: Request) -> Response:
@@ -156,7 +162,7 @@ def create_app(context: ConsoleContext) -> Starlette:
         if len(note) > 2000:
             raise HTTPException(400, "note: longer than 2000 characters")
         try:
-            add_review(context.writer, inspection_id, label, note, reviewer)
+            add_review(gate.writer, inspection_id, label, note, reviewer)
         except StoreError as exc:
             raise HTTPException(404, str(exc)) from None
         log.info("review of #%d by %r: %s", inspection_id, reviewer, label)  # %r: a name never forges a line
@@ -179,7 +185,7 @@ def create_app(context: ConsoleContext) -> Starlette:
                 raise HTTPException(404, f"inspection {inspection_id} has no anomaly map")
             key = (inspection_id, record.get("sha256"), kind, token)
             try:
-                body = await renders.get(key, functools.partial(_picture_body, context, record, kind, token))
+                body = await renders.get(key, functools.partial(_picture_body, context, gate.reader, record, kind, token))
             except PhotoChanged as exc:
                 raise HTTPException(409, str(exc)) from None
             return Response(body, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
@@ -190,8 +196,13 @@ def create_app(context: ConsoleContext) -> Starlette:
         statuses = tuple(s.value for s in AlertStatus)
         if wanted and wanted not in statuses:
             raise HTTPException(400, f"status: {wanted!r} is not one of {', '.join(statuses)}")
-        rows = queries.alerts(context.reader, (wanted,) if wanted else statuses, limit=200)
-        return page(request, "alerts.html", rows=rows, status=wanted, statuses=statuses)
+        rows = queries.alerts(gate.reader, (wanted,) if wanted else statuses, limit=200)
+        held = _held_by(gate.reader, [a["id"] for a in rows if a["status"] == AlertStatus.SUPPRESSED.value])
+        for row in rows:
+            row["held"] = held.get(row["id"])
+        since = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=24)
+        return page(request, "alerts.html", rows=rows, status=wanted, statuses=statuses,
+                    suppressed=queries.suppressed_alerts(gate.reader, since))
 
     async def stats_page(request: Request) -> Response:
         try:
@@ -199,11 +210,15 @@ def create_app(context: ConsoleContext) -> Starlette:
                                    "a number of days")
         except history.BadFilter as exc:
             raise HTTPException(400, str(exc)) from None
-        stats = collect(context.reader, days, context.settings.time_zone, context.settings.shifts)
+        stats = collect(gate.reader, days, context.settings.time_zone, context.settings.shifts)
         return page(request, "stats.html", stats=stats, days=days)
 
     async def healthz(_request: Request) -> Response:
-        return PlainTextResponse("ok\n")
+        return PlainTextResponse("ok\n")  # while the store is not ready, _WaitForStore answers 503 "starting"
+
+    async def favicon(_request: Request) -> Response:
+        return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})
 
     async def home(_request: Request) -> Response:
         return RedirectResponse("/history", status_code=307)
@@ -228,12 +243,15 @@ def create_app(context: ConsoleContext) -> Starlette:
         Route("/alerts", alerts_page),
         Route("/stats", stats_page),
         Route("/healthz", healthz),
+        Route("/favicon.ico", favicon),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, max_body_size=64 * 1024)
     settings = context.settings
-    guarded = _Authenticated(app, context.users, LoginThrottle(settings.login_failures, settings.login_window_s))
-    # Outermost first: headers on every answer (400 and 401 too); the Host before any login check or page.
+    waiting = _WaitForStore(app, gate, templates)
+    guarded = _Authenticated(waiting, context.users, LoginThrottle(settings.login_failures, settings.login_window_s))
+    # Outermost first: headers on every answer (400 and 401 too); the Host before any login check or page; the
+    # store's readiness after them (a console waiting for its store shows nothing to a stranger either).
     return SecurityHeaders(TrustedHostMiddleware(guarded, allowed_hosts=list(hosts), www_redirect=False))
 
 
@@ -266,7 +284,7 @@ def _same_origin(request: Request, hosts: tuple[str, ...]) -> None:
         raise HTTPException(403, f"cross-site request refused (from {origin[:200]!r})")
 
 
-def _picture_body(context: ConsoleContext, record: dict, kind: str, token: int | None) -> bytes:
+def _picture_body(context: ConsoleContext, reader: Engine, record: dict, kind: str, token: int | None) -> bytes:
     """One picture's bytes, in a worker thread: reads the file or the row's blobs and renders at most
     ``photos.LONGEST_SIDE`` px (the photo's layers at the photo's served size, so that they line up with it)."""
     inspection_id = record["id"]
@@ -281,20 +299,50 @@ def _picture_body(context: ConsoleContext, record: dict, kind: str, token: int |
                 pass
         raise HTTPException(404, f"the photo of inspection {inspection_id} is not in the archive")
     if kind == "token":
-        return _token_picture(context, inspection_id, record, token)
-    maps = queries.artifacts(context.reader, inspection_id)
+        return _token_picture(reader, inspection_id, record, token)
+    maps = queries.artifacts(reader, inspection_id)
     if maps is None:
         raise HTTPException(404, f"inspection {inspection_id} has no anomaly map")
     return photos.heat_png(maps[0]) if kind == "heat" else photos.outline_png(maps[1])
 
 
-def _token_picture(context: ConsoleContext, inspection_id: int, record: dict, token: int) -> bytes:
-    tokens = queries.token_maps(context.reader, inspection_id)
+def _token_picture(reader: Engine, inspection_id: int, record: dict, token: int) -> bytes:
+    tokens = queries.token_maps(reader, inspection_id)
     if tokens is None or not 0 <= token < tokens.maps.shape[0]:
         raise HTTPException(404, f"inspection {inspection_id} has no reasoning token {token}")
     # the photo's own size: the layer is fitted to it exactly as the photo is (same aspect, same pixels)
     size = (record.get("image_width") or 256, record.get("image_height") or 256)
     return photos.token_png(tokens.maps[token], size)
+
+
+def _photo_now(record: dict) -> dict:
+    """Where the row's photo is now: the archive (or the failed folder), still the drop path (keep mode, or not
+    moved yet), or removed by retention (the row keeps its last path)."""
+    if record.get("photo_removed_at") is not None:
+        return {"state": "removed", "path": record.get("archived_path") or record.get("source_path"),
+                "at": record["photo_removed_at"]}
+    if record.get("archived_path"):
+        return {"state": "archived", "path": record["archived_path"]}
+    return {"state": "dropped", "path": record.get("source_path")}
+
+
+def _held_by(reader: Engine, ids: list[int]) -> dict[int, dict]:
+    """For suppressed alerts: the alert whose cooldown held each back (id, status, inspection) and the cooldown."""
+    if not ids:
+        return {}
+    with reader.connect() as connection:
+        payloads = dict(connection.execute(select(AlertRow.id, AlertRow.payload).where(AlertRow.id.in_(ids))).all())
+        by = {int(p["suppressed_by"]) for p in payloads.values() if isinstance((p or {}).get("suppressed_by"), int)}
+        in_force = {i: (status, inspection) for i, status, inspection in connection.execute(
+            select(AlertRow.id, AlertRow.status, AlertRow.inspection_id).where(AlertRow.id.in_(by)))} if by else {}
+    held = {}
+    for alert_id, payload in payloads.items():
+        payload = payload or {}
+        by_id = payload.get("suppressed_by")
+        status, inspection = in_force.get(by_id, (None, None))
+        held[alert_id] = {"by": by_id, "status": status, "inspection": inspection,
+                          "cooldown_s": payload.get("cooldown_s")}
+    return held
 
 
 def _reasoning_segments(reasoning: str, tokens: token_maps.TokenMaps | None) -> list[dict]:
@@ -359,6 +407,34 @@ class _Authenticated:
                 return
             scope = {**scope, "inspectd.user": user}
         await self.app(scope, receive, send)
+
+
+class _WaitForStore:
+    """ASGI wrapper: until the store is ready every page is a 503 "daemon starting" page that reloads itself
+    (``<meta http-equiv="refresh">``: no script, so the CSP holds), /healthz a 503 "starting", a picture a plain
+    503; the static files are served (the page's style sheet and icon). Readiness is a flag the gate's thread
+    sets: no request waits on the database."""
+
+    refresh_s = 3
+
+    def __init__(self, app, gate: StoreGate, templates: Jinja2Templates) -> None:
+        self.app, self.gate, self.templates = app, gate, templates
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or self.gate.ready or path.startswith("/static/") or path == "/favicon.ico":
+            await self.app(scope, receive, send)
+            return
+        why = self.gate.why
+        retry = [(b"retry-after", str(self.refresh_s).encode()), (b"cache-control", b"no-store")]
+        if path == "/healthz" or path.endswith((".png", ".jpg")):
+            await _plain(send, 503, f"starting: waiting for the store ({why})\n".encode(), retry)
+            return
+        request = Request(scope, receive)
+        response = self.templates.TemplateResponse(
+            request, "starting.html", {"why": why, "refresh_s": self.refresh_s, "user": _user(request)},
+            status_code=503, headers={"Retry-After": str(self.refresh_s), "Cache-Control": "no-store"})
+        await response(scope, receive, send)
 
 
 async def _plain(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -1,9 +1,13 @@
-"""Start the console: check where it may listen, open the store, serve with uvicorn."""
+"""Start the console: check where it may listen, serve with uvicorn at once, open the store once it is ready.
+
+The daemon creates and migrates the store when it starts; a console started
+beside it answers from the first second, with a 503 "daemon starting" page until
+the store is there at the head schema (``store_gate.py``).
+"""
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from inspectd.config import Settings
@@ -11,44 +15,22 @@ from inspectd.console.app import ConsoleContext, create_app
 from inspectd.console.auth import CsrfTokens, Users, is_loopback
 from inspectd.console.guards import guarded_protocol, hosts_of
 from inspectd.data.archived_photos import PhotoRoots
+from inspectd.console.store_gate import StoreGate
 from inspectd.errors import InspectdError
-from inspectd.store.database import StoreError, current_revision, head_revision, open_engine
-from inspectd.store.reviews import review_engine
 
 log = logging.getLogger("inspectd.console")
 
 
-def _wait_for_store(url: str, give_up_s: float | None):
-    """The daemon creates and migrates the store; a console started beside it waits for that."""
-    started, said = time.monotonic(), 0.0
-    while True:
-        try:
-            engine = open_engine(url, create=False)
-            if current_revision(engine) == head_revision():
-                return engine
-            engine.dispose()
-            why = f"at an older schema than {head_revision()} (the daemon migrates it when it starts)"
-        except StoreError as exc:
-            why = str(exc)
-        waited = time.monotonic() - started
-        if give_up_s is not None and waited >= give_up_s:
-            raise InspectdError(f"the store is not ready after {waited:.0f} s: {why}")
-        if waited >= said:
-            log.info("waiting for the store: %s", why)
-            said = waited + 30
-        time.sleep(0.5)
-
-
-def build_context(settings: Settings, address: str, wait_s: float | None = None) -> ConsoleContext:
+def build_context(settings: Settings, address: str) -> ConsoleContext:
+    """The console's context; its store is looked at once here, then once a second until ready (``watch``)."""
     console = settings.console
     users = Users.load(Path(console.users_file)) if console.users_file else None
     if users is None and not is_loopback(address):
         raise InspectdError(f"console: listening on {address} needs console.users_file (users and password hashes; "
                             "write lines with 'inspectd console-user NAME'); without one it binds loopback only")
-    reader = _wait_for_store(settings.store.url, wait_s)
     console = console.model_copy(update={"allowed_hosts": hosts_of(console, address)})  # --address included
-    return ConsoleContext(reader=reader, writer=review_engine(settings.store.url), settings=console,
-                          roots=PhotoRoots.of(settings), users=users, csrf=CsrfTokens())
+    return ConsoleContext(reader=None, writer=None, settings=console, roots=PhotoRoots.of(settings), users=users,
+                          csrf=CsrfTokens(), store=StoreGate(settings.store.url))
 
 
 def serve(settings: Settings, address: str | None = None, port: int | None = None) -> int:
@@ -57,9 +39,14 @@ def serve(settings: Settings, address: str | None = None, port: int | None = Non
     address = address or settings.console.address
     port = port or settings.console.port
     context = build_context(settings, address)
+    gate = context.gate()
+    gate.watch()
     host = f"[{address}]" if ":" in address else address
     print(f"inspectd console: http://{host}:{port}/ "
           f"({'login required' if context.users else 'no login: loopback only'})", flush=True)
+    if not gate.ready:
+        print(f"inspectd console: the store is not ready yet ({gate.why}): pages answer 503 \"daemon starting\" "
+              "and reload themselves until it is", flush=True)
     console = context.settings
     if address in ("0.0.0.0", "::") and not settings.console.allowed_hosts:
         print("inspectd console: console.allowed_hosts is empty, so only requests to a loopback name are served "
@@ -72,5 +59,8 @@ def serve(settings: Settings, address: str | None = None, port: int | None = Non
                             server_header=False, proxy_headers=False, http=guarded_protocol(console),
                             limit_concurrency=console.max_connections, timeout_keep_alive=5,
                             backlog=console.max_connections)
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        gate.close()
     return 0

@@ -1,4 +1,4 @@
-"""Read side of the store for engineers: history, one inspection, daily stats, alerts."""
+"""Read side of the store for engineers: history, one inspection, alerts (the stats: ``stats.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
@@ -84,20 +84,6 @@ def token_maps(engine: Engine, inspection_id: int) -> TokenMaps | None:
         blob = connection.execute(select(ArtifactRow.token_maps).where(ArtifactRow.inspection_id == inspection_id)
                                   ).scalar_one_or_none()
     return None if blob is None else unpack(blob)
-
-
-def daily_stats(engine: Engine, since: datetime | None = None, camera: str | None = None) -> list[dict]:
-    sql = "SELECT * FROM inspection_daily_stats WHERE 1=1"
-    params: dict = {}
-    if since is not None:
-        sql += " AND day >= :since"
-        params["since"] = since.date().isoformat()
-    if camera is not None:
-        sql += " AND camera = :camera"
-        params["camera"] = camera
-    sql += " ORDER BY day DESC, camera"
-    with engine.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(text(sql), params)]
 
 
 def alerts(engine: Engine, status: tuple[str, ...] = OPEN_ALERT_STATUSES, limit: int = 100) -> list[dict]:

@@ -8,6 +8,19 @@
   };
   toggle(document.getElementById("toggle-heat"), heat);
   toggle(document.getElementById("toggle-outline"), outline);
+  // Without a users file the form asks who reviews: remembered in this browser (localStorage), prefilled.
+  const reviewer = document.getElementById("reviewer");
+  const form = document.getElementById("review-form");
+  const KEY = "inspectd.reviewer";
+  if (reviewer && form) {
+    try {
+      if (!reviewer.value) reviewer.value = localStorage.getItem(KEY) || "";
+      form.addEventListener("submit", () => {
+        const name = reviewer.value.trim();
+        if (name) localStorage.setItem(KEY, name);
+      });
+    } catch (e) { /* storage disabled: the field is simply empty */ }
+  }
   if (!tokenMap) return;
   const base = location.pathname.replace(/\/$/, "");
   document.querySelectorAll("#reasoning .tok").forEach((word) => {
