@@ -2,7 +2,7 @@
 
 The console serves at once; the daemon creates and migrates the store when it
 starts (a minute on a first run while it loads its model). Until then every page
-answers 503 with a page that reloads itself (``app.py``). One thread checks the
+answers 503 with a page that reloads itself (``middleware.py``). One thread checks the
 store once a second until it is ready, then stops: a request never touches the
 database to learn that it is not there.
 """
