@@ -53,7 +53,7 @@ def fill(path: Path, rows: int) -> None:
                       f"{i:064x}", 1000, "anomalous" if anomalous else "normal", score, 0.5,
                       "there is a scratch near the upper left of the surface" if anomalous else "clean surface",
                       "ok", 20, 5))
-        if len(batch) == 20000:
+        if len(batch) == 20000 or i == rows:  # the last, partial batch too
             cursor.executemany(
                 "INSERT INTO inspections (id, created_at, camera, source_path, sha256, size_bytes, verdict, score, "
                 "threshold, reasoning, parse_status, reasoning_tokens, tokens_used) VALUES "
