@@ -11,13 +11,11 @@ photo (``width/height: 100 %``) line up with it exactly.
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from inspectd.errors import ImageError
-from inspectd.inspection.images import _to_rgb
+from inspectd.inspection.images import decode_image, fitted
 from inspectd.inspection.render import heat_layer, outline_layer
 
 LONGEST_SIDE = 2048  # photo.jpg and every layer; the page scales them down with CSS
@@ -28,53 +26,9 @@ THUMB_SIDE = 160
 _HEAT = np.asarray(heat_layer(np.arange(256, dtype=np.float64)[None, :] / 255.0))[0]
 
 
-def fitted(size: tuple[int, int], longest: int) -> tuple[int, int]:
-    """``size`` scaled down (never up) so that its longest side is at most ``longest``, aspect kept."""
-    width, height = size
-    scale = min(1.0, longest / max(width, height, 1))
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def photo_jpeg(data: bytes, name: str, max_pixels: int, longest: int = LONGEST_SIDE, quality: int = 85) -> bytes:
     """The photo as a JPEG of at most ``longest`` px; ``ImageError`` when it cannot be decoded or is too large."""
-    return jpeg(decode_fitted(data, name, max_pixels, longest), quality=quality)
-
-
-def decode_fitted(data: bytes, name: str, max_pixels: int, longest: int) -> Image.Image:
-    """Decode only about the pixels that will be shown: a JPEG through ``draft`` (the decoder's DCT scaling,
-    1/2 to 1/8, so a 36 MP photo is never held whole), other formats decoded then resized. RGB, ``fitted``.
-
-    The same checks as the daemon's ``decode_image``: the pixel limit before any pixel is decoded, bombs refused.
-    """
-    if not data:
-        raise ImageError(name, "file is empty (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageError(name, f"image is {width}x{height} = {width * height} pixels, over the limit "
-                                           f"of {max_pixels} (images.max_pixels)")
-                if width < 1 or height < 1:
-                    raise ImageError(name, f"image has no pixels ({width}x{height})")
-                target = fitted((width, height), longest)
-                if image.format == "JPEG":
-                    image.draft("RGB", target)
-                image.load()
-                if image.mode not in ("L", "RGB", "I;16", "I;16B", "I;16L", "I", "F"):
-                    image = image.convert("RGB")  # palette, alpha, CMYK: resized as RGB
-                if image.size != target:
-                    image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
-                return _to_rgb(image)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(name, "not an image PIL can decode (unknown or corrupt format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(name, f"refused as a possible decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(name, f"image data is corrupt or truncated ({exc})") from None
+    return jpeg(decode_image(data, name, max_pixels, longest), quality=quality)
 
 
 def jpeg(image: Image.Image, quality: int = 85) -> bytes:

@@ -61,8 +61,21 @@ def read_image_bytes(path: Path, max_bytes: int, follow_symlinks: bool = True) -
         os.close(fd)
 
 
-def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """Decode fully (so truncation shows now, not inside the model) as RGB."""
+def fitted(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """``size`` scaled down (never up) so that its longest side is at most ``longest``, aspect kept."""
+    width, height = size
+    scale = min(1.0, longest / max(width, height, 1))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def decode_image(data: bytes, name: str, max_pixels: int, longest: int | None = None) -> Image.Image:
+    """Decode fully (so truncation shows now, not inside the model) as RGB; the pixel limit is checked before any
+    pixel is decoded and decompression bombs are refused.
+
+    With ``longest`` (the console's pictures) only about the pixels that will be shown are decoded: a JPEG
+    through ``draft`` (the decoder's DCT scaling, 1/2 to 1/8, so a 36 MP photo is never held whole), other
+    formats decoded then resized, to ``fitted(size, longest)``.
+    """
     if not data:
         raise ImageError(name, "file is empty (0 bytes)")
     try:
@@ -78,7 +91,17 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
                     )
                 if width < 1 or height < 1:
                     raise ImageError(name, f"image has no pixels ({width}x{height})")
+                if longest is None:
+                    image.load()
+                    return _to_rgb(image)
+                target = fitted((width, height), longest)
+                if image.format == "JPEG":
+                    image.draft("RGB", target)
                 image.load()
+                if image.mode not in ("L", "RGB", "I;16", "I;16B", "I;16L", "I", "F"):
+                    image = image.convert("RGB")  # palette, alpha, CMYK: resized as RGB
+                if image.size != target:
+                    image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
                 return _to_rgb(image)
     except ImageError:
         raise
