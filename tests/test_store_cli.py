@@ -410,3 +410,16 @@ def test_units_carry_limits_and_score_their_exposure(name, most):
     score = re.search(r"Overall exposure level for \S+: ([\d.]+)", done.stdout + done.stderr)
     assert score is not None, done.stdout + done.stderr
     assert float(score.group(1)) <= most, done.stdout
+
+
+def test_the_migrations_build_the_schema_the_code_declares(store_url):
+    """schema.py (what the code reads and writes) and the migrations (what a store is) cannot drift apart."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from inspectd.store.schema import Base
+
+    engine = open_engine(store_url)
+    migrate(engine)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []

@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -126,6 +127,34 @@ class ReviewRow(Base):
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     reviewer: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class ChallengerResultRow(Base):
+    """A challenger bundle's result on an image the champion inspected (migration 0006): the same verdict,
+    score, reasoning and map fields, never an alert, never a file moved. One per inspection and bundle."""
+
+    __tablename__ = "challenger_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
+    bundle_id: Mapped[int] = mapped_column(ForeignKey("bundles.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    verdict: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    reasoning: Mapped[str | None] = mapped_column(Text, nullable=True)
+    raw_reply: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parse_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    real_fallback: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    model_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    map_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    mask_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("inspection_id", "bundle_id", name="uq_challenger_results_inspection_bundle"),
+        Index("ix_challenger_results_bundle_created", "bundle_id", "created_at"),
+    )
 
 
 class ArchiveFileRow(Base):
