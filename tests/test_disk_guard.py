@@ -38,7 +38,8 @@ def test_the_real_probe_pauses_below_a_floor_above_the_free_space(format_bundle,
     assert set(guard.paths) == {tmp_path / "var", tmp_path / "archive", tmp_path / "failed"}
     change = guard.check()
     assert change is not None and change.paused and guard.paused.is_set()
-    assert 0 < change.readings[0].free == free_bytes(tmp_path / "archive")
+    # the real free space (other processes write meanwhile: two reads a moment apart differ by a few KiB)
+    assert 0 < change.readings[0].free and abs(change.readings[0].free - free_bytes(tmp_path / "archive")) < 64 * MiB
     assert "MiB free" in change.describe()
     assert guard.check() is None, "a pause is reported once"
 
