@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from inspectd import __version__
-from inspectd.cli import console, history, inspect, ops
+from inspectd.cli import console, history, inspect, models, ops
 from inspectd.cli.common import run_command
 from inspectd.logs import offline, setup_logging
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=ops.cmd_run)
 
     history.add_commands(sub)
+    models.add_commands(sub)
     console.add_commands(sub)
 
     evaluation = sub.add_parser(
