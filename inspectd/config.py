@@ -26,6 +26,32 @@ from inspectd.strict_model import StrictModel
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+def _check_device(value: str) -> str:
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+
+
+class ChallengerSettings(StrictModel):
+    """A second bundle that inspects the line's parts in the shadow: its results are stored beside the champion's
+    (``challenger_results``), never alerted on, never moving a file or changing an inspection row."""
+
+    bundle: Path = Field(description="the challenger's bundle folder (bundle.json inside); relative paths follow "
+                                     "the config file, as model.bundle")
+    mode: Literal["idle", "sampled"] = Field(
+        "idle", description="idle: inspect only while the champion has no file queued or in flight (the line's "
+                            "throughput is kept; a busy line leaves parts uninspected); sampled: a fixed share of "
+                            "the parts, chosen by their sha256, inspected even while the champion is busy")
+    sample_fraction: float = Field(0.1, gt=0, le=1, description="share of the parts the challenger inspects in "
+                                                                "sampled mode (the same parts on every run)")
+    device: str | None = Field(None, description="auto, cpu, cuda or cuda:N; null = model.device")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        return None if value is None else _check_device(value)
+
+
 class ModelSettings(StrictModel):
     bundle: Path = Field(description="model bundle folder (bundle.json inside)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
@@ -39,6 +65,8 @@ class ModelSettings(StrictModel):
     canary_verdict: Verdict | None = Field(
         None, description="verdict the canary image must get: normal or anomalous (null = any verdict whose reply "
                           "parses)")
+    challenger: ChallengerSettings | None = Field(None, description="a candidate bundle measured on the line's "
+                                                                     "parts in the shadow of this one (null = none)")
 
     @field_validator("canary_verdict")
     @classmethod
@@ -50,9 +78,7 @@ class ModelSettings(StrictModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
-            return value
-        raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+        return _check_device(value)
 
 
 class _Overrides(StrictModel):
@@ -360,8 +386,13 @@ def load_settings(path: Path, require_paths: bool = True) -> Settings:
     bundle = resolve_beside(base, settings.model.bundle)
     if require_paths and not bundle.is_dir():
         raise ConfigError(f"{path}: model.bundle: folder {bundle} does not exist")
+    challenger = settings.model.challenger
+    if challenger is not None:
+        challenger = challenger.model_copy(update={"bundle": resolve_beside(base, challenger.bundle)})
+        if require_paths and not challenger.bundle.is_dir():
+            raise ConfigError(f"{path}: model.challenger.bundle: folder {challenger.bundle} does not exist")
     try:
-        resolved = _resolve_paths(settings, base, bundle).model_copy(update={"source": path})
+        resolved = _resolve_paths(settings, base, bundle, challenger).model_copy(update={"source": path})
         check_apart(*_folder_roles(resolved))  # at start, on SIGHUP and in doctor: all three load the config here
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
@@ -374,6 +405,8 @@ def _folder_roles(settings: Settings) -> tuple[list[tuple[str, Place]], list[Pla
     work += [("archive", Place("archive.folder", settings.archive.folder)),
              ("failed", Place("archive.failed_folder", settings.archive.failed_folder))]
     protected = [Place("model.bundle", settings.model.bundle)]
+    if settings.model.challenger is not None:
+        protected.append(Place("model.challenger.bundle", settings.model.challenger.bundle))
     if settings.source is not None:
         protected.insert(0, Place("the configuration file", Path(settings.source).resolve()))
     for key, value in (("model.canary_image", settings.model.canary_image),
@@ -395,7 +428,8 @@ def resolve_beside(base: Path, value: Path | None) -> Path | None:
     return (value if value.is_absolute() else base / value).resolve()
 
 
-def _resolve_paths(settings: Settings, base: Path, bundle: Path) -> Settings:
+def _resolve_paths(settings: Settings, base: Path, bundle: Path,
+                   challenger: ChallengerSettings | None = None) -> Settings:
     folders = tuple(f.model_copy(update={"path": resolve_beside(base, f.path)}) for f in settings.watch.folders)
     cameras = [f.camera for f in folders]
     if len(set(f.path for f in folders)) != len(folders):
@@ -422,6 +456,7 @@ def _resolve_paths(settings: Settings, base: Path, bundle: Path) -> Settings:
         update={
             "model": settings.model.model_copy(update={
                 "bundle": bundle,
+                "challenger": challenger,
                 "canary_image": resolve_beside(base, settings.model.canary_image) if settings.model.canary_image else None,
             }),
             "watch": settings.watch.model_copy(update={"folders": folders}),
@@ -432,6 +467,21 @@ def _resolve_paths(settings: Settings, base: Path, bundle: Path) -> Settings:
                 "users_file": resolve_beside(base, settings.console.users_file) if settings.console.users_file else None}),
         }
     )
+
+
+def challenger_settings(settings: Settings) -> Settings | None:
+    """The settings a challenger's model process loads with, or None without a challenger.
+
+    Its own bundle and device (null: the champion's); the batch size, CPU threads and image limits are the
+    champion's. The champion's ``threshold``, ``real`` and ``max_new_tokens`` overrides are not applied: they were
+    tuned for the champion's bundle, and a challenger is measured as its own bundle was calibrated."""
+    challenger = settings.model.challenger
+    if challenger is None:
+        return None
+    model = settings.model.model_copy(update={
+        "bundle": challenger.bundle, "device": challenger.device or settings.model.device, "challenger": None,
+        "canary_image": None, "canary_verdict": None, "max_new_tokens": None})
+    return settings.model_copy(update={"model": model, "threshold": None, "real": RealOverrides()})
 
 
 def default_config_path() -> Path:

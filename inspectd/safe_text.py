@@ -9,6 +9,7 @@ escaped (``escape_controls``); in a CSV a person opens in a spreadsheet, a cell 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 # C0 (tab and newline included), DEL, C1, the Arabic letter mark, LRM/RLM, the bidi embeddings and overrides,
 # the line and paragraph separators (line breaks to many viewers), the bidi isolates, and the BOM.
@@ -46,3 +47,27 @@ def csv_cell(value):
     if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
         return "'" + value
     return value
+
+
+NAME_MAX = 255  # bytes of one file name (ext4, xfs, btrfs, tmpfs), counted in UTF-8
+_MAX_SUFFIX = 16  # a longer "suffix" is no image extension: it is kept in the stem
+
+
+def _cut_utf8(text: str, max_bytes: int) -> str:
+    """The longest start of ``text`` that is at most ``max_bytes`` in UTF-8 (cut between characters)."""
+    return text.encode("utf-8")[:max(0, max_bytes)].decode("utf-8", "ignore")
+
+
+def fit_name(name: str, max_bytes: int = NAME_MAX, prefix: str = "", mark: str = "") -> str:
+    """``prefix + name`` within ``max_bytes`` of UTF-8: the prefix and the suffix (``.png``) are kept and the stem
+    is cut between characters, ``mark`` (when given) added after the cut stem. Unchanged when it fits. (Here, not
+    in ``daemon.file_names``: the archive's names and the export of reviewed photos both fit names, and ``data``
+    must not import ``daemon``, which reads archived photos through ``data``.)"""
+    whole = prefix + name
+    if len(whole.encode("utf-8")) <= max_bytes:
+        return whole
+    stem, suffix = Path(name).stem, Path(name).suffix
+    if len(suffix.encode("utf-8")) > _MAX_SUFFIX:
+        stem, suffix = name, ""
+    room = max_bytes - len((prefix + mark + suffix).encode("utf-8"))
+    return prefix + _cut_utf8(stem, room) + mark + suffix

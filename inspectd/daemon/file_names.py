@@ -15,6 +15,8 @@ import re
 import stat
 from pathlib import Path
 
+from inspectd.safe_text import NAME_MAX, fit_name
+
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
@@ -54,31 +56,9 @@ def identity_digest(path: Path | str, recorded_as: Path | str | None = None) -> 
         return None, 0
 
 
-NAME_MAX = 255  # bytes of one file name (ext4, xfs, btrfs, tmpfs), counted in UTF-8
 _SIDECAR = ".error.json"
 _COUNTER_ROOM = len(".99999")  # ``<stem>.<n><suffix>`` when the name is taken (``_free_name``)
 ARCHIVE_NAME_MAX = NAME_MAX - len(_SIDECAR) - _COUNTER_ROOM
-_MAX_SUFFIX = 16  # a longer "suffix" is no image extension: it is kept in the stem
-
-
-def _cut_utf8(text: str, max_bytes: int) -> str:
-    """The longest start of ``text`` that is at most ``max_bytes`` in UTF-8 (cut between characters)."""
-    return text.encode("utf-8")[:max(0, max_bytes)].decode("utf-8", "ignore")
-
-
-def fit_name(name: str, max_bytes: int = NAME_MAX, prefix: str = "", mark: str = "") -> str:
-    """``prefix + name`` within ``max_bytes`` of UTF-8: the prefix and the suffix (``.png``) are kept and the stem
-    is cut between characters, ``mark`` (when given) added after the cut stem. Unchanged when it fits."""
-    whole = prefix + name
-    if len(whole.encode("utf-8")) <= max_bytes:
-        return whole
-    stem, suffix = Path(name).stem, Path(name).suffix
-    if len(suffix.encode("utf-8")) > _MAX_SUFFIX:
-        stem, suffix = name, ""
-    room = max_bytes - len((prefix + mark + suffix).encode("utf-8"))
-    return prefix + _cut_utf8(stem, room) + mark + suffix
-
-
 def archive_name(name: Path | str) -> str:
     """The name a file takes in the archive or the failed folder: ``as_text`` of its name, within
     ``ARCHIVE_NAME_MAX`` bytes so that ``<stem>.<n><suffix>`` and ``<name>.error.json`` still fit NAME_MAX.

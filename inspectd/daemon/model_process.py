@@ -78,12 +78,12 @@ class ModelProcess:
     """Stands where an ``Inspector`` stands for the daemon (``inspect_images``, ``failed``, ``real``,
     ``threshold``), with the model in a spawned process. One caller at a time."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, name: str = "inspectd-model") -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process whose torch threads run
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, args=(settings, child, logging.getLogger().getEffectiveLevel(),
-                                                             time.time()),
-                                        name="inspectd-model", daemon=True)
+                                                             time.time(), name),
+                                        name=name, daemon=True)
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _UNIT_SIGNALS)  # born blocked: the mask survives exec
         try:
             self._process.start()
@@ -117,6 +117,10 @@ class ModelProcess:
     def failed(self, source: str, reason: str) -> InspectionResult:
         return InspectionResult(source=source, verdict=Verdict.FAILED, threshold=self.threshold, error=reason)
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
     def death(self) -> str | None:
         """Why the process can no longer inspect (it ended without being asked), or None.
 
@@ -149,8 +153,11 @@ class ModelProcess:
             raise ModelProcessDied(f"the model process is gone (exit code {self._process.exitcode})") from exc
 
 
-def _serve(settings: Settings, conn, log_level: int, spawned_at: float) -> None:
+def _serve(settings: Settings, conn, log_level: int, spawned_at: float, name: str = "inspectd-model") -> None:
     """The model process: load, report, then inspect batches until told to stop or the daemon is gone."""
+    global log
+    if name != "inspectd-model":  # a challenger's process: its loading steps are told apart from the champion's
+        log = logging.getLogger(f"inspectd.{name.removeprefix('inspectd-')}.model")
     for signum in _UNIT_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _UNIT_SIGNALS)  # any that came while starting are dropped

@@ -103,6 +103,9 @@ class ReloadHooks:
     install: Callable[[ActiveModel], None]  # the worker swaps it in between batches
     reloading: Callable[[], object]
     done: Callable[[str], object]
+    # the applied file's model.challenger, after the champion's swap: a challenger that fails is logged by it,
+    # never refusing the champion's reload
+    challenger: Callable[[Settings], None] | None = None
 
 
 class ModelReloader:
@@ -172,6 +175,11 @@ class ModelReloader:
                  len(fresh.alerts.rules), len(fresh.alerts.channels),
                  "the bundle's" if fresh.threshold is None else fresh.threshold, candidate.bundle.manifest.name,
                  candidate.bundle.digest[:12])
+        if self.hooks.challenger is not None:
+            try:
+                self.hooks.challenger(fresh)
+            except Exception:  # noqa: BLE001 (the champion's reload is done and stays)
+                log.exception("reload: the challenger's settings could not be applied; the champion's reload stands")
         return "reloaded"
 
     def _prepare(self, fresh: Settings) -> ActiveModel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +60,25 @@ class Existing:
     error: str | None
 
 
+def model_said(result: InspectionResult) -> dict:
+    """The columns of what a model said about an image, shared by the champion's row (``inspections``) and a
+    challenger's (``challenger_results``): verdict, score and threshold, reasoning and reply, ReAL's fallback,
+    the model's time and the error."""
+    timings = result.timings
+    model_s = sum(timings.get(k, 0.0) for k in ("preprocess", "generate", "decode"))
+    return dict(
+        verdict=result.verdict.value,
+        score=result.score,
+        threshold=result.threshold,
+        reasoning=result.reasoning,
+        raw_reply=result.reply,
+        parse_status=result.parse_status,
+        real_fallback=result.real_fallback,
+        model_ms=model_s * 1000 if timings else None,
+        error=result.error,
+    )
+
+
 def register_bundle(engine: Engine, bundle: LoadedBundle) -> int:
     with Session(engine) as session, session.begin():
         row = session.scalar(select(BundleRow).where(BundleRow.sha256 == bundle.digest))
@@ -92,8 +112,12 @@ class InspectionRecorder:
         save_maps: bool,
         on_alerts=None,
         metrics: DaemonMetrics | None = None,
+        on_recorded: Callable[[int, str, str, str | None], None] | None = None,
     ) -> None:
         self.engine = engine
+        # (inspection id, sha256, source path, archived path or None) of each part inspected, after its row is
+        # committed and its photo archived: the challenger's shadow queue (it must not fail or wait)
+        self.on_recorded = on_recorded
         self.bundle_id = bundle_id
         self.real = real.model_dump(mode="json")
         self.archiver = archiver
@@ -188,6 +212,8 @@ class InspectionRecorder:
             if target is not None:
                 archived.append((inspection_id, target))
         self._set_archived(archived)
+        if self.on_recorded is not None:
+            self._hand_over(items, fresh, ids, dict(archived))
         for i, sha in enumerate(shas):
             if first[sha] != i:
                 self.finish_recorded(items[i].ready, self.lookup(sha))
@@ -195,26 +221,34 @@ class InspectionRecorder:
             self.on_alerts()
         return [ids[sha] if first[sha] == i else None for i, sha in enumerate(shas)]
 
+    def _hand_over(self, items: list[Processed], fresh: list[int], ids: dict[str, int],
+                   archived: dict[int, Path]) -> None:
+        """The parts the model inspected (not those it failed on: nothing to compare) to ``on_recorded``."""
+        for i in fresh:
+            item = items[i]
+            if item.result.verdict is Verdict.FAILED:
+                continue
+            inspection_id = ids[item.sha256]
+            target = archived.get(inspection_id)
+            try:
+                self.on_recorded(inspection_id, item.sha256, as_text(item.ready.path),
+                                 None if target is None else str(target))
+            except Exception:  # the shadow never breaks the champion's recording
+                log.exception("#%d could not be handed to the challenger", inspection_id)
+
     def _row_values(self, item: Processed, now) -> dict:
         result = item.result
         timings = result.timings
-        model_s = sum(timings.get(k, 0.0) for k in ("preprocess", "generate", "decode"))
         load_s = timings.get("load", 0.0)
         return dict(
+            **model_said(result),
             created_at=now,
             camera=item.ready.camera,
             source_path=as_text(item.ready.path),
             sha256=item.sha256,
             size_bytes=item.size_bytes,
-            verdict=result.verdict.value,
-            score=result.score,
-            threshold=result.threshold,
-            reasoning=result.reasoning,
-            raw_reply=result.reply,
-            parse_status=result.parse_status,
             bundle_id=self.bundle_id,
             real_params=self.real if result.anomaly_map is not None else None,
-            real_fallback=result.real_fallback,
             reasoning_tokens=result.reasoning_tokens,
             tokens_used=result.tokens_used,
             image_width=result.image_size[0] if result.image_size else None,
@@ -222,10 +256,8 @@ class InspectionRecorder:
             # The read stage reads and decodes a file while it waits for the model: that time is load, not queue.
             queue_ms=max(0.0, (item.batch_started_at - item.ready.ready_at - load_s) * 1000),
             load_ms=load_s * 1000 if timings else None,
-            model_ms=model_s * 1000 if timings else None,
             real_ms=timings.get("real", 0.0) * 1000 if timings else None,
             latency_ms=max(0.0, (now - from_timestamp(item.ready.ready_at)).total_seconds() * 1000),
-            error=result.error,
         )
 
     def _artifacts(self, result: InspectionResult) -> tuple[bytes, bytes, bytes | None] | None:

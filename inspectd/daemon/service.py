@@ -36,6 +36,7 @@ from inspectd.alerts.relay import AlertRelay
 from inspectd.config import Settings, load_settings
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.archive_repair import ArchiveRepair
+from inspectd.daemon.challenger import ShadowWorker
 from inspectd.daemon.disk_guard import DiskGuard, FreeSpace, GuardChange, free_bytes
 from inspectd.daemon.metrics import DaemonMetrics, MetricsServer
 from inspectd.daemon.model_process import ModelProcess
@@ -95,6 +96,7 @@ class Daemon:
         self.free_space = free_space
         self._started = time.monotonic()
         self.ready_path = ready_file_path(settings)
+        self._shadow: ShadowWorker | None = None
 
     def request_stop(self, *_args) -> None:
         self._stop.set()
@@ -114,6 +116,8 @@ class Daemon:
         except BaseException:
             remove_ready(self.ready_path)
             model.inspector.close()  # its process ignores SIGTERM: left open, it would keep this one from exiting
+            if self._shadow is not None:
+                self._shadow.stop(timeout=5)  # the challenger's process too
             engine.dispose()
             raise
 
@@ -125,17 +129,23 @@ class Daemon:
         archiver = Archiver(settings.archive)
         metrics = DaemonMetrics(engine)
         metrics.use_bundle(bundle)
+        guard = DiskGuard(settings, self.free_space)
+        work: queue.Queue = queue.Queue(maxsize=settings.queue.capacity)
+        in_flight = InFlight()
+        # The challenger (model.challenger) sees the parts the champion recorded, on its own thread and process; it
+        # runs in idle mode only while nothing waits for the champion (the watcher's, the intake's and the batches'
+        # files are all counted in ``ready``, ``work`` and ``in_flight``).
+        shadow = ShadowWorker(engine, settings, lambda: not len(in_flight) and work.empty() and ready.empty(),
+                              guard.paused)
+        self._shadow = shadow
         recorder = InspectionRecorder(engine, model.bundle_id, model.inspector.real, archiver, settings.alerts,
-                            settings.store.save_maps, relay.wake, metrics)
+                                      settings.store.save_maps, relay.wake, metrics, on_recorded=shadow.offer)
         repair = ArchiveRepair(engine, archiver)
         repair.run()
         # cameras: on a PostgreSQL store shared by several boxes, this box removes only its own cameras' files
         retention = Retention(engine, settings.retention, settings.archive, on_pass=metrics.retained,
                               cameras=[folder.camera for folder in settings.watch.folders])
-        guard = DiskGuard(settings, self.free_space)
         self._guard_changed(guard.check(), engine, relay)
-        work: queue.Queue = queue.Queue(maxsize=settings.queue.capacity)
-        in_flight = InFlight()
         worker = ModelWorker(model.inspector, recorder, work, in_flight, model.batch_size, settings.queue.max_wait_ms,
                              guard.paused, model.images)
 
@@ -146,11 +156,18 @@ class Daemon:
 
         reloader = ModelReloader(engine, model, settings, ReloadHooks(
             read=lambda: load_settings(Path(settings.source)), install=install,
-            reloading=self.notifier.reloading, done=self.notifier.ready))
+            reloading=self.notifier.reloading, done=self.notifier.ready, challenger=shadow.reconfigure))
         intake = _Intake(ready, work, in_flight, guard.paused)
         relay.start()
         retention.start()
         worker.start()
+        challenger = settings.model.challenger
+        if challenger is not None:
+            log.info("challenger: bundle %s in %s mode%s on %s; loading in its own model process beside the "
+                     "champion", challenger.bundle, challenger.mode,
+                     f" ({challenger.sample_fraction:g} of the parts)" if challenger.mode == "sampled" else "",
+                     challenger.device or settings.model.device)
+        shadow.start()
         intake.start()
         watcher.start()
         cameras = ", ".join(f"{f.camera}={f.path}" for f in settings.watch.folders)
@@ -214,6 +231,7 @@ class Daemon:
         watcher.stop()
         intake.stop()
         worker.stop()
+        shadow.stop()  # after the worker: the last rows' parts were offered; the part in progress finishes
         relay.stop()
         retention.stop()
         if server is not None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from inspectd.daemon.file_names import fit_name
+from inspectd.safe_text import fit_name
 from inspectd.data.archived_photos import PhotoChanged, PhotoRoots
 from inspectd.errors import InspectdError
 from inspectd.safe_text import csv_cell
