@@ -311,3 +311,56 @@ def test_a_console_started_before_its_store_reloads_itself_into_the_history(brow
     finally:
         page.close()
         console.stop()
+
+
+def test_the_models_page_and_a_disagreement_side_by_side(browser, tmp_path):
+    """/models (a champion against its challenger, the reviewed figures with their intervals) and one disagreement
+    side by side (the photo with each model's own heat map and outline, verdicts, reasonings, the review), the
+    layer toggles working on both sides, with no policy violation in the browser's console."""
+    from tests.test_console_models import SIZE, seed_models_store
+
+    config, _ = seed_models_store(tmp_path)
+    console = ConsoleProcess(config)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        console.wait_ready()
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        messages = []
+        page.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
+        page.goto(console.url + "/history")
+        page.click("header nav a[href='/models']")
+        page.wait_for_url("**/models")
+        pair = page.locator("section.pair")
+        assert pair.count() == 1 and "chall-b" in pair.inner_text() and "50.0 %" in pair.inner_text()
+        table = page.locator("table.metrics").first.bounding_box()
+        assert table["width"] <= 1280 - 40, table  # the figures fit the page, no sideways scrolling
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        page.screenshot(path=str(SHOTS / "models.png"), full_page=True)
+
+        page.locator("a.side-by-side").last.click()  # the oldest listed: #2, champion anomalous, challenger normal
+        page.wait_for_url("**/models/disagreements/2?challenger=2")
+        sides = page.locator("#compare section.model")
+        assert sides.count() == 2
+        first, second = sides.nth(0).bounding_box(), sides.nth(1).bounding_box()
+        assert abs(first["y"] - second["y"]) < 2 and second["x"] >= first["x"] + first["width"]  # side by side
+        for image in page.locator("#compare img").all():
+            assert image.evaluate("img => img.complete && img.naturalWidth > 0"), image.get_attribute("src")
+            assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == list(SIZE)
+        assert "anomalous" in sides.nth(0).locator(".verdict").inner_text()
+        assert "normal" in sides.nth(1).locator(".verdict").inner_text()
+        assert "scratch" in sides.nth(0).locator(".reasoning").inner_text()
+        assert "reflection" in sides.nth(1).locator(".reasoning").inner_text()
+        assert "defect" in page.inner_text("#reviews")
+        page.screenshot(path=str(SHOTS / "models-side-by-side.png"), full_page=True)
+        page.uncheck("#toggle-heat")  # models.js (a static file) runs: both heat maps off, the outlines stay
+        assert not any(layer.is_visible() for layer in page.locator("#compare img.heat").all())
+        assert all(layer.is_visible() for layer in page.locator("#compare img.outline").all())
+        page.screenshot(path=str(SHOTS / "models-side-by-side-outlines.png"), full_page=True)
+        page.set_viewport_size({"width": 600, "height": 900})  # a narrow window: one above the other
+        first, second = sides.nth(0).bounding_box(), sides.nth(1).bounding_box()
+        assert second["y"] >= first["y"] + first["height"]
+        violations = [m for m in messages if "Content Security Policy" in m or "Refused to" in m]
+        assert not violations, violations
+        page.close()
+    finally:
+        console.stop()

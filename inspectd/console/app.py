@@ -24,11 +24,11 @@ from inspectd.console.context import ConsoleContext
 from inspectd.console.guards import SecurityHeaders, hosts_of
 from inspectd.console.middleware import Authenticated, WaitForStore
 from inspectd.console.pages import Pages
-from inspectd.console.routes import alerts, history, inspections, pictures, stats, system
+from inspectd.console.routes import alerts, history, inspections, models, pictures, stats, system
 
 __all__ = ["ConsoleContext", "create_app"]  # ConsoleContext is defined in context.py (the routes name it too)
 
-RESOURCES = (system, history, inspections, pictures, alerts, stats)
+RESOURCES = (system, history, inspections, pictures, alerts, stats, models)
 
 
 def create_app(context: ConsoleContext) -> SecurityHeaders:
