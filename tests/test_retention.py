@@ -57,6 +57,35 @@ def test_old_maps_then_old_rows_are_deleted_in_batches_and_recent_ones_kept(stor
     assert retention.run_once().maps == 0, "a second pass finds nothing"
 
 
+def test_a_challengers_maps_go_at_maps_days_and_its_verdicts_stay(store_url):
+    """maps_days covers a challenger's maps too; its verdict, score and reasoning stay for the comparison, and
+    rows_days takes its rows with their inspection."""
+    from inspectd.store.schema import BundleRow, ChallengerResultRow
+
+    engine = open_engine(store_url)
+    migrate(engine)
+    _fill(engine, [400, 40, 1])
+    with Session(engine) as session, session.begin():
+        bundle = BundleRow(sha256="c" * 64, name="challenger", base_model="x", quantization="nf4", path="/b",
+                           first_seen=NOW)
+        session.add(bundle)
+        session.flush()
+        for inspection_id in session.scalars(select(InspectionRow.id)):
+            session.add(ChallengerResultRow(inspection_id=inspection_id, bundle_id=bundle.id, created_at=NOW,
+                                            verdict="normal", score=0.2, threshold=0.5, reasoning="clean",
+                                            map_png=b"map", mask_png=b"mask"))
+    retention = Retention(engine, RetentionSettings(maps_days=30, rows_days=365, pause_ms=0),
+                          ArchiveSettings(mode="keep"), clock=lambda: NOW)
+    retention.run_once()
+    with Session(engine) as session:
+        rows = session.execute(select(InspectionRow.created_at, ChallengerResultRow.verdict,
+                                      ChallengerResultRow.map_png).join(
+            InspectionRow, InspectionRow.id == ChallengerResultRow.inspection_id)
+            .order_by(InspectionRow.created_at)).all()
+    assert [(NOW - created).days for created, _, _ in rows] == [40, 1]  # the 400-day row went with its inspection
+    assert [(verdict, blob) for _, verdict, blob in rows] == [("normal", None), ("normal", b"map")]
+
+
 def test_the_sqlite_file_shrinks(tmp_path):
     db = tmp_path / "store.db"
     engine = open_engine(f"sqlite:///{db}")

@@ -39,7 +39,8 @@ from sqlalchemy.orm import Session
 from inspectd.config import ArchiveSettings, RetentionSettings
 from inspectd.verdict import Verdict
 from inspectd.store.clock import utcnow
-from inspectd.store.schema import AlertRow, ArchiveFileRow, ArtifactRow, InspectionRow, ReviewRow
+from inspectd.store.schema import (AlertRow, ArchiveFileRow, ArtifactRow, ChallengerResultRow, InspectionRow,
+                                   ReviewRow)
 from inspectd.threads import LoopThread
 
 log = logging.getLogger("inspectd.retention")
@@ -150,10 +151,19 @@ class Retention(LoopThread):
         return count
 
     def _delete_maps(self, cutoff: datetime) -> int:
+        """The champion's maps of rows older than ``cutoff`` (counted), then a challenger's maps of the same rows
+        (its verdict, score and reasoning stay: the comparison needs them)."""
         pick = (select(ArtifactRow.inspection_id).join(InspectionRow, InspectionRow.id == ArtifactRow.inspection_id)
                 .where(InspectionRow.created_at < cutoff).order_by(ArtifactRow.inspection_id))
-        return self._batches(pick, lambda session, ids: session.execute(
+        count = self._batches(pick, lambda session, ids: session.execute(
             delete(ArtifactRow).where(ArtifactRow.inspection_id.in_(ids))))
+        challenger = (select(ChallengerResultRow.id)
+                      .join(InspectionRow, InspectionRow.id == ChallengerResultRow.inspection_id)
+                      .where(InspectionRow.created_at < cutoff, ChallengerResultRow.map_png.is_not(None))
+                      .order_by(ChallengerResultRow.id))
+        self._batches(challenger, lambda session, ids: session.execute(
+            update(ChallengerResultRow).where(ChallengerResultRow.id.in_(ids)).values(map_png=None, mask_png=None)))
+        return count
 
     def _delete_rows(self, cutoff: datetime) -> int:
         """Unreviewed rows older than ``cutoff`` with their maps and alerts. A photo still in the archive stays
