@@ -58,6 +58,7 @@ def test_an_engineer_filters_opens_toggles_hovers_and_reviews(browser, tmp_path)
         assert page.locator("#photo").evaluate("img => img.complete && img.naturalWidth > 0")
         assert page.locator("#heat").is_visible() and page.locator("#outline").is_visible()
         page.screenshot(path=str(SHOTS / "inspection.png"), full_page=True)
+        page.wait_for_load_state("load")  # the page's script has run (a loaded box may lag)
         page.uncheck("#toggle-heat")
         assert not page.locator("#heat").is_visible() and page.locator("#outline").is_visible()
         page.check("#toggle-heat")
@@ -157,6 +158,7 @@ def test_the_pages_work_under_the_content_security_policy(browser, console):
     page.locator("#history a.row-link").first.click()
     page.wait_for_selector("#photo")
     assert page.locator("#photo").evaluate("img => img.complete && img.naturalWidth > 0")
+    page.wait_for_load_state("load")  # the page's script has run (a loaded box may lag)
     page.uncheck("#toggle-heat")  # inspection.js (a static file) runs
     assert not page.locator("#heat").is_visible()
     if page.locator("#reasoning .tok").count():
@@ -352,6 +354,7 @@ def test_the_models_page_and_a_disagreement_side_by_side(browser, tmp_path):
         assert "reflection" in sides.nth(1).locator(".reasoning").inner_text()
         assert "defect" in page.inner_text("#reviews")
         page.screenshot(path=str(SHOTS / "models-side-by-side.png"), full_page=True)
+        page.wait_for_load_state("load")  # the page's script has run (a loaded box may lag)
         page.uncheck("#toggle-heat")  # models.js (a static file) runs: both heat maps off, the outlines stay
         assert not any(layer.is_visible() for layer in page.locator("#compare img.heat").all())
         assert all(layer.is_visible() for layer in page.locator("#compare img.outline").all())

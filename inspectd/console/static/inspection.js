@@ -3,8 +3,12 @@
   const heat = document.getElementById("heat");
   const outline = document.getElementById("outline");
   const tokenMap = document.getElementById("token-map");
+  // The box's state is applied at once too: a box clicked while this script was still loading is honoured.
   const toggle = (box, layer) => {
-    if (box && layer) box.addEventListener("change", () => layer.classList.toggle("hidden", !box.checked));
+    if (!box || !layer) return;
+    const apply = () => layer.classList.toggle("hidden", !box.checked);
+    box.addEventListener("change", apply);
+    apply();
   };
   toggle(document.getElementById("toggle-heat"), heat);
   toggle(document.getElementById("toggle-outline"), outline);
