@@ -27,10 +27,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from inspectd.safe_text import fit_name
+from inspectd.config import load_settings
 from inspectd.data.archived_photos import PhotoChanged, PhotoRoots
 from inspectd.errors import InspectdError
-from inspectd.safe_text import csv_cell
+from inspectd.safe_text import csv_cell, fit_name
+from inspectd.store.database import open_engine
 from inspectd.store.schema import InspectionRow, ReviewLabel, ReviewRow
 
 
@@ -105,3 +106,15 @@ def export_reviewed(engine: Engine, roots: PhotoRoots, out: Path, since: datetim
         raise
     return ReviewedExport(out, counts[ReviewLabel.GOOD.value], counts[ReviewLabel.DEFECT.value], tuple(missing),
                           tuple(changed), tuple(reasons))
+
+
+def export_reviewed_of(config: Path, out: Path, since: datetime | None = None, camera: str | None = None,
+                       replace: bool = False) -> ReviewedExport:
+    """``export_reviewed`` from the store and archive an inspectd config file names: how training takes the
+    engineers' reviews (the recipe's ``reviewed_store`` data, ``inspectd-train``'s ``store`` data)."""
+    settings = load_settings(config, require_paths=False)
+    engine = open_engine(settings.store.url, create=False)
+    try:
+        return export_reviewed(engine, PhotoRoots.of(settings), out, since, camera, replace)
+    finally:
+        engine.dispose()

@@ -108,21 +108,14 @@ def _store_as_folder(config: TrainConfig) -> TrainConfig:
         return config
     from accelerate import PartialState
 
-    from inspectd.config import load_settings
-    from inspectd.data.archived_photos import PhotoRoots
-    from inspectd.data.reviewed import export_reviewed
-    from inspectd.store.database import open_engine
+    from inspectd.data.reviewed import export_reviewed_of
 
     if config.data.path is None:
         raise InspectdError("data.path: for data.kind store, the inspectd config file whose store holds the reviews")
     folder = config.output_dir / "store-data"
     state = PartialState()
     if state.is_main_process:
-        settings = load_settings(config.data.path, require_paths=False)
-        engine = open_engine(settings.store.url, create=False)
-        done = export_reviewed(engine, PhotoRoots.of(settings), folder, config.data.since, config.data.camera,
-                               replace=True)
-        engine.dispose()
+        done = export_reviewed_of(config.data.path, folder, config.data.since, config.data.camera, replace=True)
         log.info("training data from the store: %d good, %d defect reviewed rows (%d without a photo, skipped)",
                  done.good, done.defect, len(done.missing))
     state.wait_for_everyone()

@@ -158,14 +158,9 @@ def with_reviewed_rows(config: RecipeConfig) -> RecipeConfig:
         return config
     folder = config.work_dir / REVIEWED_FOLDER
     if not (folder / "export.json").is_file():
-        from inspectd.config import load_settings
-        from inspectd.data.archived_photos import PhotoRoots
-        from inspectd.data.reviewed import export_reviewed
-        from inspectd.store.database import open_engine
+        from inspectd.data.reviewed import export_reviewed_of
 
-        settings = load_settings(data.config, require_paths=False)
-        done = export_reviewed(open_engine(settings.store.url, create=False), PhotoRoots.of(settings), folder,
-                               data.since, data.camera, replace=True)
+        done = export_reviewed_of(data.config, folder, data.since, data.camera, replace=True)
         facts = {"config": str(data.config), "since": data.since, "camera": data.camera, "good": done.good,
                  "defect": done.defect, "missing": list(done.missing), "changed": list(done.changed)}
         (folder / "export.json").write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
