@@ -108,14 +108,13 @@ def suppressed_alerts(engine: Engine, since: datetime) -> list[dict]:
              .order_by(AlertRow.rule, AlertRow.channel, AlertRow.camera))
     with engine.connect() as connection:
         rows = [dict(r._mapping) for r in connection.execute(query)]
-        payloads = dict(connection.execute(select(AlertRow.id, AlertRow.payload)
-                                           .where(AlertRow.id.in_([r["newest"] for r in rows]))).all())
-        created = dict(connection.execute(select(AlertRow.id, AlertRow.created_at)
-                                          .where(AlertRow.id.in_([r["newest"] for r in rows]))).all())
+        newest_ids = [r["newest"] for r in rows]
+        newest = {alert_id: (created, payload) for alert_id, created, payload in connection.execute(
+            select(AlertRow.id, AlertRow.created_at, AlertRow.payload).where(AlertRow.id.in_(newest_ids)))}
     for row in rows:
-        newest_id = row.pop("newest")
-        row["last_suppressed_at"] = created[newest_id]
-        row["cooldown_s"] = (payloads[newest_id] or {}).get("cooldown_s")
+        created, payload = newest[row.pop("newest")]
+        row["last_suppressed_at"] = created
+        row["cooldown_s"] = (payload or {}).get("cooldown_s")
     return rows
 
 
