@@ -6,7 +6,9 @@ CR in a name cannot drive the terminal. JSON is exact (its encoder escapes); CSV
 ``'`` before a cell that a spreadsheet would run as a formula.
 
 Only ``show`` and ``export-reviewed`` read photos: they import Pillow, numpy and the photo readers themselves,
-so that ``history``, ``stats`` and ``alerts`` start in a fraction of a second (``benchmarks/cli_startup.py``).
+so that ``history``, ``stats`` and ``alerts`` start in a fraction of a second (``benchmarks/cli_startup.py``). For
+the same reason the store is read through SQLAlchemy Core (``store/tables.py``, no ORM), and the settings (pydantic,
+PyYAML) are imported only when a command reads the config: not with ``--db``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from decimal import Decimal
 from pathlib import Path
 
 from inspectd.cli.common import EXIT_SOME_FAILED
-from inspectd.config import config_path, load_settings
 from inspectd.errors import InspectdError
 from inspectd.verdict import Verdict
 from inspectd.store.database import current_revision, head_revision, open_engine
@@ -30,7 +31,7 @@ from inspectd.store.queries import (HISTORY_COLUMNS, HistoryFilter, alerts, arti
                                     suppressed_alerts)
 from inspectd.store.reviews import agrees, reviews_of
 from inspectd.safe_text import csv_cell, escape_controls
-from inspectd.store.schema import OPEN_ALERT_STATUSES, AlertStatus
+from inspectd.store.tables import OPEN_ALERT_STATUSES, AlertStatus
 
 _RELATIVE = re.compile(r"^(\d+)([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -86,11 +87,16 @@ def render(rows: list[dict], fmt: str, columns: list[str] | None = None, width: 
     return "\n".join(lines) + "\n"
 
 
-def _engine(args):
+def _settings(args):
+    """The validated settings of ``--config`` (or the default config); imported here, not at the top, so that a
+    command given ``--db`` starts without pydantic and PyYAML."""
+    from inspectd.config import config_path, load_settings
 
-    url = args.db
-    if url is None:
-        url = load_settings(config_path(args.config), require_paths=False).store.url
+    return load_settings(config_path(args.config), require_paths=False)
+
+
+def _engine(args):
+    url = args.db if args.db is not None else _settings(args).store.url
     engine = open_engine(url, create=False)
     revision = current_revision(engine)
     if revision != head_revision():
@@ -253,8 +259,9 @@ def _stats_zone(args) -> tuple[str, str]:
         return args.time_zone, "--time-zone"
     if args.db is not None and not args.config:
         return "UTC", "--db without --config; --time-zone to change"
-    path = config_path(args.config)
-    return load_settings(path, require_paths=False).console.time_zone, f"console.time_zone of {path}"
+    from inspectd.config import config_path
+
+    return _settings(args).console.time_zone, f"console.time_zone of {config_path(args.config)}"
 
 
 def cmd_stats(args) -> int:
@@ -289,7 +296,7 @@ def cmd_export_reviewed(args) -> int:
     from inspectd.data.archived_photos import PhotoRoots
     from inspectd.data.reviewed import export_reviewed
 
-    settings = load_settings(config_path(args.config), require_paths=False)
+    settings = _settings(args)
     done = export_reviewed(_engine(args), PhotoRoots.of(settings), Path(args.out), args.since, args.camera,
                            args.replace)
     print(escape_controls(

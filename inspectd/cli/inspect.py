@@ -1,4 +1,7 @@
-"""``inspectd inspect`` and ``inspectd eval``: the model on files, without the store."""
+"""``inspectd inspect`` and ``inspectd eval``: the model on files, without the store.
+
+The settings (pydantic) and the model code are imported by the commands, so that building the whole parser
+(``inspectd history``) loads neither."""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import sys
 from pathlib import Path
 
 from inspectd.cli.common import EXIT_OK, EXIT_SOME_FAILED
-from inspectd.config import config_path, load_settings
 from inspectd.errors import ImageError
 
 log = logging.getLogger("inspectd")
@@ -26,6 +28,7 @@ def _unique_stem(path: Path, taken: set[str]) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from inspectd.bundle.load import load_bundle  # torch and transformers: loaded by the commands that run a model
+    from inspectd.config import config_path, load_settings
     from inspectd.model.cpu_threads import limit_cpu_threads
     from inspectd.inspection.build import build_inspector
     from inspectd.inspection.images import load_image
@@ -106,6 +109,7 @@ def at_least_two(text: str) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from inspectd.bundle.load import load_bundle
+    from inspectd.config import config_path, load_settings
     from inspectd.model.cpu_threads import limit_cpu_threads
     from inspectd.data.layouts import read_dataset
     from inspectd.evaluation.runner import evaluate, format_table

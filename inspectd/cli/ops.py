@@ -1,4 +1,6 @@
-"""``inspectd run``, ``doctor``, ``demo-feed`` and ``tiny-bundle``: operating the box."""
+"""``inspectd run``, ``doctor``, ``demo-feed`` and ``tiny-bundle``: operating the box.
+
+Each command imports the settings (pydantic) itself, so that the reader commands' parser is built without them."""
 
 from __future__ import annotations
 
@@ -8,13 +10,13 @@ import sys
 from pathlib import Path
 
 from inspectd.cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
-from inspectd.config import config_path, load_settings
 from inspectd.errors import InspectdError
 
 log = logging.getLogger("inspectd")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from inspectd.config import config_path, load_settings
     from inspectd.daemon.service import run_daemon
 
     settings = load_settings(config_path(args.config))
@@ -24,6 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from inspectd.config import config_path, load_settings
     from inspectd.doctor import Check, diagnose
 
     path = config_path(args.config)
@@ -42,6 +45,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_feed(args: argparse.Namespace) -> int:
+    from inspectd.config import config_path, load_settings
     from inspectd.demo_feed import feed, wait_for_daemon  # scipy, for this command only
 
     settings = None

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, case, func, select
 
 from inspectd.errors import InspectdError
 from inspectd.store.reviews import agrees
-from inspectd.store.schema import InspectionRow, ReviewRow
+from inspectd.store.tables import inspections, reviews
 from inspectd.verdict import Verdict
 
 # What `inspectd stats` prints per day and camera (the SQL view's columns, in the plant's days).
@@ -98,8 +98,8 @@ def day_start(moment: datetime, zone: str) -> datetime:
 
 def _hour_bucket(engine: Engine):
     if engine.dialect.name == "sqlite":
-        return func.strftime("%Y-%m-%d %H", InspectionRow.created_at)
-    return func.to_char(func.date_trunc("hour", InspectionRow.created_at), "YYYY-MM-DD HH24")
+        return func.strftime("%Y-%m-%d %H", inspections.c.created_at)
+    return func.to_char(func.date_trunc("hour", inspections.c.created_at), "YYYY-MM-DD HH24")
 
 
 def shift_label(hour: int, starts: tuple[int, ...]) -> str:
@@ -119,7 +119,7 @@ def collect(engine: Engine, days: int | None, zone: str = "UTC", shifts: tuple[i
     if days is not None:
         starts.append(day_start(now - timedelta(days=days - 1), zone))
     start = max(starts) if starts else None
-    row = InspectionRow
+    row, review = inspections.c, reviews.c
     where = [row.created_at >= start] if start is not None else []
     if camera is not None:
         where.append(row.camera == camera)
@@ -130,11 +130,11 @@ def collect(engine: Engine, days: int | None, zone: str = "UTC", shifts: tuple[i
     bins = case(*((row.score < (i + 1) / 10, i) for i in range(9)), else_=9).label("bin")  # portable SQL
     histogram = (select(row.camera, bins, func.count()).where(*where, row.score.is_not(None))
                  .group_by(row.camera, bins))
-    latest = select(func.max(ReviewRow.id)).group_by(ReviewRow.inspection_id).scalar_subquery()
-    agreement = (select(row.camera, row.verdict, ReviewRow.label, func.count())
-                 .join(ReviewRow, ReviewRow.inspection_id == row.id)
-                 .where(ReviewRow.id.in_(latest), *where)
-                 .group_by(row.camera, row.verdict, ReviewRow.label))
+    latest = select(func.max(review.id)).group_by(review.inspection_id).scalar_subquery()
+    agreement = (select(row.camera, row.verdict, review.label, func.count())
+                 .join(reviews, review.inspection_id == row.id)
+                 .where(review.id.in_(latest), *where)
+                 .group_by(row.camera, row.verdict, review.label))
     stats = Stats(zone=zone, days=[], cameras=[], shifts=[shift_label(h, shifts) for h in shifts])
     by_day: dict = defaultdict(Tally)
     by_shift: dict = defaultdict(Tally)
