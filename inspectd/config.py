@@ -37,7 +37,7 @@ class ChallengerSettings(StrictModel):
     (``challenger_results``), never alerted on, never moving a file or changing an inspection row."""
 
     bundle: Path = Field(description="the challenger's bundle folder (bundle.json inside); relative paths follow "
-                                     "the config file, as model.bundle")
+                                     "the config file, as model.bundle; its hashes are verified at start and on SIGHUP")
     mode: Literal["idle", "sampled"] = Field(
         "idle", description="idle: inspect only while the champion has no file queued or in flight (the line's "
                             "throughput is kept; a busy line leaves parts uninspected); sampled: a fixed share of "
@@ -52,21 +52,41 @@ class ChallengerSettings(StrictModel):
         return None if value is None else _check_device(value)
 
 
+class PromotionSettings(StrictModel):
+    """When ``inspectd models promote`` (and the console's Promote) refuses a challenger without ``--force``: its
+    figures on the line's reviewed parts are compared with the champion's on the same parts."""
+
+    margin: float = Field(0.02, ge=0, le=1, description="refuse when the challenger's miss rate or false-alarm "
+                                                        "rate on reviewed parts is higher than the champion's by "
+                                                        "more than this, or its AUROC lower by more than this")
+    min_reviewed: int = Field(20, ge=0, description="refuse when fewer reviewed parts than this were decided by "
+                                                    "both models (too few to tell them apart)")
+
+
 class ModelSettings(StrictModel):
     bundle: Path = Field(description="model bundle folder (bundle.json inside)")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    device: str = Field("auto", description="auto (the first CUDA GPU, else the CPU), cpu, cuda or cuda:N")
     batch_size: int = Field(4, ge=1, le=256, description="images per batch; rows per generate call (a bundle "
-                                                         "scoring mirror views makes each image that many rows)")
-    max_new_tokens: int | None = Field(None, ge=8, le=4096, description="null = the bundle's value")
-    threads: int = Field(1, ge=1, le=256, description="torch CPU threads; 1 stays fast when other processes "
-                                                      "share the cores (more collapsed 20-70x)")
-    canary_image: Path | None = Field(None, description="image a reloaded bundle must inspect before it is used "
-                                                         "(null = a plain grey image)")
+                                                         "with score.views makes each image that many rows)")
+    max_new_tokens: int | None = Field(None, ge=8, le=4096, description="reply length cap, in tokens; null = the "
+                                                                        "bundle's value")
+    threads: int = Field(1, ge=1, le=256, description="torch CPU threads (intra- and inter-op); 1 stays fast "
+                                                      "when other processes share the cores, where torch's default "
+                                                      "(one per core) made a batch 20-70x slower; raise it on a "
+                                                      "dedicated CPU-only box with a large quantized model")
+    canary_image: Path | None = Field(None, description="image a reloaded bundle must inspect before it replaces "
+                                                         "the one in use (best: a known part of the line); null = a "
+                                                         "plain grey image")
     canary_verdict: Verdict | None = Field(
         None, description="verdict the canary image must get: normal or anomalous (null = any verdict whose reply "
                           "parses)")
     challenger: ChallengerSettings | None = Field(None, description="a candidate bundle measured on the line's "
-                                                                     "parts in the shadow of this one (null = none)")
+                                                                     "parts in the shadow of this one, in its own "
+                                                                     "model process; its results go to "
+                                                                     "challenger_results, never to alerts, files or "
+                                                                     "inspection rows (null = none)")
+    promotion: PromotionSettings = Field(PromotionSettings(), description="the rule a promotion of the challenger "
+                                                                          "must pass on reviewed parts")
 
     @field_validator("canary_verdict")
     @classmethod
@@ -99,7 +119,8 @@ RealOverrides = create_model("RealOverrides", __base__=_Overrides, **_optional(R
 
 
 class ImageSettings(StrictModel):
-    max_pixels: int = Field(40_000_000, ge=1, description="refuse larger images (decompression bombs)")
+    max_pixels: int = Field(40_000_000, ge=1, description="refuse larger images before decoding them "
+                                                           "(decompression bombs)")
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1, description="refuse larger files")
 
 
@@ -107,40 +128,54 @@ DEFAULT_IGNORE = (".*", "*~", "*.tmp", "*.temp", "*.part", "*.partial", "*.swp",
 
 
 class WatchedFolder(StrictModel):
-    path: Path
-    camera: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    path: Path = Field(description="a drop folder a camera's tools write into (relative paths follow the config file)")
+    camera: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+                        description="the camera's name, stored with each of its inspections")
 
 
 class WatchSettings(StrictModel):
-    folders: tuple[WatchedFolder, ...] = ()
-    observer: Literal["inotify", "polling"] = Field("inotify", description="polling for NFS/SMB shares")
-    poll_interval_s: float = Field(1.0, gt=0, le=60)
-    stable_s: float = Field(1.0, ge=0, le=600, description="size and mtime unchanged this long before reading")
-    ignore_patterns: tuple[str, ...] = DEFAULT_IGNORE
-    reconcile_interval_s: float = Field(60.0, ge=1, description="rescan folders for files whose events were lost")
+    folders: tuple[WatchedFolder, ...] = Field((), description="the drop folders watched, one camera each; "
+                                                               "inspectd run needs at least one")
+    observer: Literal["inotify", "polling"] = Field("inotify", description="inotify, or polling for network "
+                                                                           "(NFS/SMB) shares")
+    poll_interval_s: float = Field(1.0, gt=0, le=60, description="the polling observer's interval, in seconds")
+    stable_s: float = Field(1.0, ge=0, le=600, description="polling and rescans: a file is read once its size and "
+                                                          "mtime are unchanged this long")
+    ignore_patterns: tuple[str, ...] = Field(DEFAULT_IGNORE, description="file names (glob patterns) left alone "
+                                                                         "until they are renamed")
+    reconcile_interval_s: float = Field(60.0, ge=1, description="rescan period: folders are rescanned for files whose "
+                                                                 "events were lost")
 
 
 class QueueSettings(StrictModel):
     capacity: int = Field(256, ge=1, le=100_000, description="files waiting for the model")
-    max_wait_ms: int = Field(0, ge=0, le=60_000, description="wait this long to fill a batch; 0 = take what is queued")
+    max_wait_ms: int = Field(0, ge=0, le=60_000, description="wait this long to fill a batch; 0 = take what is "
+                                                             "queued (lowest latency)")
 
 
 class MetricsSettings(StrictModel):
-    enabled: bool = Field(False, description="serve Prometheus metrics and /healthz over HTTP")
-    address: str = Field("127.0.0.1", description="listen address; 127.0.0.1 keeps it on the box")
-    port: int = Field(9464, ge=1, le=65535)
+    enabled: bool = Field(False, description="serve Prometheus metrics on /metrics and a health check on "
+                                             "/healthz over HTTP")
+    address: str = Field("127.0.0.1", description="listen address; 127.0.0.1 keeps it on the box (else put "
+                                                  "a firewall in front)")
+    port: int = Field(9464, ge=1, le=65535, description="listen port")
 
 
 class ConsoleSettings(StrictModel):
     """``inspectd serve``: the engineers' web console over the store."""
 
-    address: str = Field("127.0.0.1", description="listen address; anything but loopback needs users_file")
-    port: int = Field(8780, ge=1, le=65535)
-    users_file: Path | None = Field(None, description="'name:scrypt$...' lines (inspectd console-user NAME); "
-                                                        "required off loopback, no default user or password")
-    time_zone: str = Field("UTC", description="IANA zone for days and shifts in the stats, e.g. Europe/Berlin")
-    shifts: tuple[int, ...] = Field((6, 14, 22), description="hours (local) at which shifts start")
-    page_size: int = Field(50, ge=1, le=500)
+    address: str = Field("127.0.0.1", description="inspectd serve's listen address; anything but loopback "
+                                                  "needs users_file")
+    port: int = Field(8780, ge=1, le=65535, description="the console's port")
+    users_file: Path | None = Field(None, description="'name:scrypt$N$r$p$salt$hash[:rights]' lines (inspectd "
+                                                      "console-user NAME [--right promote]); required off loopback, "
+                                                      "no default user or password")
+    time_zone: str = Field("UTC", description="IANA zone of the console's times, filters, days and "
+                                              "shifts, e.g. Europe/Berlin")
+    shifts: tuple[int, ...] = Field((6, 14, 22), description="local hours at which shifts start (ascending, 0-23); "
+                                                              "the stats are per shift")
+    page_size: int = Field(50, ge=1, le=500, description="history rows per page (a size parameter may ask up to "
+                                                         "10x)")
     allowed_hosts: tuple[str, ...] = Field(
         (), description="host names (or IP addresses) the console answers to besides the loopback names "
                         "(127.0.0.1, localhost, [::1]) and the listen address, which are always allowed; a request "
@@ -149,11 +184,12 @@ class ConsoleSettings(StrictModel):
                         "listening off loopback or behind a reverse proxy")
     max_connections: int = Field(200, ge=2, le=10_000, description="open connections at most (uvicorn's "
                                  "limit_concurrency): past it the longest idle connection is closed, or a 503 answered "
-                                 "when every one is busy; keep it well under the unit's LimitNOFILE")
+                                 "when every one is busy; keep it well under the unit's LimitNOFILE (1024)")
     request_timeout_s: float = Field(10.0, gt=0, le=300, description="seconds a connection has to send a request's "
                                      "headers and body; an idle or slow client is disconnected after it")
-    login_failures: int = Field(10, ge=1, le=10_000, description="failed logins allowed per client address within "
-                                "login_window_s; past them the address gets 429 (Retry-After) without a password check")
+    login_failures: int = Field(10, ge=1, le=10_000, description="failed logins allowed per client address (IPv6: "
+                                "per /64) within login_window_s; past them the address gets 429 (Retry-After) "
+                                "without a password check")
     login_window_s: float = Field(300.0, gt=0, le=86_400, description="the window of login_failures: one more try is "
                                   "allowed every login_window_s / login_failures seconds")
 
@@ -197,26 +233,35 @@ class ConsoleSettings(StrictModel):
 
 
 class ArchiveSettings(StrictModel):
-    mode: Literal["move", "keep"] = "move"
-    folder: Path = Path("archive")
-    failed_folder: Path = Path("failed")
+    mode: Literal["move", "keep"] = Field("move", description="move inspected files into folder (failed ones into "
+                                                              "failed_folder), or keep them where they are")
+    folder: Path = Field(Path("archive"), description="the archive: <folder>/<YYYY-MM-DD>/<camera>/<file>")
+    failed_folder: Path = Field(Path("failed"), description="files that could not be inspected: "
+                                                            "<failed_folder>/<camera>/<file> and <file>.error.json")
 
 
 class StoreSettings(StrictModel):
-    url: str = Field("sqlite:///inspectd.db", description="SQLAlchemy URL; relative SQLite paths follow the config file")
-    save_maps: bool = True
+    url: str = Field("sqlite:///inspectd.db", description="any SQLAlchemy URL, e.g. "
+                     "postgresql+psycopg://user@host/db; relative SQLite paths follow the config file")
+    save_maps: bool = Field(True, description="keep the map and mask PNGs in the artifacts table")
 
 
 class RetentionSettings(StrictModel):
     """Nothing is removed unless a budget is set here."""
 
-    maps_days: float | None = Field(None, gt=0, description="delete map/mask PNGs of inspections older than this")
+    maps_days: float | None = Field(None, gt=0, description="delete map/mask PNGs of inspections older than this, "
+                                                            "the challenger's too (its verdicts stay); null = keep")
     rows_days: float | None = Field(None, gt=0, description="delete inspections (with their maps and alerts) older "
-                                                            "than this; reviewed ones are kept as tombstones")
+                                                            "than this; a reviewed one is kept as a tombstone "
+                                                            "with its reviews")
     archive_days: float | None = Field(None, gt=0, description="delete the archived and failed files inspectd put "
-                                                                "there (the store names them) older than this")
+                                                                "there (their inspection row or archive_files names "
+                                                                "them) older than this; nothing else in those folders "
+                                                                "is ever deleted")
     archive_max_gb: float | None = Field(None, gt=0, description="delete the oldest days of inspectd's archived and "
-                                                                  "failed files while they are larger than this")
+                                                                  "failed files while they are larger than this (by "
+                                                                  "their recorded sizes; today's are kept; files "
+                                                                  "others put there are not counted)")
     interval_s: float = Field(3600.0, ge=1, description="how often retention runs (also once at start)")
     batch_rows: int = Field(50, ge=1, le=100_000, description="rows deleted per transaction (the writer waits for "
                                                                "one batch at most)")
@@ -231,57 +276,61 @@ class RetentionSettings(StrictModel):
 
 
 class DiskGuardSettings(StrictModel):
-    min_free_mb: float = Field(1024, ge=0, description="below this many free MiB on the store's or the archive's "
-                                                       "file system, no new file is taken (0 = off)")
+    min_free_mb: float = Field(1024, ge=0, description="below this many free MiB on the file system of the "
+                                                       "SQLite store, the archive or the failed folder, no new file is "
+                                                       "taken (0 = off)")
     check_interval_s: float = Field(10.0, gt=0, le=3600, description="how often free space is measured")
-    channels: tuple[str, ...] = Field((), description="alert channels told when the guard pauses and resumes")
+    channels: tuple[str, ...] = Field((), description="alert channels told when the guard pauses (disk_low) "
+                                                      "and resumes (disk_ok)")
 
 
 class WebhookChannel(StrictModel):
-    type: Literal["webhook"]
-    name: str
-    url: str = Field(pattern=r"^https?://")
-    secret_file: Path | None = Field(None, description="HMAC-SHA256 key; e.g. a systemd credential")
-    timeout_s: float = Field(5.0, gt=0, le=120)
+    type: Literal["webhook"] = Field(description="POST the alert as JSON to url, signed with secret_file if set")
+    name: str = Field(description="the channel's name, which rules and disk_guard.channels use")
+    url: str = Field(pattern=r"^https?://", description="the endpoint, http:// or https://")
+    secret_file: Path | None = Field(None, description="HMAC-SHA256 key (X-Inspectd-Signature header); e.g. a "
+                                                         "systemd credential")
+    timeout_s: float = Field(5.0, gt=0, le=120, description="seconds a delivery may take before it is retried")
 
 
 class LogChannel(StrictModel):
-    type: Literal["log"]
-    name: str
+    type: Literal["log"] = Field(description="a line in the daemon log, and optionally a JSON-lines file")
+    name: str = Field(description="the channel's name, which rules and disk_guard.channels use")
     path: Path | None = Field(None, description="JSON lines file; null = the daemon log only")
 
 
 class CommandChannel(StrictModel):
-    type: Literal["command"]
-    name: str
+    type: Literal["command"] = Field(description="run a local command (e.g. a siren) with the alert JSON on stdin")
+    name: str = Field(description="the channel's name, which rules and disk_guard.channels use")
     argv: tuple[str, ...] = Field(min_length=1, description="run without a shell; alert JSON on stdin")
-    timeout_s: float = Field(10.0, gt=0, le=600)
+    timeout_s: float = Field(10.0, gt=0, le=600, description="seconds the command may run before it is retried")
 
 
 class _ServerChannel(StrictModel):
     """A channel that logs in to a server: host, optional user and password file."""
 
-    name: str
-    host: str
-    username: str | None = None
-    password_file: Path | None = Field(None, description="e.g. a systemd credential")
-    timeout_s: float = Field(10.0, gt=0, le=120)
+    name: str = Field(description="the channel's name, which rules and disk_guard.channels use")
+    host: str = Field(description="the server's host name or address")
+    username: str | None = Field(None, description="log in as this user (null = no login)")
+    password_file: Path | None = Field(None, description="file holding the password, e.g. a systemd credential")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="seconds a delivery may take before it is retried")
 
 
 class EmailChannel(_ServerChannel):
-    type: Literal["email"]
-    port: int = Field(587, ge=1, le=65535)
-    security: Literal["starttls", "ssl", "none"] = "starttls"
-    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
-    recipients: tuple[str, ...] = Field(min_length=1)
+    type: Literal["email"] = Field(description="an e-mail over SMTP")
+    port: int = Field(587, ge=1, le=65535, description="the SMTP server's port")
+    security: Literal["starttls", "ssl", "none"] = Field("starttls", description="STARTTLS, SSL from the start, or "
+                                                                                 "plain SMTP")
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", description="the From address")
+    recipients: tuple[str, ...] = Field(min_length=1, description="the To addresses")
 
 
 class MqttChannel(_ServerChannel):
-    type: Literal["mqtt"]
-    port: int = Field(1883, ge=1, le=65535)
+    type: Literal["mqtt"] = Field(description="publish the alert as JSON to an MQTT broker")
+    port: int = Field(1883, ge=1, le=65535, description="the broker's port")
     topic: str = Field("inspectd/{camera}/alerts", description="{camera} and {rule} are filled in")
-    qos: Literal[0, 1, 2] = 1
-    tls: bool = False
+    qos: Literal[0, 1, 2] = Field(1, description="MQTT quality of service of the published alert")
+    tls: bool = Field(False, description="connect to the broker over TLS")
 
 
 Channel = Annotated[
@@ -290,24 +339,29 @@ Channel = Annotated[
 
 
 class AlertRule(StrictModel):
-    name: str
-    verdicts: tuple[Verdict, ...] = (Verdict.ANOMALOUS,)
-    min_score: float | None = Field(None, ge=0, le=1)
+    name: str = Field(description="the rule's name, stored with its alerts")
+    verdicts: tuple[Verdict, ...] = Field((Verdict.ANOMALOUS,), description="verdicts that raise an alert")
+    min_score: float | None = Field(None, ge=0, le=1, description="alert only when the score is at least this "
+                                                                  "(null = any score)")
     cameras: tuple[str, ...] = Field((), description="empty = every camera")
-    channels: tuple[str, ...] = Field(min_length=1)
-    cooldown_s: float = Field(60.0, ge=0, description="per rule and camera")
+    channels: tuple[str, ...] = Field(min_length=1, description="names of the alerts.channels to send to")
+    cooldown_s: float = Field(60.0, ge=0, description="per rule and camera: an alert within this many seconds of the "
+                                                      "last is stored as suppressed, never sent")
 
 
 class RetrySettings(StrictModel):
-    base_s: float = Field(1.0, gt=0)
-    max_s: float = Field(300.0, gt=0)
-    max_attempts: int = Field(50, ge=1)
+    base_s: float = Field(1.0, gt=0, description="the first retry's delay before jitter, in seconds")
+    max_s: float = Field(300.0, gt=0, description="the longest delay between two attempts, in seconds")
+    max_attempts: int = Field(50, ge=1, description="attempts before an alert is marked failed")
 
 
 class AlertSettings(StrictModel):
-    channels: tuple[Channel, ...] = ()
-    rules: tuple[AlertRule, ...] = ()
-    retry: RetrySettings = RetrySettings()
+    channels: tuple[Channel, ...] = Field((), description="where alerts are sent, one entry per channel, by type; "
+                                                          "names unique")
+    rules: tuple[AlertRule, ...] = Field((), description="which inspections raise alerts, and on which channels")
+    retry: RetrySettings = Field(RetrySettings(), description="backoff after a failed delivery: min(max_s, "
+                                                              "base_s * 2^(n-1)) seconds after the n-th attempt, "
+                                                              "times a jitter in [0.5, 1]")
 
     @model_validator(mode="after")
     def _names(self) -> AlertSettings:
@@ -323,20 +377,24 @@ class AlertSettings(StrictModel):
 
 class Settings(StrictModel):
     source: Path | None = Field(None, exclude=True)
-    model: ModelSettings
-    real: RealOverrides = RealOverrides()
-    images: ImageSettings = ImageSettings()
-    threshold: float | None = Field(None, ge=0, le=1, description="null = the bundle's calibrated threshold")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    watch: WatchSettings = WatchSettings()
-    queue: QueueSettings = QueueSettings()
-    archive: ArchiveSettings = ArchiveSettings()
-    store: StoreSettings = StoreSettings()
-    alerts: AlertSettings = AlertSettings()
-    disk_guard: DiskGuardSettings = DiskGuardSettings()
-    retention: RetentionSettings = RetentionSettings()
-    metrics: MetricsSettings = MetricsSettings()
-    console: ConsoleSettings = ConsoleSettings()
+    model: ModelSettings = Field(description="the model bundle and how it runs")
+    real: RealOverrides = Field(RealOverrides(), description="overrides of the bundle's ReAL parameters; a parameter "
+                                                             "left out keeps the bundle's value")
+    images: ImageSettings = Field(ImageSettings(), description="limits on the images taken")
+    threshold: float | None = Field(None, ge=0, le=1, description="verdict threshold on P(yes); null = the bundle's "
+                                                                  "calibrated threshold")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="the daemon's log level "
+                                                                                       "(--log-level wins)")
+    watch: WatchSettings = Field(WatchSettings(), description="the drop folders and how new files are found")
+    queue: QueueSettings = Field(QueueSettings(), description="files found, waiting for the model")
+    archive: ArchiveSettings = Field(ArchiveSettings(), description="where inspected and failed files go")
+    store: StoreSettings = Field(StoreSettings(), description="the database of inspections, maps and alerts")
+    alerts: AlertSettings = Field(AlertSettings(), description="alert channels, rules and retries")
+    disk_guard: DiskGuardSettings = Field(DiskGuardSettings(), description="stop taking files when a disk fills up")
+    retention: RetentionSettings = Field(RetentionSettings(), description="what is deleted, and when; nothing is "
+                                                                         "removed unless a budget is set")
+    metrics: MetricsSettings = Field(MetricsSettings(), description="the Prometheus metrics and health endpoint")
+    console: ConsoleSettings = Field(ConsoleSettings(), description="inspectd serve: the engineers' web console")
 
     @model_validator(mode="after")
     def _guard_channels(self) -> Settings:

@@ -1,4 +1,5 @@
-"""The documentation stays true to the code: the generated CLI reference matches the parsers, every relative
+"""The documentation stays true to the code: the generated CLI reference matches the parsers, the key tables
+of docs/configuration.md match the settings models (and every setting has a description), every relative
 link in README.md and docs/*.md reaches a file (and a heading, by GitHub's anchor rules), and the pointers
 into docs/ that docstrings, configs and unit files carry name pages and headings that exist."""
 
@@ -8,6 +9,8 @@ import importlib.util
 import re
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -17,8 +20,8 @@ DOCS = REPO / "docs"
 PAGES = [REPO / "README.md", *sorted(DOCS.glob("*.md"))]
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("generate_cli_reference", DOCS / "generate_cli_reference.py")
+def _generator(name: str = "generate_cli_reference"):
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -37,6 +40,111 @@ def test_the_help_of_every_entry_point_is_built_without_torch():
             f"spec = importlib.util.spec_from_file_location('g', {str(DOCS / 'generate_cli_reference.py')!r})\n"
             "g = importlib.util.module_from_spec(spec); spec.loader.exec_module(g)\n"
             "assert g.inspectd_sections() and g.export_sections() and g.train_sections()\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+# --- the configuration reference ---------------------------------------------------------------------------
+
+
+def test_the_configuration_reference_is_generated_from_the_settings():
+    expected = _generator("generate_config_reference").generate()
+    assert (DOCS / "configuration.md").read_text(encoding="utf-8") == expected, (
+        "the key tables of docs/configuration.md are out of date (a setting was added, changed or described "
+        "anew): run .venv/bin/python docs/generate_config_reference.py")
+
+
+def _unwrapped(annotation):
+    """(type, metadata) of ``Annotated[type, ...]``; the alternatives of a union; the item of a list."""
+    metadata = []
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation, *more = typing.get_args(annotation)
+        metadata += more
+    return annotation, metadata
+
+
+def _setting_keys(model, prefix=""):
+    """(key as the reference spells it, field) for every key a config file can hold under ``model``: walked
+    here, apart from the generator, through sections, optional sections, lists of sections, dicts of sections
+    and unions discriminated by a field (the alert channels: ``alerts.channels[type=webhook].url``)."""
+    from pydantic import BaseModel
+
+    from inspectd.config import RealOverrides
+
+    def is_model(t):
+        return isinstance(t, type) and issubclass(t, BaseModel)
+
+    for name, info in model.model_fields.items():
+        if info.exclude:  # Settings.source: set by the loader, not a key of the file
+            continue
+        key = prefix + name
+        annotation, _ = _unwrapped(info.annotation)
+        if annotation is RealOverrides:  # one row, real.*; the parameters have a table of their own
+            yield f"{key}.*", info
+            continue
+        yield key, info
+        members = [m for m in typing.get_args(annotation) if m is not type(None)] \
+            if typing.get_origin(annotation) in (typing.Union, types.UnionType) else [annotation]
+        for member in members:
+            origin = typing.get_origin(member)
+            if is_model(member):
+                yield from _setting_keys(member, f"{key}.")
+            elif origin in (tuple, list, set, frozenset):
+                item, metadata = _unwrapped(typing.get_args(member)[0])
+                discriminator = next((m.discriminator for m in metadata if getattr(m, "discriminator", None)), None)
+                if discriminator:
+                    for kind in typing.get_args(item):
+                        kind = _unwrapped(kind)[0]
+                        label = typing.get_args(kind.model_fields[discriminator].annotation)[0]
+                        kind_key = f"{key}[{discriminator}={label}]"
+                        for sub, sub_info in _setting_keys(kind, f"{kind_key}."):
+                            yield (kind_key if sub == f"{kind_key}.{discriminator}" else sub), sub_info
+                elif is_model(item):
+                    yield from _setting_keys(item, f"{key}[].")
+            elif origin is dict and is_model(_unwrapped(typing.get_args(member)[1])[0]):
+                yield from _setting_keys(_unwrapped(typing.get_args(member)[1])[0], f"{key}.<name>.")
+
+
+def _all_settings():
+    from inspectd.config import Settings
+    from inspectd.real.params import RealParams
+
+    return list(_setting_keys(Settings)) + [(f"real:{k}", info) for k, info in _setting_keys(RealParams)]
+
+
+def test_every_setting_has_a_description():
+    """The reference's meaning column is the fields' descriptions: a key added without one is caught here."""
+    keys = _all_settings()
+    assert len(keys) > 100  # the walk reached the sections, the lists and the channels
+    missing = [key for key, info in keys if not (info.description or "").strip()]
+    assert not missing, ("settings without a description (Field(description=...) in inspectd/config.py or "
+                         f"inspectd/real/params.py): {missing}")
+
+
+def _reference_keys(block: str) -> list[str]:
+    page = (DOCS / "configuration.md").read_text(encoding="utf-8")
+    start = page.index(f"<!-- generated by docs/generate_config_reference.py ({block})")
+    table = page[start:page.index("<!-- end generated -->", start)]
+    return re.findall(r"^\| `([^`]+)` \|", table, re.M)
+
+
+def test_the_configuration_reference_has_a_row_for_every_key():
+    """Walked apart from the generator: a kind of field it does not know (and leaves out) fails here."""
+    keys = [key for key, _ in _all_settings()]
+    assert sorted(_reference_keys("settings")) == sorted(k for k in keys if not k.startswith("real:"))
+    assert sorted(_reference_keys("real")) == sorted(k[len("real:"):] for k in keys if k.startswith("real:"))
+    for key in ("model.promotion.margin", "model.challenger.mode", "alerts.channels[type=webhook].url",
+                "alerts.channels[type=mqtt].topic", "watch.folders[].camera", "real.*"):
+        assert key in keys
+
+
+def test_the_configuration_reference_is_generated_without_torch():
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('g', {str(DOCS / 'generate_config_reference.py')!r})\n"
+            "g = importlib.util.module_from_spec(spec); spec.loader.exec_module(g)\n"
+            "assert g.generate()\n"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -24,24 +24,30 @@ class RealParams(StrictModel):
     """
 
     layer_start: int = Field(2, ge=0, description="first text layer averaged (choice: skip the first two)")
-    layer_end: int | None = Field(None, ge=1, description="one past the last layer averaged; null = all layers")
-    anomaly_words: tuple[str, ...] = Field(DEFAULT_ANOMALY_WORDS, min_length=1)
+    layer_end: int | None = Field(None, ge=1, description="one past the last text layer averaged, so layers "
+                                                          "[layer_start, layer_end) are; null = to the last layer")
+    anomaly_words: tuple[str, ...] = Field(DEFAULT_ANOMALY_WORDS, min_length=1, description="prompt words whose "
+                                           "attention gives the semantic relevance S_T")
     high_factor: float = Field(2.0, gt=0, description="spatial entropy keeps relu(A - high_factor * mean(A))")
-    alpha: float = Field(0.5, ge=0, description="weight of semantic relevance in w_r (choice)")
-    beta: float = Field(0.5, ge=0, description="weight of inverted spatial entropy in w_r (choice)")
+    alpha: float = Field(0.5, ge=0, description="weight of semantic relevance in the composite weight "
+                                                "w_r = alpha * S_T_hat + beta * S_I_hat (choice)")
+    beta: float = Field(0.5, ge=0, description="weight of inverted spatial entropy (S_I_hat) in w_r (choice)")
     smoothing_sigma: float = Field(1.0, ge=0, description="Gaussian sigma on the merged patch grid, in cells (choice)")
     mask_threshold: float = Field(0.5, ge=0, le=1, description="binary mask = map >= this (choice)")
     map_scaling: Literal["min_max", "score_gated"] = Field(
         "min_max",
         description="min_max: each map stretched to [0, 1] (METHOD's post-processing); score_gated (ours): "
-                    "the stretched map times the image score, so a part scored normal shows no hot spot",
+                    "the stretched map times the image score, so a part scored normal shows no hot spot, and no "
+                    "mask on a part the verdict threshold passed",
     )
     ignored_words: tuple[str, ...] = Field(
         (), description="reasoning tokens that are one of these words (case and surrounding spaces and "
                         "punctuation ignored) are never kept or weighted, and the thresholds are taken over the "
                         "other tokens (ours; e.g. inspectd.real.params.FUNCTION_WORDS); empty = every token counts")
-    use_entropy_filter: bool = Field(True, description="keep tokens with S_I <= tau_1")
-    use_relevance_filter: bool = Field(True, description="keep tokens with S_T >= tau_r")
+    use_entropy_filter: bool = Field(True, description="keep tokens with S_I <= tau_1 (one of the two token "
+                                                       "filters, Tab. 7 ablation)")
+    use_relevance_filter: bool = Field(True, description="keep tokens with S_T >= tau_r (the other token "
+                                                         "filter, Tab. 7 ablation)")
 
     @model_validator(mode="after")
     def _check(self) -> RealParams:
