@@ -1,5 +1,9 @@
-"""``inspectd models``: the bundles in the store, champion against challenger (``compare``; room for
-``promote``/``rollback``).
+"""``inspectd models``: the bundles in the store, champion against challenger (``compare``), and the changes of
+the pair the daemon runs (``promote``, ``rollback``, ``changes``).
+
+``promote`` and ``rollback`` read the config (the pair it names, ``model.promotion``), check the request
+(``inspectd/promotion/requests.py``, the same function as the console's action), record it in the store and wait
+for the running daemon to apply it through its reload path; they exit 0 once applied, 1 when refused or failed.
 
 A reader command like ``history``: it opens the store as ``history`` does (``_engine``: read-only SQLite,
 schema checked) and prints with the same ``render``, so names from the plant have their control characters
@@ -11,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from inspectd.cli.history import _cell, _engine, parse_time, render
+from inspectd.errors import InspectdError
 from inspectd.safe_text import escape_controls
 
 # csv/--format: one row per pair, metric and model (long form: a spreadsheet pivots it).
@@ -136,6 +142,142 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _actor(given: str | None) -> str:
+    """Who asks: ``--actor``, else the person behind sudo, else the login name."""
+    import getpass
+
+    return given or os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def _writer(settings):
+    """The store of ``settings``, writable, at the head schema (the daemon creates and migrates it)."""
+    from inspectd.store.database import current_revision, head_revision, open_engine
+    from inspectd.config_folders import sqlite_file
+
+    store = sqlite_file(settings.store.url)
+    if store is not None and not store.is_file():
+        raise InspectdError(f"store file {store} does not exist (has the daemon run yet?)")
+    engine = open_engine(settings.store.url)
+    revision = current_revision(engine)
+    if revision != head_revision():
+        raise InspectdError(f"store {engine.url.render_as_string(hide_password=True)} is at schema "
+                            f"{revision or 'none'}, expected {head_revision()} (start the daemon once to migrate it)")
+    return engine
+
+
+def _change_lines(change) -> list[str]:
+    lines = [f"change {change.id}: {change.action} by {escape_controls(change.actor)} at "
+             f"{_cell(change.created_at)} UTC: {change.status}"
+             + (f" at {_cell(change.decided_at)} UTC" if change.decided_at else ""),
+             f"  champion   {escape_controls(change.champion_path)} ({change.champion_digest[:12]})",
+             f"  challenger {escape_controls(change.challenger_path or '(none)')}"
+             + (f" ({change.challenger_digest[:12]})" if change.challenger_digest else ""),
+             f"  before: champion {escape_controls(change.previous_champion_path)}, challenger "
+             f"{escape_controls(change.previous_challenger_path or '(none)')}"]
+    if change.forced:
+        lines.append("  FORCED past the promotion rule: " + "; ".join(change.comparison.get("problems", [])))
+    if change.reason:
+        lines.append(f"  reason: {escape_controls(change.reason)}")
+    if change.detail:
+        lines.append(f"  detail: {escape_controls(change.detail)}")
+    return lines
+
+
+def _figures_line(comparison: dict | None) -> str | None:
+    if not comparison or not comparison.get("reviewed_decided"):
+        return None
+    parts = []
+    for name, label in (("miss_rate", "miss rate"), ("false_alarm_rate", "false alarms"), ("auroc", "AUROC")):
+        metric = comparison.get(name) or {}
+        parts.append(f"{label} {_share(metric.get('champion', {}).get('value'))} -> "
+                     f"{_share(metric.get('challenger', {}).get('value'))}")
+    return f"  on {comparison['reviewed_decided']} reviewed part(s), champion -> challenger: " + ", ".join(parts)
+
+
+def _change_command(args, action: str) -> int:
+    from inspectd.config import config_path, load_settings
+    from inspectd.daemon.ready_file import read_ready, ready_file_path
+    from inspectd.promotion.requests import ChangeRefused, Request, request_change, wait_for_decision
+
+    settings = load_settings(config_path(args.config))
+    engine = _writer(settings)
+    try:
+        if action == "promote" and settings.threshold is not None:
+            print(f"warning: {settings.source} sets threshold: {settings.threshold:g} for every champion; the "
+                  "promoted bundle's calibrated threshold is not used while it is set", file=sys.stderr)
+        try:
+            change = request_change(engine, settings, Request(action, _actor(args.actor),
+                                                              getattr(args, "force", False), args.reason))
+        except ChangeRefused as exc:  # every reason on a line of its own; nothing was recorded
+            print(escape_controls(f"{action} refused (nothing recorded):"), file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  - {escape_controls(problem)}", file=sys.stderr)
+            if exc.forcible:
+                print("--force promotes anyway and records that it was forced", file=sys.stderr)
+            return 1
+        print("\n".join(_change_lines(change)))
+        figures = _figures_line(change.comparison)
+        if figures:
+            print(figures)
+        if not read_ready(ready_file_path(settings)).ready:
+            print(f"recorded; no daemon of {settings.source} is running: it starts on this pair")
+            return 0
+        if args.wait <= 0:
+            print("recorded; the daemon applies it within a second or two (inspectd models changes)")
+            return 0
+        print(f"waiting up to {args.wait:g} s for the daemon to load, verify and try it on the canary ...",
+              flush=True)
+        decided = wait_for_decision(engine, change.id, args.wait)
+        if decided.status == "applied":
+            print(f"change {change.id} applied: the daemon inspects with {escape_controls(decided.champion_path)}")
+            return 0
+        if decided.status == "failed":
+            print(f"change {change.id} FAILED, the models in use stay: {escape_controls(decided.detail or '')}")
+            return 1
+        print(f"change {change.id} is not applied yet after {args.wait:g} s; see inspectd models changes")
+        return 1
+    finally:
+        engine.dispose()
+
+
+def cmd_promote(args) -> int:
+    return _change_command(args, "promote")
+
+
+def cmd_rollback(args) -> int:
+    return _change_command(args, "rollback")
+
+
+def cmd_changes(args) -> int:
+    import dataclasses
+
+    from inspectd.store.model_changes import CHANGE_COLUMNS, recent_changes
+
+    changes = recent_changes(_engine(args), args.limit)
+    if args.format == "json":
+        sys.stdout.write(json.dumps([dataclasses.asdict(c) for c in changes], indent=2, default=_cell) + "\n")
+    elif args.format == "csv":
+        sys.stdout.write(render([dataclasses.asdict(c) for c in changes], "csv", list(CHANGE_COLUMNS)))
+    elif not changes:
+        print("no promotion or rollback recorded: the daemon runs the bundles its configuration file names")
+    else:
+        for change in changes:
+            print("\n".join(_change_lines(change)))
+            figures = _figures_line(change.comparison)
+            if figures:
+                print(figures)
+    return 0
+
+
+def _change_arguments(parser, action: str) -> None:
+    parser.add_argument("--actor", help="who asks, recorded with the change (default: $SUDO_USER, else your login)")
+    parser.add_argument("--reason", help="why, in your words, recorded with the change")
+    parser.add_argument("--wait", type=float, default=600, metavar="SECONDS",
+                        help="wait this long for the running daemon to apply it (default 600: a 7B loads in "
+                             "minutes; 0: do not wait)")
+    parser.set_defaults(handler=cmd_promote if action == "promote" else cmd_rollback)
+
+
 def add_commands(sub) -> None:
     models = sub.add_parser("models", help="the model bundles in the store: compare a challenger run in the "
                                            "shadow with the champion")
@@ -161,3 +303,33 @@ def add_commands(sub) -> None:
                          help="bootstrap resamples of the reviewed images (default 1000)")
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0): same seed, same intervals")
     compare.set_defaults(handler=cmd_compare)
+
+    promote = actions.add_parser(
+        "promote", help="make the challenger the champion (the champion becomes the challenger), through the "
+                        "daemon's reload path, if it is not worse on reviewed parts",
+        description="Checks the challenger against the champion on the line's reviewed parts (model.promotion: "
+                    "refused with every reason when fewer than min_reviewed parts were decided by both, when a rate "
+                    "cannot be compared, or when its miss rate or false-alarm rate is higher, or its AUROC lower, "
+                    "by more than margin), records the change in the store (who, when, both bundles' paths and "
+                    "digests, the figures) and waits for the running daemon to apply it: the new champion is "
+                    "loaded beside the old one, its hashes verified and the canary tried before it takes the next "
+                    "batch; the old champion goes on as the challenger. Exit 0 applied (or recorded while no "
+                    "daemon runs: it starts on the new pair), 1 refused or failed.")
+    promote.add_argument("--force", action="store_true",
+                         help="promote although the rule refuses (recorded as forced, with the rule's reasons)")
+    _change_arguments(promote, "promote")
+
+    rollback = actions.add_parser(
+        "rollback", help="bring back the pair that ran before the newest applied promotion or rollback",
+        description="Records a rollback to the champion/challenger pair before the newest applied change and "
+                    "waits for the running daemon to apply it through its reload path (hashes, canary). No rule: "
+                    "going back is always allowed, but refused when a bundle of that pair was re-published since. "
+                    "Exit 0 applied, 1 refused or failed.")
+    _change_arguments(rollback, "rollback")
+
+    changes = actions.add_parser("changes", help="the promotions and rollbacks recorded, newest first, with what "
+                                                 "the daemon made of each")
+    changes.add_argument("--db", help="SQLAlchemy URL of the store (default: store.url of the config)")
+    changes.add_argument("--limit", type=_positive_or_zero, default=50, help="at most this many (default 50)")
+    changes.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    changes.set_defaults(handler=cmd_changes)

@@ -106,6 +106,9 @@ class ReloadHooks:
     # the applied file's model.challenger, after the champion's swap: a challenger that fails is logged by it,
     # never refusing the champion's reload
     challenger: Callable[[Settings], None] | None = None
+    # after a read of the file: None when its model was applied, else why it was refused (a requested promotion
+    # or rollback is marked with it, ``model_selection.py``)
+    outcome: Callable[[str | None], None] | None = None
 
 
 class ModelReloader:
@@ -165,6 +168,7 @@ class ModelReloader:
         except Exception as exc:  # any failure keeps the model in use, and the rules that go with it
             log.error("reload: keeping bundle %s (%s) and the old alert rules: %s", self.current.bundle.manifest.name,
                       self.current.bundle.digest[:12], exc, exc_info=not isinstance(exc, (InspectdError, OSError)))
+            self._outcome(str(exc) or type(exc).__name__)
             return "reload refused: new model refused"
         self.hooks.install(candidate)
         if candidate.inspector is not self.current.inspector:
@@ -180,7 +184,16 @@ class ModelReloader:
                 self.hooks.challenger(fresh)
             except Exception:  # noqa: BLE001 (the champion's reload is done and stays)
                 log.exception("reload: the challenger's settings could not be applied; the champion's reload stands")
+        self._outcome(None)
         return "reloaded"
+
+    def _outcome(self, problem: str | None) -> None:
+        if self.hooks.outcome is None:
+            return
+        try:
+            self.hooks.outcome(problem)
+        except Exception:  # noqa: BLE001 (the store may refuse the mark; the reload's result stands)
+            log.exception("reload: its outcome could not be recorded in the store")
 
     def _prepare(self, fresh: Settings) -> ActiveModel:
         """The model ``fresh`` asks for with its alert rules: the one in use when no model setting changed, else a

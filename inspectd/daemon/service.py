@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from inspectd.alerts.outbox import add_system_alerts
 from inspectd.alerts.relay import AlertRelay
-from inspectd.config import Settings, load_settings
+from inspectd.config import Settings
 from inspectd.daemon.archive import Archiver
 from inspectd.daemon.archive_repair import ArchiveRepair
 from inspectd.daemon.challenger import ShadowWorker
@@ -41,6 +41,7 @@ from inspectd.daemon.disk_guard import DiskGuard, FreeSpace, GuardChange, free_b
 from inspectd.daemon.metrics import DaemonMetrics, MetricsServer
 from inspectd.daemon.model_process import ModelProcess
 from inspectd.daemon.model_reload import ActiveModel, ModelReloader, ReloadHooks, register
+from inspectd.daemon.model_selection import ModelSelector
 from inspectd.daemon.items import InFlight, ReadyFile
 from inspectd.daemon.ready_file import clear_stale, process_age_s, ready_file_path, remove_ready, write_ready
 from inspectd.daemon.recorder import InspectionRecorder
@@ -97,6 +98,7 @@ class Daemon:
         self._started = time.monotonic()
         self.ready_path = ready_file_path(settings)
         self._shadow: ShadowWorker | None = None
+        self.selector = ModelSelector(Path(settings.source))
 
     def request_stop(self, *_args) -> None:
         self._stop.set()
@@ -109,6 +111,8 @@ class Daemon:
         ready: queue.Queue = queue.Queue()
         watcher = FolderWatcher(settings.watch, ready)  # first: it locks the drop folders (refused: nothing started)
         clear_stale(self.ready_path)  # a crashed run's file: never "ready" while this one loads
+        # the pair a promotion or rollback applied, read before the model process starts (model_selection.py)
+        settings = self.settings = self.selector.at_start(settings)
         self.notifier.status("loading model")
         engine, model = _open(settings)
         try:
@@ -155,8 +159,9 @@ class Daemon:
             metrics.use_bundle(new.bundle)
 
         reloader = ModelReloader(engine, model, settings, ReloadHooks(
-            read=lambda: load_settings(Path(settings.source)), install=install,
-            reloading=self.notifier.reloading, done=self.notifier.ready, challenger=shadow.reconfigure))
+            read=lambda: self.selector.read(engine), install=install, reloading=self.notifier.reloading,
+            done=self.notifier.ready, challenger=shadow.reconfigure,
+            outcome=lambda problem: self.selector.outcome(engine, problem)))
         intake = _Intake(ready, work, in_flight, guard.paused)
         relay.start()
         retention.start()
@@ -205,7 +210,7 @@ class Daemon:
                 break
             if self.notifier.watchdog_interval_s is not None:
                 self.notifier.watchdog()
-            if self._reload.is_set():
+            if self._reload.is_set() or self._change_requested(engine):
                 self._reload.clear()
                 reloader.request()  # on its own thread; one during a reload is queued, never dropped
             if time.monotonic() >= next_space_check:
@@ -239,6 +244,15 @@ class Daemon:
         engine.dispose()
         log.info("stopped after recording %d inspection(s)", worker.recorded)
         return exit_code
+
+    def _change_requested(self, engine: Engine) -> bool:
+        """A promotion or rollback asked for in the store (``model_selection.py``); a store that cannot answer
+        now is asked again at the next tick."""
+        try:
+            return self.selector.due(engine)
+        except Exception as exc:  # noqa: BLE001 (a locked or full store must not stop the main loop)
+            log.debug("promotions: the store did not answer (%s); asking again", exc)
+            return False
 
     def _guard_changed(self, change: GuardChange | None, engine, relay: AlertRelay) -> None:
         if change is None:
