@@ -367,3 +367,71 @@ def test_the_models_page_and_a_disagreement_side_by_side(browser, tmp_path):
         page.close()
     finally:
         console.stop()
+
+
+def test_a_user_with_the_promote_right_promotes_from_the_models_page(browser, tmp_path):
+    """ann (her users-file line ends with :promote) opens /models, promotes the challenger with a reason and sees
+    the change listed as requested, waiting for the daemon; marked applied as the daemon would, the page's script
+    (static/model_changes.js) reloads it, and the pair shown is the promoted one. No policy violation."""
+    from inspectd.console.auth import hash_password
+    from inspectd.store.database import open_engine
+    from inspectd.store.model_changes import decide
+    from inspectd.store.schema import ModelChangeStatus
+    from tests.test_console_models import seed_promotion_store
+
+    config, url = seed_promotion_store(tmp_path, {"min_reviewed": 6, "margin": 0.02})
+    users = tmp_path / "console-users"
+    users.write_text(f"ann:{hash_password('correct horse battery')}:promote\n")
+    console = ConsoleProcess(config, {"users_file": str(users)})
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        console.wait_ready()
+        context = browser.new_context(viewport={"width": 1280, "height": 860},
+                                      http_credentials={"username": "ann", "password": "correct horse battery"})
+        page = context.new_page()
+        messages = []
+        page.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
+        page.goto(console.url + "/models")
+        assert "tiny-cgro" in page.inner_text("#running-champion")
+        assert "magnetic-tile-cgro" in page.inner_text("#running-challenger")
+        assert "the configuration file" in page.inner_text("#running-from")
+        # the rule refuses first (the console reads the configuration file afresh for each request, as the CLI)
+        import yaml
+
+        strict = yaml.safe_load(config.read_text())
+        strict["model"]["promotion"] = {"min_reviewed": 100, "margin": 0.02}
+        config.write_text(yaml.safe_dump(strict))
+        page.fill("#promote-reason", "fewer false alarms on the reviewed parts")
+        page.click("#promote")
+        page.wait_for_selector("#refused")
+        assert page.url == console.url + "/models/promote"
+        assert "6 reviewed part(s) decided by both models, fewer than model.promotion.min_reviewed (100)" in \
+            page.inner_text("#refused") and page.locator("#change-1").count() == 0
+        assert page.input_value("#promote-reason") == "fewer false alarms on the reviewed parts"
+        page.screenshot(path=str(SHOTS / "models-promote-refused.png"), full_page=True)
+        strict["model"]["promotion"] = {"min_reviewed": 6, "margin": 0.02}
+        config.write_text(yaml.safe_dump(strict))
+        page.click("#promote")
+        page.wait_for_selector("#waiting")
+        assert page.url == console.url + "/models"
+        assert "requested — waiting for the daemon" in page.inner_text("#waiting")
+        row = page.locator("#change-1")
+        assert "requested" in row.inner_text() and "ann" in row.inner_text()
+        assert "fewer false alarms on the reviewed parts" in row.inner_text()
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        page.screenshot(path=str(SHOTS / "models-promote-requested.png"), full_page=True)
+
+        engine = open_engine(url)
+        decide(engine, 1, ModelChangeStatus.APPLIED)  # the daemon's part
+        engine.dispose()
+        page.wait_for_selector("#change-1.status-applied", timeout=20_000)  # the script reloaded the page
+        assert page.locator("#waiting").count() == 0
+        assert "magnetic-tile-cgro" in page.inner_text("#running-champion")
+        assert "change 1: promote by ann" in page.inner_text("#running-from")
+        assert page.locator("#rollback").is_enabled()
+        page.screenshot(path=str(SHOTS / "models-promote-applied.png"), full_page=True)
+        violations = [m for m in messages if "Content Security Policy" in m or "Refused to" in m]
+        assert not violations, violations
+        context.close()
+    finally:
+        console.stop()

@@ -292,3 +292,277 @@ def test_the_guards_wrap_the_models_pages(client):
     page = client.get("/models/disagreements/2")
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert '<a href="/models">Models</a>' in client.get("/history").text
+
+
+# --- promotion and rollback from the console -------------------------------------------------------------------
+# The same store, its two bundles given the manifest digests of two real bundles (the champion tiny-cgro, the
+# challenger magnetic-tile-cgro), so that ``promotion/requests.request_change`` finds their comparison; the
+# console is the real app with a users file (ann may promote, bob may not) and the whole configuration.
+
+PROMOTER = ("ann", "correct horse battery")
+VIEWER = ("bob", "staple battery horse")
+REAL_CHAMPION = SHIPPED
+REAL_CHALLENGER = SHIPPED.parent / "magnetic-tile-cgro"
+
+
+def _basic(user: tuple[str, str]) -> dict:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()}
+
+
+def seed_promotion_store(root: Path, promotion: dict) -> tuple[Path, str]:
+    """``seed_models_store`` with real bundles as champion and challenger in the config and the store."""
+    import yaml
+
+    from inspectd.bundle.files import manifest_digest
+
+    config, url = seed_models_store(root)
+    raw = yaml.safe_load(config.read_text())
+    raw["model"]["challenger"] = {"bundle": str(REAL_CHALLENGER)}
+    raw["model"]["promotion"] = promotion
+    config.write_text(yaml.safe_dump(raw))
+    engine = open_engine(url)
+    with Session(engine) as session, session.begin():
+        for bundle_id, folder in ((1, REAL_CHAMPION), (2, REAL_CHALLENGER)):
+            row = session.get(BundleRow, bundle_id)
+            row.sha256, row.name, row.path = manifest_digest(folder), folder.name, str(folder)
+    engine.dispose()
+    return config, url
+
+
+def _console(root: Path, url: str, config: Path, users: bool = True):
+    from starlette.testclient import TestClient
+
+    from inspectd.config import ConsoleSettings, load_settings
+    from inspectd.console.app import ConsoleContext, create_app
+    from inspectd.console.auth import CsrfTokens, Users, hash_password
+    from inspectd.data.archived_photos import PhotoRoots
+    from inspectd.store.reviews import review_engine
+
+    listed = None
+    if users:
+        listed = root / "console-users"
+        listed.write_text(f"# the console's users\nann:{hash_password(PROMOTER[1])}:promote\n"
+                          f"bob:{hash_password(VIEWER[1])}\n")
+    context = ConsoleContext(reader=open_engine(url, create=False), writer=review_engine(url),
+                             settings=ConsoleSettings(), roots=PhotoRoots(((root / "archive").resolve(),), 10**7),
+                             users=Users.load(listed) if listed else None, csrf=CsrfTokens(),
+                             config=load_settings(config))
+    return TestClient(create_app(context), base_url="http://127.0.0.1", follow_redirects=False)
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
+
+
+def _changes(url: str) -> list[tuple]:
+    engine = open_engine(url, create=False)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.exec_driver_sql(
+                "SELECT id, action, actor, status, forced, reason, champion_path, challenger_path FROM model_changes "
+                "ORDER BY id")]
+    finally:
+        engine.dispose()
+
+
+def test_a_user_with_the_right_promotes_sees_it_wait_then_applied_and_rolls_back(tmp_path):
+    from inspectd.store.model_changes import decide
+    from inspectd.store.schema import ModelChangeStatus
+
+    config, url = seed_promotion_store(tmp_path, {"min_reviewed": 6, "margin": 0.02})
+    with _console(tmp_path, url, config) as client:
+        page = client.get("/models", headers=_basic(PROMOTER))
+        assert page.status_code == 200, page.text
+        text = _text(page.text)
+        assert "champion tiny-cgro" in text and "challenger magnetic-tile-cgro" in text
+        assert f"the configuration file {config}" in text
+        assert 'id="promote-form"' in page.text and 'id="rollback-form"' in page.text
+        assert "Nothing to roll back now" in text and re.search(r'id="rollback"\s+disabled', page.text)
+        assert "None recorded" in text and "data-waiting-change" not in page.text
+
+        posted = client.post("/models/promote", headers=_basic(PROMOTER),
+                             data={"csrf": _csrf(page.text), "reason": "better on\nreviewed parts"})
+        assert posted.status_code == 303 and posted.headers["location"] == "/models", posted.text
+        assert _changes(url) == [(1, "promote", "ann", "requested", 0, "better on reviewed parts",
+                                  str(REAL_CHALLENGER.resolve()), str(REAL_CHAMPION.resolve()))]
+
+        waiting = client.get("/models", headers=_basic(PROMOTER))
+        text = _text(waiting.text)
+        assert 'data-waiting-change="1"' in waiting.text and '<script src="/static/model_changes.js">' in waiting.text
+        assert "Change 1 (promote by ann): requested — waiting for the daemon" in text
+        assert "No daemon of this configuration is running now" in text
+        row = _text(re.search(r'<tr id="change-1".*?</tr>', waiting.text, re.S).group(0))
+        assert "promote" in row and "ann" in row and "requested waiting for the daemon" in row
+        assert "better on reviewed parts" in row and "forced" not in row
+        assert "6 reviewed parts miss rate 33.3 % → 33.3 % false-alarm rate 33.3 % → 0.0 % AUROC 0.889 → 0.944" \
+            in row
+        assert re.search(r'id="promote"\s+disabled', waiting.text), "no second request while one waits"
+        assert "champion tiny-cgro" in text  # the pair that runs stays until the daemon applies the change
+        assert client.get("/models/changes/1", headers=_basic(PROMOTER)).json() == \
+            {"id": 1, "status": "requested", "detail": None}
+        # a second request while one waits is refused, naming it
+        again = client.post("/models/promote", headers=_basic(PROMOTER), data={"csrf": _csrf(page.text)})
+        assert again.status_code == 409 and "change 1 is still waiting for the daemon" in _text(again.text)
+
+        engine = open_engine(url)  # writable, as the daemon's
+        decide(engine, 1, ModelChangeStatus.APPLIED)  # as the daemon marks it once its reload applied it
+        applied = client.get("/models", headers=_basic(PROMOTER))
+        text = _text(applied.text)
+        assert "champion magnetic-tile-cgro" in text and "challenger tiny-cgro" in text
+        assert "chosen by change 1: promote by ann, applied" in text and "data-waiting-change" not in applied.text
+        assert re.search(r'<tr id="change-1" class="change status-applied">', applied.text)
+        assert "Brings back the pair before change 1: champion tiny-cgro" in text
+        assert client.get("/models/changes/1", headers=_basic(PROMOTER)).json()["status"] == "applied"
+
+        back = client.post("/models/rollback", headers=_basic(PROMOTER),
+                           data={"csrf": _csrf(applied.text), "reason": "alarms at night"})
+        assert back.status_code == 303
+        assert _changes(url)[1] == (2, "rollback", "ann", "requested", 0, "alarms at night",
+                                    str(REAL_CHAMPION.resolve()), str(REAL_CHALLENGER.resolve()))
+        decide(engine, 2, ModelChangeStatus.FAILED, "canary: the reply did not parse")
+        engine.dispose()
+        failed = client.get("/models", headers=_basic(PROMOTER))
+        row = _text(re.search(r'<tr id="change-2".*?</tr>', failed.text, re.S).group(0))
+        assert "failed" in row and "canary: the reply did not parse" in row
+        assert "champion magnetic-tile-cgro" in _text(failed.text)  # a failed change is not run
+        assert client.get("/models/changes/99", headers=_basic(PROMOTER)).status_code == 404
+
+
+def test_a_refused_promotion_shows_every_reason_records_nothing_and_may_be_forced(tmp_path):
+    from inspectd.config import load_settings
+    from inspectd.promotion.requests import pair_comparison
+    from inspectd.promotion.rule import judge
+    from inspectd.promotion.selection import config_pair
+
+    config, url = seed_promotion_store(tmp_path, {"min_reviewed": 20, "margin": 0.0})
+    engine = open_engine(url)
+    with engine.begin() as connection:  # only defects reviewed: neither the false-alarm rate nor AUROC compare
+        connection.exec_driver_sql("DELETE FROM reviews WHERE label = 'good'")
+    settings = load_settings(config)
+    problems = judge(pair_comparison(engine, config_pair(settings)), settings.model.promotion).problems
+    engine.dispose()
+    assert len(problems) == 3, problems
+    with _console(tmp_path, url, config) as client:
+        page = client.get("/models", headers=_basic(PROMOTER))
+        refused = client.post("/models/promote", headers=_basic(PROMOTER),
+                              data={"csrf": _csrf(page.text), "reason": "the line needs it"})
+        assert refused.status_code == 409, refused.text
+        listed = re.findall(r"<li>(.*?)</li>", re.search(r'<ul id="refused-problems">(.*?)</ul>', refused.text,
+                                                          re.S).group(1), re.S)
+        assert [_text(item).strip() for item in listed] == problems
+        assert "Promote refused; nothing was recorded" in _text(refused.text)
+        assert "force past the rule" in _text(refused.text) and 'value="the line needs it"' in refused.text
+        assert _changes(url) == []
+
+        forced = client.post("/models/promote", headers=_basic(PROMOTER),
+                             data={"csrf": _csrf(page.text), "reason": "the line needs it", "force": "yes"})
+        assert forced.status_code == 303, forced.text
+        assert _changes(url) == [(1, "promote", "ann", "requested", 1, "the line needs it",
+                                  str(REAL_CHALLENGER.resolve()), str(REAL_CHAMPION.resolve()))]
+        row = _text(re.search(r'<tr id="change-1".*?</tr>',
+                              client.get("/models", headers=_basic(PROMOTER)).text, re.S).group(0))
+        assert "forced" in row and problems[0] in row
+        # nothing to roll back: the daemon runs the file's pair (the promotion waits); refused, said so
+        rolled = client.post("/models/rollback", headers=_basic(PROMOTER), data={"csrf": _csrf(page.text)})
+        assert rolled.status_code == 409 and "change 1 is still waiting for the daemon" in _text(rolled.text)
+        assert client.post("/models/promote", headers=_basic(PROMOTER),
+                           data={"csrf": _csrf(page.text), "force": "on please"}).status_code == 400
+
+
+def test_without_the_right_no_form_and_a_post_is_403(tmp_path):
+    config, url = seed_promotion_store(tmp_path, {"min_reviewed": 0, "margin": 1.0})
+    with _console(tmp_path, url, config) as client:
+        page = client.get("/models", headers=_basic(VIEWER))
+        assert page.status_code == 200
+        assert "promote-form" not in page.text and "rollback-form" not in page.text
+        assert "Your login (bob) has no promote right" in _text(page.text)
+        token = _csrf(client.get("/inspections/1", headers=_basic(VIEWER)).text)  # his review form's token
+        for action in ("promote", "rollback"):
+            refused = client.post(f"/models/{action}", headers=_basic(VIEWER), data={"csrf": token, "reason": "x"})
+            assert refused.status_code == 403 and "bob has no promote right" in refused.text, refused.text
+        # the right holder: without the token, or from another site, refused too
+        ann = client.get("/models", headers=_basic(PROMOTER))
+        assert client.post("/models/promote", headers=_basic(PROMOTER), data={"reason": "x"}).status_code == 403
+        assert client.post("/models/promote", headers=_basic(PROMOTER),
+                           data={"csrf": token}).status_code == 403  # bob's token
+        assert client.post("/models/promote", headers={**_basic(PROMOTER), "Origin": "http://evil.test"},
+                           data={"csrf": _csrf(ann.text)}).status_code == 403
+        assert client.post("/models/promote", data={"csrf": _csrf(ann.text)}).status_code == 401
+        assert _changes(url) == []
+
+
+def test_without_a_users_file_there_are_no_forms_and_no_posts(tmp_path):
+    config, url = seed_promotion_store(tmp_path, {"min_reviewed": 0, "margin": 1.0})
+    with _console(tmp_path, url, config, users=False) as client:
+        page = client.get("/models")
+        assert page.status_code == 200 and "promote-form" not in page.text and "rollback-form" not in page.text
+        text = _text(page.text)
+        assert "Promoting from the console needs a users file" in text and "--right promote" in text
+        assert "inspectd models promote" in text and "champion tiny-cgro" in text
+        token = _csrf(client.get("/inspections/1").text)
+        posted = client.post("/models/promote", data={"csrf": token})
+        assert posted.status_code == 403 and "console.users_file" in posted.text
+        assert _changes(url) == []
+
+
+def test_the_consoles_writer_may_add_a_change_and_nothing_else(tmp_path):
+    import sqlalchemy.exc
+
+    from inspectd.store.model_changes import add_change, decide
+    from inspectd.store.reviews import review_engine
+    from inspectd.store.schema import ModelChangeStatus
+
+    _, url = seed_promotion_store(tmp_path, {"min_reviewed": 0, "margin": 1.0})
+    writer = review_engine(url)
+    try:
+        added = add_change(writer, action="promote", actor="ann", config_path="/c.yaml", config_champion="/a",
+                           config_challenger="/b", champion_path="/b", champion_digest="b" * 64,
+                           challenger_path="/a", challenger_digest="a" * 64, previous_champion_path="/a",
+                           previous_champion_digest="a" * 64, previous_challenger_path="/b",
+                           previous_challenger_digest="b" * 64, forced=False, reason=None, comparison=None)
+        assert added.id == 1
+        for sql in ("UPDATE model_changes SET status = 'applied'", "DELETE FROM model_changes",
+                    "UPDATE inspections SET verdict = 'normal'", "DELETE FROM inspections",
+                    "INSERT INTO bundles (sha256, name, base_model, quantization, path, first_seen) "
+                    "VALUES ('x', 'x', 'x', 'x', 'x', '2026-01-01')"):
+            with pytest.raises(sqlalchemy.exc.DatabaseError, match="not authorized"):
+                with writer.begin() as connection:
+                    connection.exec_driver_sql(sql)
+        with pytest.raises(sqlalchemy.exc.DatabaseError, match="not authorized"):
+            decide(writer, 1, ModelChangeStatus.APPLIED)
+    finally:
+        writer.dispose()
+    assert _changes(url)[0][3] == "requested"
+
+
+def test_rights_in_the_users_file_and_console_user_writes_them(tmp_path):
+    import subprocess
+    import sys
+
+    from inspectd.console.auth import Users, UsersFileError, hash_password
+
+    hashed = hash_password("correct horse battery")
+    users = tmp_path / "console-users"
+    users.write_text(f"ann:{hashed}:promote\nbob:{hashed}\ncid:{hashed}:promote,promote\n")
+    loaded = Users.load(users)
+    assert loaded.may("ann", "promote") and not loaded.may("bob", "promote") and loaded.may("cid", "promote")
+    assert not loaded.may("nobody", "promote") and not loaded.may(None, "promote")
+    for rights, named in (("promote,admin", "'admin'"), ("", "an empty right"), ("promote,", "an empty right")):
+        users.write_text(f"ann:{hashed}\nbob:{hashed}:{rights}\n")
+        with pytest.raises(UsersFileError) as caught:
+            Users.load(users)
+        assert f"{users}, line 2: unknown right {named}" in str(caught.value), caught.value
+    made = subprocess.run([sys.executable, "-m", "inspectd.cli", "console-user", "dee", "--password-stdin",
+                           "--right", "promote"], input="correct horse battery\n", capture_output=True, text=True,
+                          timeout=120)
+    assert made.returncode == 0, made.stderr
+    line = made.stdout.strip()
+    assert line.startswith("dee:scrypt$") and line.endswith(":promote")
+    users.write_text(line + "\n")
+    assert Users.load(users).may("dee", "promote")
+    wrong = subprocess.run([sys.executable, "-m", "inspectd.cli", "console-user", "dee", "--password-stdin",
+                            "--right", "admin"], input="correct horse battery\n", capture_output=True, text=True,
+                           timeout=120)
+    assert wrong.returncode == 2 and "invalid choice: 'admin'" in wrong.stderr

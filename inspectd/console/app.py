@@ -1,6 +1,7 @@
 """``inspectd serve``: the engineers' web console (Starlette, server-side Jinja2 pages, no JS build, no CDN).
 
-Read-only over the store except for reviews (``store/reviews.py``). Every
+Read-only over the store except for reviews and, for a user with the ``promote`` right, a requested promotion or
+rollback (``routes/models.py``; both through ``store/reviews.py``'s writer). Every
 request is authenticated when a users file is set; without one the console
 refuses to listen anywhere but loopback (``serve.py``).
 

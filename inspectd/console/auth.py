@@ -1,7 +1,11 @@
 """Who may use the console: users and scrypt password hashes from a file, HTTP Basic, CSRF tokens.
 
 The file holds one ``name:scrypt$N$r$p$salt$hash`` line per user (``inspectd
-console-user NAME`` writes one); there is no default user or password. A
+console-user NAME`` writes one); there is no default user or password. A line
+may end with the user's rights, ``name:scrypt$...$hash:promote`` (a comma
+separated list; ``console-user NAME --right promote``): ``promote`` lets the
+user promote the challenger or roll back from the Models page. An unknown
+right is an error naming the file, the line and the right. A
 systemd credential works as the file (``LoadCredential=console-users:...``,
 ``users_file: ${CREDENTIALS_DIRECTORY}/console-users`` resolved by the unit).
 Basic credentials travel in clear text: on a LAN, put the console behind a
@@ -27,7 +31,10 @@ from pathlib import Path
 from inspectd.errors import InspectdError
 
 _LINE = re.compile(r"^(?P<name>[A-Za-z0-9_.@-]{1,64}):scrypt\$(?P<n>\d+)\$(?P<r>\d+)\$(?P<p>\d+)\$"
-                   r"(?P<salt>[A-Za-z0-9+/=]+)\$(?P<hash>[A-Za-z0-9+/=]+)$")
+                   r"(?P<salt>[A-Za-z0-9+/=]+)\$(?P<hash>[A-Za-z0-9+/=]+)(?::(?P<rights>[^:]*))?$")
+# what a users-file line may grant after its hash; a right the console does not know is refused at start
+PROMOTE = "promote"  # promote the challenger and roll back from the Models page (``routes/models.py``)
+RIGHTS = (PROMOTE,)
 _N, _R, _P = 2**14, 8, 1
 
 
@@ -67,8 +74,9 @@ class Users:
 
     cache_size = 256
 
-    def __init__(self, hashes: dict[str, _Hash]) -> None:
+    def __init__(self, hashes: dict[str, _Hash], rights: dict[str, frozenset[str]] | None = None) -> None:
         self._hashes = hashes
+        self._rights = rights or {}
         self._key = os.urandom(32)
         self._checked: OrderedDict[bytes, str] = OrderedDict()  # successes only, least recently used first
         self._lock = threading.Lock()  # check() runs in worker threads, cached() on the event loop
@@ -81,19 +89,28 @@ class Users:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise UsersFileError(f"console.users_file {path}: cannot read it ({exc})") from exc
-        hashes = {}
+        hashes, rights = {}, {}
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             match = _LINE.match(line.strip())
             if match is None:
                 raise UsersFileError(f"console.users_file {path}, line {number}: not 'name:scrypt$N$r$p$salt$hash' "
-                                     "(write lines with: inspectd console-user NAME)")
+                                     "or 'name:scrypt$N$r$p$salt$hash:RIGHT,...' (write lines with: inspectd "
+                                     "console-user NAME [--right promote])")
             hashes[match["name"]] = _Hash(int(match["n"]), int(match["r"]), int(match["p"]),
                                           base64.b64decode(match["salt"]), base64.b64decode(match["hash"]))
+            rights[match["name"]] = _rights(path, number, match["rights"])
         if not hashes:
             raise UsersFileError(f"console.users_file {path}: no users")
-        return cls(hashes)
+        return cls(hashes, rights)
+
+    def rights(self, name: str | None) -> frozenset[str]:
+        """The rights the users file gives ``name`` (none for an unknown name or None)."""
+        return self._rights.get(name, frozenset()) if name is not None else frozenset()
+
+    def may(self, name: str | None, right: str) -> bool:
+        return right in self.rights(name)
 
     @staticmethod
     def _credentials(header: str | None) -> tuple[str, str] | None:
@@ -138,6 +155,28 @@ class Users:
             while len(self._checked) > self.cache_size:
                 self._checked.popitem(last=False)
         return name
+
+
+def _rights(path: Path, number: int, text: str | None) -> frozenset[str]:
+    """The rights after a line's hash: a comma-separated list of known rights (none when the line has none)."""
+    if text is None:
+        return frozenset()
+    names = [name.strip() for name in text.split(",")]
+    for name in names:
+        if name not in RIGHTS:
+            shown = repr(name[:40]) if name else "an empty right"
+            raise UsersFileError(f"console.users_file {path}, line {number}: unknown right {shown} (known: "
+                                 f"{', '.join(RIGHTS)})")
+    return frozenset(names)
+
+
+def users_line(name: str, password_hash: str, rights: list[str] | tuple[str, ...] = ()) -> str:
+    """A users-file line: ``name:hash``, with ``:right,...`` when the user has rights."""
+    unknown = [right for right in rights if right not in RIGHTS]
+    if unknown:
+        raise UsersFileError(f"unknown right {unknown[0]!r} (known: {', '.join(RIGHTS)})")
+    given = list(dict.fromkeys(rights))  # each once, in the order given
+    return f"{name}:{password_hash}" + (f":{','.join(given)}" if given else "")
 
 
 class LoginThrottle:

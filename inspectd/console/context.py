@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from inspectd.config import ConsoleSettings
+from inspectd.config import ConsoleSettings, Settings
 from inspectd.console.auth import CsrfTokens, Users
 from inspectd.console.store_gate import StoreGate
 from inspectd.data.archived_photos import PhotoRoots
@@ -27,6 +27,9 @@ class ConsoleContext:
     users: Users | None
     csrf: CsrfTokens
     store: StoreGate | None = None  # ``serve``: the store may not exist yet when the console starts
+    # the whole configuration ``serve`` was started with (its file: ``source``): the pair the daemon of that file
+    # runs and ``model.promotion`` for the Models page's Promote and Rollback (None: the page says it cannot)
+    config: Settings | None = None
 
     def gate(self) -> StoreGate:
         """A new gate over fixed engines when ``store`` is None: call it once per app (``Pages`` does)."""

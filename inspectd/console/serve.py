@@ -30,7 +30,7 @@ def build_context(settings: Settings, address: str) -> ConsoleContext:
                             "write lines with 'inspectd console-user NAME'); without one it binds loopback only")
     console = console.model_copy(update={"allowed_hosts": hosts_of(console, address)})  # --address included
     return ConsoleContext(reader=None, writer=None, settings=console, roots=PhotoRoots.of(settings), users=users,
-                          csrf=CsrfTokens(), store=StoreGate(settings.store.url))
+                          csrf=CsrfTokens(), store=StoreGate(settings.store.url), config=settings)
 
 
 def serve(settings: Settings, address: str | None = None, port: int | None = None) -> int:

@@ -1,5 +1,6 @@
 """One inspection: its page (verdict, reasoning cut at its tokens, where the photo is now, reviews) and the
-review form's POST, the console's only write (``store/reviews.py``)."""
+review form's POST (``store/reviews.py``; the console's other write is a promotion or rollback,
+``routes/models.py``, which reuses the origin and form checks here)."""
 
 from __future__ import annotations
 

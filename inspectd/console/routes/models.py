@@ -6,6 +6,17 @@ reviewed images each model's miss rate, false-alarm rate and AUROC with their 95
 The figures are ``compare()``'s own (run in a worker thread: its bootstrap is numpy work, not the event loop's);
 this module only formats them.
 
+Above the comparison, the pair the daemon runs (``promotion/selection.py``: the configuration file's, or the
+newest applied promotion or rollback recorded against it), the recent changes with their status, and for a user
+whose users-file line grants ``promote`` (``auth.py``) the Promote and Rollback forms. Their POSTs
+(``/models/promote``, ``/models/rollback``) are checked like a review (same origin, text-only form, CSRF token)
+and go through ``promotion/requests.request_change``, the CLI's own check, with the logged-in user as the actor:
+refused, the page comes back (409) with every reason and nothing recorded; accepted, a ``requested`` row (the
+console's writer may INSERT into ``model_changes`` and nothing more, ``store/reviews.py``) and a 303 to
+``/models``, where the change waits for the daemon, which applies it through its reload path and marks it
+applied or failed. While one waits, ``static/model_changes.js`` asks ``/models/changes/N`` every 2 s and
+reloads the page once it is decided.
+
 ``/models/disagreements/N``: inspection N as the champion saw it (the photo with its heat map and mask outline,
 ``routes/pictures.py``) next to each challenger's result on the same photo (its layers at
 ``/inspections/N/challenger/B/heat.png`` and ``outline.png``, also ``routes/pictures.py``), each model's verdict,
@@ -15,26 +26,39 @@ score, threshold and reasoning, and the engineers' reviews.
 from __future__ import annotations
 
 import functools
+import logging
 import re
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
 from sqlalchemy import Engine, select
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute
 
+from inspectd.config import Settings, load_settings
 from inspectd.console import history
+from inspectd.console.auth import PROMOTE
 from inspectd.console.context import ConsoleContext
-from inspectd.console.pages import NUMBER, Pages, id_of, query_values, route
+from inspectd.console.guards import hosts_of
+from inspectd.console.pages import NUMBER, Pages, id_of, query_values, route, user_of
+from inspectd.console.routes.inspections import _NAME_CONTROLS, _same_origin, _text_only
+from inspectd.errors import InspectdError
+from inspectd.store.model_changes import ModelChange, change, newest_requested_id, recent_changes
 from inspectd.store.model_comparison import Estimate, PairComparison, compare
 from inspectd.store.reviews import reviews_of
 from inspectd.store.schema import BundleRow, ChallengerResultRow
 from inspectd.store.stats import day_start
 
+log = logging.getLogger("inspectd.console")
+
 DISAGREEMENTS = 20  # listed per pair, newest first (the total is counted apart)
+CHANGES = 20  # promotions and rollbacks listed, newest first
+REASON_MAX = 2000
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 _ROW_ID_MAX = 2**62
 # what each metric's difference means for the challenger: rates are better lower, AUROC higher
@@ -49,8 +73,12 @@ def routes(context: ConsoleContext, pages: Pages) -> list[BaseRoute]:
     # compare()'s bootstrap is a second or so of numpy on many reviewed rows: one at a time per app, off the loop,
     # so that reloads of the page do not pile up beside the daemon's model on a small box
     limiter = anyio.CapacityLimiter(1)
+    hosts = hosts_of(context.settings)  # once per app: a promotion's origin must be one of them
     return [
         route("/models", models_page, context, pages, limiter),
+        route("/models/promote", promote, context, pages, limiter, hosts, methods=["POST"]),
+        route("/models/rollback", rollback, context, pages, limiter, hosts, methods=["POST"]),
+        route("/models/changes/{change_id:int}", change_status, pages),
         route(f"/models/disagreements/{NUMBER}", side_by_side, context, pages),
     ]
 
@@ -69,16 +97,195 @@ async def models_page(context: ConsoleContext, pages: Pages, limiter: anyio.Capa
         raise HTTPException(400, "camera: longer than 200 characters")
     if camera is not None and _CONTROLS.search(camera):
         raise HTTPException(400, "camera: control characters are not part of a camera name")
+    return await _models(context, pages, limiter, request, days, camera)
+
+
+async def _models(context: ConsoleContext, pages: Pages, limiter: anyio.CapacityLimiter, request: Request,
+                  days: int = 14, camera: str | None = None, http_status: int = 200,
+                  refused: dict | None = None) -> Response:
+    """The page: the pair that runs, the changes, the forms (for a user with the right), the comparison."""
     reader = pages.gate.reader
     zone = context.settings.time_zone
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     since = day_start(now - timedelta(days=days - 1), zone)
     comparison = await anyio.to_thread.run_sync(functools.partial(
         compare, reader, since=since, camera=camera, disagreements=DISAGREEMENTS), limiter=limiter)
+    running = await anyio.to_thread.run_sync(running_pair, context.config, reader)
+    changes = [_change_view(c, running.config_key) for c in recent_changes(reader, CHANGES)]
     ever = bool(comparison.pairs) or _any_challenger_result(reader)  # one key read
-    return pages.page(request, "models.html", comparison=comparison, pairs=[_pair_view(p) for p in comparison.pairs],
-                      days=days, camera=camera, since=since, ever=ever, cameras=history.cameras(reader),
-                      confidence=round(comparison.confidence * 100))
+    user = user_of(request)
+    return pages.page(request, "models.html", http_status=http_status, comparison=comparison,
+                      pairs=[_pair_view(p) for p in comparison.pairs], days=days, camera=camera, since=since,
+                      ever=ever, cameras=history.cameras(reader), confidence=round(comparison.confidence * 100),
+                      running=running, changes=changes, refused=refused, logins=context.users is not None,
+                      may_promote=context.users is not None and context.users.may(user, PROMOTE))
+
+
+# --- promotion and rollback -----------------------------------------------------------------------------------
+
+@dataclass
+class RunningPair:
+    """What the page says about the pair the daemon runs (``known`` False: the console has no configuration)."""
+
+    known: bool = False
+    source: str | None = None  # the configuration file
+    config_key: str | None = None  # as changes are recorded against it
+    champion: str | None = None
+    challenger: str | None = None
+    champion_digest: str | None = None
+    challenger_digest: str | None = None
+    change: ModelChange | None = None  # the applied change that chose the pair (None: the file's own)
+    waiting: ModelChange | None = None  # the newest change of this config the daemon has not decided yet
+    rollback_to: tuple[str, str | None] | None = None
+    daemon_running: bool | None = None
+    rule: object = None  # model.promotion
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None  # the configuration or a bundle cannot be read now
+
+
+def current_config(config: Settings | None) -> Settings | None:
+    """The configuration as its file says now (the CLI reads it afresh too; a daemon reloaded on an edited file
+    runs the new pair); the one the console started with when it has no file. ConfigError when unreadable."""
+    if config is None or config.source is None:
+        return config
+    return load_settings(Path(config.source), require_paths=False)
+
+
+def _digest(path: Path | None) -> str | None:
+    from inspectd.bundle.files import manifest_digest
+
+    if path is None:
+        return None
+    try:
+        return manifest_digest(path)
+    except (InspectdError, OSError):
+        return None
+
+
+def running_pair(config: Settings | None, reader: Engine) -> RunningPair:
+    """The pair the daemon of ``config`` runs (applied changes only), the change waiting for it, and what a
+    rollback brings back; file reads and a few store reads (a worker thread)."""
+    from inspectd.daemon.ready_file import read_ready, ready_file_path
+    from inspectd.promotion.requests import current_selection
+    from inspectd.promotion.selection import config_key, pair_before
+
+    if config is None:
+        return RunningPair()
+    view = RunningPair(known=True, source=str(config.source) if config.source else None)
+    try:
+        settings = current_config(config)
+        view.config_key, view.rule = config_key(settings), settings.model.promotion
+        selection = current_selection(reader, settings)
+    except InspectdError as exc:
+        view.error = str(exc)
+        return view
+    pair = selection.pair
+    view.champion, view.challenger = str(pair.champion), None if pair.challenger is None else str(pair.challenger)
+    view.champion_digest, view.challenger_digest = _digest(pair.champion), _digest(pair.challenger)
+    view.change, view.problems = selection.change, list(selection.problems)
+    if selection.change is not None:
+        before = pair_before(selection.change)
+        view.rollback_to = (str(before.champion), None if before.challenger is None else str(before.challenger))
+    waiting = newest_requested_id(reader, view.config_key)
+    view.waiting = None if waiting is None else change(reader, waiting)
+    view.daemon_running = read_ready(ready_file_path(settings)).ready
+    return view
+
+
+def _change_view(change: ModelChange, config_key: str | None) -> dict:
+    """A change as the list shows it: the figures the rule saw, champion → challenger, on reviewed parts."""
+    figures = change.comparison or {}
+    shown = []
+    if figures.get("reviewed_decided"):
+        for name in ("miss_rate", "false_alarm_rate", "auroc"):
+            metric = figures.get(name) or {}
+            champion, challenger = (((metric.get(m) or {}).get("value")) for m in ("champion", "challenger"))
+            fmt = (lambda v: "–" if v is None else f"{v:.3f}") if name == "auroc" else share
+            shown.append({"label": _LABELS[name], "champion": fmt(champion), "challenger": fmt(challenger)})
+    return {"c": change, "figures": shown, "reviewed": figures.get("reviewed_decided") or 0,
+            "rule": figures.get("rule"), "problems": figures.get("problems") or [],
+            "elsewhere": config_key is not None and change.config_path != config_key}
+
+
+async def promote(context: ConsoleContext, pages: Pages, limiter: anyio.CapacityLimiter, hosts: tuple[str, ...],
+                  request: Request) -> Response:
+    return await _ask("promote", context, pages, limiter, hosts, request)
+
+
+async def rollback(context: ConsoleContext, pages: Pages, limiter: anyio.CapacityLimiter, hosts: tuple[str, ...],
+                   request: Request) -> Response:
+    return await _ask("rollback", context, pages, limiter, hosts, request)
+
+
+async def _ask(action: str, context: ConsoleContext, pages: Pages, limiter: anyio.CapacityLimiter,
+               hosts: tuple[str, ...], request: Request) -> Response:
+    """The right first (403, nothing read), then as a review: same origin, a text-only form, the CSRF token; then
+    ``request_change`` with the logged-in user as the actor. Refused: the page with every reason (409), nothing
+    recorded. Recorded: 303 to the page, where the change waits for the daemon."""
+    from inspectd.promotion.requests import ChangeRefused, Request as ChangeRequest, request_change
+
+    user = user_of(request)
+    if context.users is None:
+        raise HTTPException(403, f"{action} from the console needs console.users_file with the promote right on "
+                                 "your line (inspectd console-user NAME --right promote); meanwhile use "
+                                 f"inspectd models {action} on the daemon's host")
+    if not context.users.may(user, PROMOTE):
+        raise HTTPException(403, f"{action}: {user} has no promote right (the users file gives it: "
+                                 f"'{user}:scrypt$...:promote')")
+    _same_origin(request, hosts)
+    form = await request.form()
+    _text_only(form)
+    if not context.csrf.valid(user, form.get("csrf")):
+        raise HTTPException(403, "the form's CSRF token is missing or wrong: reload the page and submit again")
+    reason = _reason(form)
+    force = _force(form) if action == "promote" else False
+    if context.config is None:
+        raise HTTPException(409, f"{action}: this console was started without the daemon's configuration; use "
+                                 f"inspectd models {action}")
+    asked = ChangeRequest(action, user, force, reason)
+
+    def record() -> ModelChange:
+        settings = current_config(context.config)
+        return request_change(pages.gate.writer, settings, asked)
+
+    try:
+        recorded = await anyio.to_thread.run_sync(record, limiter=limiter)  # one at a time, beside compare()
+    except ChangeRefused as exc:
+        problems, forcible = list(exc.problems), exc.forcible
+    except InspectdError as exc:  # the configuration or a bundle cannot be read
+        problems, forcible = [str(exc)], False
+    else:
+        log.info("%s requested from the console by %r: change %d%s", action, user, recorded.id,
+                 " (forced past the promotion rule)" if recorded.forced else "")
+        return RedirectResponse("/models", status_code=303)
+    log.info("%s by %r refused: %s", action, user, "; ".join(problems))
+    refused = {"action": action, "problems": problems, "forcible": forcible, "reason": reason or "", "force": force}
+    return await _models(context, pages, limiter, request, http_status=409, refused=refused)
+
+
+def _reason(form) -> str | None:
+    """The person's words, one line: control characters (a newline, CR, bidi overrides) become spaces."""
+    reason = re.sub(r"\s+", " ", _NAME_CONTROLS.sub(" ", str(form.get("reason", "")))).strip()
+    if len(reason) > REASON_MAX:
+        raise HTTPException(400, f"reason: longer than {REASON_MAX} characters")
+    return reason or None
+
+
+def _force(form) -> bool:
+    value = form.get("force")
+    if value not in (None, "", "yes"):
+        raise HTTPException(400, f"force: {str(value)[:40]!r} is not yes (a checkbox)")
+    return value == "yes"
+
+
+async def change_status(pages: Pages, request: Request) -> Response:
+    """One change's status as JSON, for the page's script while the change waits for the daemon."""
+    change_id = request.path_params["change_id"]
+    found = change(pages.gate.reader, change_id) if change_id <= _ROW_ID_MAX else None
+    if found is None:
+        raise HTTPException(404, f"change {change_id} does not exist")
+    return JSONResponse({"id": found.id, "status": found.status, "detail": found.detail},
+                        headers={"Cache-Control": "no-store"})
 
 
 async def side_by_side(context: ConsoleContext, pages: Pages, request: Request) -> Response:
