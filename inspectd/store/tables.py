@@ -72,6 +72,14 @@ bundles = Table(
 
 LIVE_PHOTO = "archived_path IS NOT NULL AND photo_removed_at IS NULL"
 
+
+def _model_said() -> list[Column]:
+    """What a model said of a part, in the champion's row (``inspections``) and a challenger's
+    (``challenger_results``) alike: new Column objects each call (a column belongs to one table)."""
+    return [required("verdict", String(16)), optional("score", Float), required("threshold", Float),
+            optional("reasoning", Text), optional("raw_reply", Text), optional("parse_status", String(20))]
+
+
 inspections = Table(
     "inspections", metadata,
     Column("id", Integer, primary_key=True),
@@ -81,12 +89,7 @@ inspections = Table(
     optional("archived_path", Text),
     required("sha256", String(64), unique=True),
     required("size_bytes", Integer),
-    required("verdict", String(16)),
-    optional("score", Float),
-    required("threshold", Float),
-    optional("reasoning", Text),
-    optional("raw_reply", Text),
-    optional("parse_status", String(20)),
+    *_model_said(),
     optional("bundle_id", Integer, ForeignKey("bundles.id")),
     optional("real_params", JSON),
     optional("real_fallback", Boolean),
@@ -147,12 +150,7 @@ challenger_results = Table(
     required("inspection_id", Integer, ForeignKey("inspections.id", ondelete="CASCADE")),
     required("bundle_id", Integer, ForeignKey("bundles.id")),
     required("created_at", DateTime()),
-    required("verdict", String(16)),
-    optional("score", Float),
-    required("threshold", Float),
-    optional("reasoning", Text),
-    optional("raw_reply", Text),
-    optional("parse_status", String(20)),
+    *_model_said(),
     optional("real_fallback", Boolean),
     optional("model_ms", Float),
     optional("error", Text),
