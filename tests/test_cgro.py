@@ -173,7 +173,9 @@ def test_gradient_accumulation_splits_one_generation_batch_into_micro_batches(fo
     assert len(consistency.last_consensus) == 4 * 2, "still batch_size x generations replies per step"
 
 
-def test_train_cli_warmup_then_cgro_then_export(format_bundle, tmp_path):
+def test_the_old_train_commands_are_the_recipe_stopped_after_their_stage(format_bundle, tmp_path):
+    """``inspectd-train warmup|cgro`` run the recipe up to that stage, warning with the recipe command; the old
+    training YAML (base, output_dir) is refused with the recipe that does its run, which then reads."""
     import json
     import os
     import subprocess
@@ -181,47 +183,56 @@ def test_train_cli_warmup_then_cgro_then_export(format_bundle, tmp_path):
 
     import yaml
 
+    from inspectd.training.recipe import load_recipe
     from tests.conftest import REPO
 
-    config = {
-        "base": str(format_bundle),
-        "output_dir": str(tmp_path / "run"),
-        "data": {"kind": "synthetic", "count": 16, "image_size": 96},
+    recipe = {
+        "name": "line", "output": "out", "work_dir": "work", "init": str(format_bundle),
+        "data": {"kind": "synthetic", "image_size": 96, "cgro_images": 8},
         "warmup": {"steps": 3, "batch_size": 4, "warmup_steps": 1},
-        "cgro": {"max_steps": 2, "batch_size": 4, "generations": 2, "max_completion_length": 40, "save_steps": 1},
+        "cgro": {"max_steps": 2, "batch_size": 4, "generations": 2, "max_completion_length": 40, "save_steps": 1,
+                 "gradient_checkpointing": False},
+        "max_new_tokens": 40, "real": {"layer_start": 0},
     }
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "line.yaml").write_text(yaml.safe_dump(recipe))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=600,
-                              cwd=REPO, env=env)
+        return subprocess.run([sys.executable, "-m", "inspectd.training.cli", *args], capture_output=True, text=True,
+                              timeout=600, cwd=REPO, env=env)
 
-    done = run("inspectd.training.cli", "warmup", "--config", str(tmp_path / "train.yaml"))
+    done = run("warmup", "--config", str(tmp_path / "line.yaml"))
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "run" / "warmup" / "model.safetensors").is_file()
-    done = run("inspectd.training.cli", "cgro", "--config", str(tmp_path / "train.yaml"))
+    assert (f"`inspectd-train warmup` is deprecated: it runs the recipe up to its warmup stage, as `inspectd-train "
+            f"recipe --config {tmp_path / 'line.yaml'} --stop-after warmup` does") in done.stderr
+    assert (tmp_path / "work" / "warmup" / "model" / "model.safetensors").is_file()
+    assert not (tmp_path / "work" / "cgro").exists()
+    done = run("grpo", "--config", str(tmp_path / "line.yaml"), "--resume")
     assert done.returncode == 0, done.stderr
-    history = json.loads((tmp_path / "run" / "adapter" / "training.json").read_text())["log_history"]
+    assert "stage `grpo` is now called `cgro`" in done.stderr and "warmup: done earlier" in done.stderr
+    history = json.loads((tmp_path / "work" / "cgro" / "stage.json").read_text())["log_history"]
     assert any("rewards/consistency_reward/mean" in h for h in history)
-    assert sorted(p.name for p in (tmp_path / "run" / "cgro").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
-    config["cgro"]["max_steps"] = 3
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
-    done = run("inspectd.training.cli", "cgro", "--config", str(tmp_path / "train.yaml"), "--resume")
-    assert done.returncode == 0, done.stderr
-    resumed = json.loads((tmp_path / "run" / "adapter" / "training.json").read_text())["log_history"]
-    assert [h.get("step") for h in resumed if "rewards/format_reward/mean" in h][-1] == 3
-    done = run("inspectd.export.cli", "--base", str(format_bundle), "--adapter", str(tmp_path / "run" / "adapter"),
-               "--out", str(tmp_path / "bundle"), "--name", "cgro-tiny", "--quantization", "float32")
-    assert done.returncode == 0, done.stderr
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({**config, "cgro": {"max_step": 1}}))
-    done = run("inspectd.training.cli", "cgro", "--config", str(bad))
-    assert done.returncode == 2 and "cgro.max_step" in done.stderr
+    assert not (tmp_path / "work" / "export").exists()
+
+    old = {"base": str(format_bundle), "output_dir": "run", "seed": 3,
+           "data": {"kind": "labelled", "path": "line", "image_size": 112},
+           "cgro": {"max_steps": 2, "use_cpu": False}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(old))
+    done = run("cgro", "--config", str(tmp_path / "train.yaml"))
+    assert done.returncode == 2
+    assert "a training config of the old `inspectd-train warmup|cgro`" in done.stderr
+    assert "run `inspectd-train recipe --config NEW.yaml`" in done.stderr and "warmup.steps: 0" in done.stderr
+    suggested = yaml.safe_load(done.stderr[done.stderr.index("The recipe: ") + len("The recipe: "):])
+    assert suggested["init"] == str(format_bundle) and suggested["work_dir"] == "run"
+    assert suggested["data"] == {"kind": "labelled_folder", "path": "line", "image_size": 112}
+    assert (suggested["warmup"], suggested["device"]) == ({"steps": 0, "seed": 3}, "cuda:0")
+    (tmp_path / "new.yaml").write_text(yaml.safe_dump(suggested))
+    converted = load_recipe(tmp_path / "new.yaml")
+    assert converted.cgro.max_steps == 2 and not converted.warms_up and converted.data.path == tmp_path / "line"
 
 
 def test_the_recipe_reward_summary_leaves_out_steps_a_reward_did_not_score():
-    from inspectd.training.recipe import _reward_summary
+    from inspectd.training.train_stages import reward_summary as _reward_summary
 
     history = [{"reward": 1.0, "rewards/localization_reward/mean": None, "rewards/accuracy_reward/mean": 0.5},
                {"reward": 2.0, "rewards/localization_reward/mean": 0.8, "rewards/accuracy_reward/mean": 1.0},

@@ -94,15 +94,15 @@ def test_model_threads_default_to_one_and_are_checked(tmp_path):
 
 
 def test_shipped_recipes_and_training_configs_validate():
-    from inspectd.training.cli import load_config
     from inspectd.training.recipe import load_recipe
 
     recipes = REPO / "models" / "recipes"
     assert load_recipe(recipes / "tiny-cgro.yaml").data.kind == "synthetic"
     assert load_recipe(recipes / "magnetic-tile-cgro.yaml").data.kind == "labelled_folder"
-    for card in ("24gb", "48gb", "80gb"):
-        seven_b = load_config(recipes / f"qwen2.5-vl-7b-cgro-{card}.yaml")
+    for card in ("24gb", "48gb", "80gb"):  # recipes too: the 7B starts from the downloaded checkpoint, no warm-up
+        seven_b = load_recipe(recipes / f"qwen2.5-vl-7b-cgro-{card}.yaml")
         assert (seven_b.cgro.batch_size, seven_b.cgro.generations, seven_b.data.image_size) == (16, 8, 420)
+        assert not seven_b.warms_up and not seven_b.cgro.use_cpu and seven_b.device == "cuda:0"
 
 
 def test_reader_commands_find_the_service_config_before_the_shipped_default(tmp_path, monkeypatch):

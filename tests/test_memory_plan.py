@@ -42,8 +42,9 @@ def test_the_tracker_counts_live_tensor_bytes():
 
 @needs_real
 def test_plan_prints_the_real_7b_table_and_each_gpu_recipe_fits_its_card(capsys):
-    from inspectd.training.cli import load_config, main
+    from inspectd.training.cli import main
     from inspectd.training.memory_plan import model_shape, plan_cgro, prompt_tokens
+    from inspectd.training.recipe import load_recipe
 
     assert main(["plan", "--config", str(RECIPES / "qwen2.5-vl-7b-cgro-80gb.yaml"),
                  "--base", str(real_format.REAL_CHECKPOINT)]) == 0
@@ -53,7 +54,7 @@ def test_plan_prints_the_real_7b_table_and_each_gpu_recipe_fits_its_card(capsys)
     weights = float(re.search(r"^weights\s+([\d.]+)", table, re.M).group(1))
     assert 15.0 < weights < 16.0, "8.29B bfloat16 parameters"
     for card in (24, 48, 80):
-        config = load_config(RECIPES / f"qwen2.5-vl-7b-cgro-{card}gb.yaml")
+        config = load_recipe(RECIPES / f"qwen2.5-vl-7b-cgro-{card}gb.yaml")
         shape = model_shape(real_format.REAL_CHECKPOINT, config.cgro.lora_targets, config.cgro.lora_rank)
         size = (config.data.image_size, config.data.image_size)
         plan = plan_cgro(shape, config.cgro, size, prompt_tokens(real_format.REAL_CHECKPOINT, size, shape))

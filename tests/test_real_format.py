@@ -1,8 +1,8 @@
 """The plant's path on a checkpoint in the real Qwen2.5-VL-7B-Instruct format (scaled down, random weights).
 
-Export from the checkpoint, inspect, eval, the daemon, ``inspectd-train warmup``
-and ``cgro`` on a labelled folder of mixed-size images, export with the
-adapter to NF4 / bf16 / quanto, reload. The tiny model keeps the rest of the
+Export from the checkpoint, inspect, eval, the daemon, the recipe's warm-up
+and CGRO stages from the checkpoint folder on a labelled folder of mixed-size
+images, export with the adapter to NF4 / bf16 / quanto, reload. The tiny model keeps the rest of the
 suite fast; this module guards the real format (right-padding tokenizer,
 yes / Ġyes / Yes ids, repetition_penalty 1.05, 12.8 MP processor, bf16 hub
 weights).
@@ -159,28 +159,33 @@ def test_eval_and_the_daemon_run_on_the_real_format(bundle, tmp_path):
         assert daemon.stop() == 0, daemon.output()
 
 
-def test_warmup_and_cgro_on_mixed_size_images_then_export_the_adapter(bundle, mixed_size_folder, tmp_path):
-    train = {
-        "base": str(bundle), "output_dir": str(tmp_path / "train"),
-        "data": {"kind": "labelled", "path": str(mixed_size_folder)},
+def test_warmup_and_cgro_on_mixed_size_images_then_export_the_adapter(checkpoint, mixed_size_folder, tmp_path):
+    recipe = {
+        "name": "real-format-line", "output": str(tmp_path / "published"), "work_dir": str(tmp_path / "train"),
+        "init": str(checkpoint),  # the checkpoint folder as downloaded, not a bundle
+        "data": {"kind": "labelled_folder", "path": str(mixed_size_folder), "image_size": 112,
+                 "validation_fraction": 0.25},
         "warmup": {"steps": 2, "batch_size": 4},
-        "cgro": {"max_steps": 2, "batch_size": 2, "generations": 2, "max_completion_length": 12, "save_steps": 1,
+        "cgro": {"max_steps": 2, "batch_size": 2, "generations": 2, "max_completion_length": 48, "save_steps": 1,
                  "gradient_checkpointing": False},
+        "max_new_tokens": 48, "real": {"layer_start": 1},
     }
-    config = tmp_path / "train.yaml"
-    config.write_text(yaml.safe_dump(train))
-    _run("inspectd.training.cli", "warmup", "--config", str(config))
-    warmup = json.loads((tmp_path / "train" / "warmup" / "training.json").read_text())
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    _run("inspectd.training.cli", "recipe", "--config", str(config), "--stop-after", "warmup")
+    warmup = json.loads((tmp_path / "train" / "warmup" / "stage.json").read_text())
     assert len(warmup["losses"]) == 2 and all(loss == loss for loss in warmup["losses"])
     from safetensors import safe_open
 
-    with safe_open(str(tmp_path / "train" / "warmup" / "model.safetensors"), "pt") as weights:
+    model = tmp_path / "train" / "warmup" / "model"
+    with safe_open(str(model / "model.safetensors"), "pt") as weights:
         # trained on float32 master weights, saved as the checkpoint came (bf16: half of a float32 copy)
         assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"BF16"}
     plan = _run("inspectd.training.cli", "plan", "--config", str(config)).stdout
-    assert "peak (" in plan and "KV cache" in plan and "float32 base weights" in plan
-    _run("inspectd.training.cli", "cgro", "--config", str(config))
-    adapter = tmp_path / "train" / "adapter"
+    assert "peak (" in plan and "KV cache" in plan and "float32 base weights" in plan and str(model) in plan
+    _run("inspectd.training.cli", "recipe", "--config", str(config), "--stop-after", "cgro")
+    bundle = model  # the warm-up's bundle is the base the adapter merges into
+    adapter = tmp_path / "train" / "cgro" / "adapter"
     assert (adapter / "adapter_config.json").is_file()
     image = make_sample(3, 130).image
     for quantization in ("nf4", "bfloat16", "quanto-int8"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -175,7 +176,7 @@ def test_several_seeds_need_one_drawn_validation_set_and_a_labelled_folder(tmp_p
 
 def test_the_recipe_calibration_key_sets_the_exports_threshold_rule(tmp_path):
     """`calibration: {target_recall: ...}` reaches both exports; without it, balanced accuracy as before."""
-    from inspectd.training.recipe import export_request
+    from inspectd.training.release_stages import export_request
 
     default = load_recipe(_write_recipe(tmp_path))
     assert default.calibration is None
@@ -272,3 +273,313 @@ def test_a_recipe_on_too_few_reviews_says_so(tmp_path):
                                          "path": None, "camera": "line9"})
     with pytest.raises(InspectdError, match="0 good and 0 defective reviewed inspections"):
         run_recipe(load_recipe(path))
+
+
+@pytest.fixture(scope="module")
+def checkpoint_folder(format_bundle, tmp_path_factory) -> Path:
+    """A Qwen2.5-VL checkpoint folder as a download has it (config.json, bfloat16 safetensors, tokenizer and
+    processor files; no inspectd manifest), holding the tiny format model's weights so that it replies in
+    the R1 format: the 7B path at test size."""
+    import torch
+
+    from inspectd.bundle.load import load_bundle
+
+    folder = tmp_path_factory.mktemp("download") / "Qwen2.5-VL-tiny-Instruct"
+    bundle = load_bundle(format_bundle, "cpu")
+    bundle.model.to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
+    bundle.processor.tokenizer.padding_side = "right"  # as a download's tokenizer pads
+    bundle.processor.save_pretrained(folder)
+    assert not (folder / "bundle.json").exists()
+    return folder
+
+
+def test_recipe_warms_up_a_checkpoint_folder_and_runs_cgro_on_it(checkpoint_folder, tmp_path):
+    """``init`` a checkpoint folder (not a bundle): the warm-up trains float32 master weights and saves its
+    model in the checkpoint's own dtype (a 7B download: bfloat16); CGRO loads it in cgro.base_precision."""
+    from safetensors import safe_open
+
+    config = load_recipe(_write_recipe(
+        tmp_path, init=str(checkpoint_folder), warmup={"steps": 4, "batch_size": 2, "warmup_steps": 1},
+        cgro={**MICRO["cgro"], "base_precision": "bfloat16"}))
+    run_recipe(config, stop_after="cgro")
+    model = config.work_dir / "warmup" / "model"
+    manifest = verify_bundle(model)
+    assert manifest.dtype == "bfloat16" and manifest.base_model.startswith("Qwen2.5-VL-tiny-Instruct by the micro")
+    with safe_open(str(model / "model.safetensors"), "pt") as weights:
+        assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"BF16"}
+    assert len(json.loads((config.work_dir / "warmup" / "stage.json").read_text())["losses"]) == 4
+    cgro = json.loads((config.work_dir / "cgro" / "stage.json").read_text())
+    assert cgro["precision"] == "bfloat16" and "rewards/format_reward/mean" in cgro["rewards"]
+    assert (config.work_dir / "cgro" / "adapter" / "adapter_config.json").is_file()
+    assert not (config.work_dir / "cgro" / "checkpoints").exists(), "removed once the stage is recorded"
+
+
+def test_recipe_without_warmup_tunes_the_checkpoint_itself_and_publishes_its_card(checkpoint_folder, tmp_path):
+    """``warmup.steps: 0`` (the 7B path): CGRO trains on the checkpoint as it is, both bundles are exported
+    from it (the "warm-up only" one is the untuned checkpoint), calibrated, evaluated and carded."""
+    config = load_recipe(_write_recipe(tmp_path, init=str(checkpoint_folder), warmup={"steps": 0}, zero_shot=[]))
+    run_recipe(config)
+    assert json.loads((config.work_dir / "warmup" / "stage.json").read_text())["skipped"] is True
+    assert not (config.work_dir / "warmup" / "model").exists(), "nothing copied: CGRO read the checkpoint"
+    manifest = verify_bundle(config.output)
+    assert manifest.base_model == "Qwen2.5-VL-tiny-Instruct by the micro recipe (untuned)"
+    assert manifest.image_size == (112, 112) and manifest.max_new_tokens == 32
+    card = (config.output / "MODEL_CARD.md").read_text()
+    assert "Warm-up: none (`warmup.steps: 0`); CGRO started from `Qwen2.5-VL-tiny-Instruct` as it was" in card
+    assert "(the checkpoint's own tokenizer)" in card and "started from the weights of" in card
+    evaluation = json.loads((config.work_dir / "eval" / "stage.json").read_text())
+    assert set(evaluation["overall"]) == {"warmup-synthetic", "cgro-synthetic"}
+
+
+def test_plan_reads_the_checkpoint_the_recipes_cgro_stage_loads(checkpoint_folder, tmp_path, capsys):
+    from inspectd.training.cli import main
+
+    path = _write_recipe(tmp_path, init=str(checkpoint_folder), warmup={"steps": 0})
+    assert main(["plan", "--config", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert f"CGRO memory plan for {checkpoint_folder} (float32 base weights, image 112 x 112" in table
+    assert "KV cache" in table and "peak (" in table
+    fresh = _write_recipe(tmp_path)  # a fresh small model: no checkpoint until the warm-up ran
+    assert main(["plan", "--config", str(fresh)]) == 2
+    assert "--stop-after warmup" in capsys.readouterr().err
+
+
+def test_a_recipe_without_warmup_needs_init(tmp_path):
+    with pytest.raises(InspectdError, match="warmup.steps 0 .* needs `init`"):
+        load_recipe(_write_recipe(tmp_path, warmup={"steps": 0}))
+    with pytest.raises(InspectdError, match="init: .* has no config.json"):
+        run_recipe(load_recipe(_write_recipe(tmp_path, init="nowhere")))
+
+
+# --- resuming a stage after a real interruption (SIGKILL) ------------------------------------------------------------
+
+
+def _recipe_process(path: Path, stop_after: str, log: Path):
+    """``inspectd-train recipe --config path --stop-after stop_after`` in a subprocess, its output to ``log``."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    with open(log, "wb") as output:
+        return subprocess.Popen([sys.executable, "-m", "inspectd.training.cli", "recipe", "--config", str(path),
+                                 "--stop-after", stop_after], cwd=REPO, env=env, stdout=output,
+                                stderr=subprocess.STDOUT)
+
+
+def _kill_when(process, ready, log: Path, timeout: float = 300) -> None:
+    """SIGKILL ``process`` as soon as ``ready()``; fails if it ended or took too long first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if process.poll() is not None:
+                pytest.fail(f"the run ended ({process.returncode}) before it could be interrupted:\n"
+                            + log.read_text(errors="replace")[-3000:])
+            if time.monotonic() > deadline:
+                pytest.fail("no checkpoint to interrupt after in time:\n" + log.read_text(errors="replace")[-3000:])
+            time.sleep(0.02)
+    finally:
+        process.kill()  # SIGKILL: no handler runs, as when a box is switched off
+        process.wait(timeout=60)
+
+
+def test_an_interrupted_warmup_goes_on_exactly_where_it_stopped(tmp_path, caplog):
+    """A warm-up killed mid-stage and run again goes on from its newest checkpoint: the losses of every step
+    and the final weights are those of a run never interrupted (on the CPU, bit for bit)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from inspectd.training.train_stages import warmup_checkpoints
+    from inspectd.training.warmup import newest_checkpoint
+
+    warmup = {"steps": 60, "batch_size": 2, "learning_rate": 3e-3, "warmup_steps": 5, "save_steps": 5,
+              "device": "cpu"}
+    overrides = {"threads": 1, "warmup": warmup, "data": {**MICRO["data"], "image_size": 56}}
+    configs = {}
+    for name in ("whole", "cut"):
+        (tmp_path / name).mkdir()
+        configs[name] = load_recipe(_write_recipe(tmp_path / name, **overrides))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the recipe's subprocess runs (threads: 1): float sums in one order
+    try:
+        run_recipe(configs["whole"], stop_after="warmup")
+        checkpoints = warmup_checkpoints(configs["cut"])
+
+        def step_of(folder):
+            return int(folder.name.split("-")[1]) if folder else 0
+
+        log = tmp_path / "cut.log"
+        process = _recipe_process(tmp_path / "cut" / "micro.yaml", "warmup", log)
+        _kill_when(process, lambda: step_of(newest_checkpoint(checkpoints)) >= 10, log)
+        warmup_stage = configs["cut"].work_dir / "warmup"
+        assert not (warmup_stage / "stage.json").exists(), "killed mid-stage"
+        killed_at = step_of(newest_checkpoint(checkpoints))
+        assert 10 <= killed_at < 60  # the older one may be there too: killed between renaming and removing
+
+        with caplog.at_level("INFO", logger="inspectd.train"):
+            run_recipe(configs["cut"], stop_after="warmup")
+    finally:
+        torch.set_num_threads(threads)
+    assert f"resuming from the checkpoint at step {killed_at} of 60" in caplog.text
+    whole, cut = (json.loads((c.work_dir / "warmup" / "stage.json").read_text()) for c in configs.values())
+    assert cut["resumed_from"] == killed_at and whole["resumed_from"] is None
+    assert len(cut["losses"]) == 60 and cut["losses"] == whole["losses"]
+    weights = {name: c.work_dir / "warmup" / "model" / "model.safetensors" for name, c in configs.items()}
+    assert weights["cut"].read_bytes() == weights["whole"].read_bytes(), {
+        k: float((v - load_file(weights["whole"])[k]).abs().max()) for k, v in load_file(weights["cut"]).items()}
+    assert not checkpoints.exists(), "removed once the stage is recorded"
+    assert not warmup_checkpoints(configs["whole"]).exists()
+
+
+def test_an_interrupted_cgro_stage_goes_on_from_its_checkpoint(tmp_path, caplog):
+    """CGRO killed after its second checkpoint and run again goes on from that checkpoint (trl's state says
+    so, its first steps' log entries kept), records max_steps steps, then removes its checkpoints."""
+    from transformers.utils import logging as hf_logging
+
+    config = load_recipe(_write_recipe(
+        tmp_path, threads=1, data={**MICRO["data"], "image_size": 56},
+        warmup={"steps": 4, "batch_size": 2, "warmup_steps": 1, "device": "cpu"},
+        cgro={**MICRO["cgro"], "max_steps": 4, "save_steps": 1}))
+    run_recipe(config, stop_after="warmup")
+    checkpoints = config.work_dir / "cgro" / "checkpoints"
+    second = checkpoints / "checkpoint-2" / "trainer_state.json"  # trl writes it last
+
+    def second_saved() -> bool:
+        try:
+            return json.loads(second.read_text())["global_step"] == 2
+        except (OSError, ValueError):
+            return False
+
+    log = tmp_path / "cgro.log"
+    _kill_when(_recipe_process(tmp_path / "micro.yaml", "cgro", log), second_saved, log)
+    assert not (config.work_dir / "cgro" / "stage.json").exists(), "killed mid-stage"
+    before = [e for e in json.loads(second.read_text())["log_history"] if "reward" in e]
+    assert [e["step"] for e in before] == [1, 2]
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_info()
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("INFO"):
+            run_recipe(config, stop_after="cgro")
+    finally:
+        hf_logging.disable_propagation()
+        hf_logging.set_verbosity(verbosity)
+    resumed = re.findall(r"Resuming training from checkpoint with epoch \d+ and global step (\d+)", caplog.text)
+    assert resumed and set(resumed) == {"2"}, "trl's trainer went on from checkpoint-2"
+    record = json.loads((config.work_dir / "cgro" / "stage.json").read_text())
+    steps = [e for e in record["log_history"] if "reward" in e]
+    assert [e["step"] for e in steps] == [1, 2, 3, 4]  # max_steps, each once: went on, did not start over
+    assert steps[:2] == before, "the killed run's first two steps as its checkpoint logged them (step_time too)"
+    assert (config.work_dir / "cgro" / "adapter" / "adapter_config.json").is_file()
+    assert not checkpoints.exists(), "removed once the stage is recorded"
+
+
+def test_a_warmup_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
+    """``train_warmup`` on a folder with a checkpoint: the same settings go on from it (same losses as the run
+    that wrote it); changed settings or data start at step 0, with a warning, and replace it."""
+    from inspectd.bundle.manifest import PromptSpec
+    from inspectd.model.tiny import build_tiny_model
+    from inspectd.model.tiny_spec import TinySpec
+    from inspectd.training.warmup import newest_checkpoint, train_warmup
+    from inspectd.training.warmup_config import ReplyExample, WarmupSettings, reasoning_reply
+
+    def sample(i: int) -> ReplyExample:
+        s = make_sample(7_000 + i, 56)
+        return ReplyExample(s.image, reasoning_reply(s))
+
+    def train(identity=None, **changes):
+        model, processor = build_tiny_model(TinySpec(**MICRO["model"]))
+        settings = WarmupSettings(steps=6, batch_size=2, warmup_steps=1, save_steps=2, device="cpu", **changes)
+        return train_warmup(model, processor, PromptSpec(), sample, settings, checkpoints=tmp_path / "ck",
+                            identity=identity or {"data": 1})
+
+    first = train()
+    assert first.resumed_from is None and [p.name for p in (tmp_path / "ck").iterdir()] == ["step-00000004"]
+    again = train()  # the newest checkpoint only is kept; the last step saves none (the stage saves the model)
+    assert again.resumed_from == 4 and again.losses == first.losses
+    with caplog.at_level("WARNING", logger="inspectd.train"):
+        other = train(learning_rate=1e-3)
+        assert other.resumed_from is None and len(other.losses) == 6 and "not resumed" in caplog.text
+        assert train(identity={"data": 2}).resumed_from is None
+    assert newest_checkpoint(tmp_path / "ck").name == "step-00000004"  # rewritten by the last run
+    assert train(identity={"data": 2}).resumed_from == 4
+
+
+WARMUP_UNDER_TORCHRUN = '''
+import json, sys
+from pathlib import Path
+import torch
+from inspectd.bundle.manifest import PromptSpec
+from inspectd.data.synthetic import make_sample
+from inspectd.model.tiny import build_tiny_model
+from inspectd.model.tiny_spec import TinySpec
+from inspectd.training.stage_record import is_main_process
+from inspectd.training.warmup import train_warmup
+from inspectd.training.warmup_config import ReplyExample, WarmupSettings, reasoning_reply
+
+def sample(i):
+    s = make_sample(7_000 + i, 56)
+    return ReplyExample(s.image, reasoning_reply(s))
+
+out, run_name = Path(sys.argv[1]), sys.argv[2]
+model, processor = build_tiny_model(TinySpec(**json.loads(sys.argv[3])))
+run = train_warmup(model, processor, PromptSpec(), sample,
+                   WarmupSettings(steps=6, batch_size=2, warmup_steps=1, save_steps=2, device="cpu"),
+                   checkpoints=out / "checkpoints")
+if is_main_process():
+    (out / f"{run_name}.json").write_text(json.dumps({"losses": run.losses, "resumed_from": run.resumed_from}))
+    torch.save(model.state_dict(), out / f"{run_name}.pt")
+'''
+
+
+def test_a_warmup_under_two_processes_resumes_from_its_checkpoint(tmp_path):
+    """Under torchrun (two CPU processes, gloo) rank 0 writes the checkpoint and both ranks go on from it: the
+    resumed run's losses and weights are the run's that wrote it."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from tests.conftest import REPO
+    from tests.test_warmup_distributed import _free_port
+
+    script = tmp_path / "warmup.py"
+    script.write_text(WARMUP_UNDER_TORCHRUN)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    for name in ("first", "resumed"):
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script),
+                               str(tmp_path), name, json.dumps(MICRO["model"])],
+                              capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000004"]
+    first, resumed = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("first", "resumed"))
+    assert (first["resumed_from"], resumed["resumed_from"]) == (None, 4)
+    assert len(resumed["losses"]) == 6 and resumed["losses"] == first["losses"]
+    weights = [torch.load(tmp_path / f"{name}.pt") for name in ("first", "resumed")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_recipe_without_warmup_tunes_a_quantized_bundle_through_a_float32_copy(format_bundle, tmp_path):
+    """``init`` a deployed 4-bit bundle with ``warmup.steps: 0`` (retraining the line's model on its reviews):
+    LoRA cannot be merged into NF4 weights, so the skipped warm-up writes a float32 copy once and CGRO and the
+    export start from it; the published bundle verifies."""
+    from inspectd.bundle.files import read_manifest
+    from inspectd.export.exporter import ExportRequest, export_bundle
+
+    deployed = tmp_path / "deployed"
+    export_bundle(ExportRequest(base=format_bundle, out=deployed, name="deployed", quantization="nf4"))
+    assert read_manifest(deployed).quantization == "nf4"
+    config = load_recipe(_write_recipe(tmp_path, init=str(deployed), warmup={"steps": 0}, zero_shot=[]))
+    run_recipe(config)
+    copy = read_manifest(config.work_dir / "warmup" / "model")
+    assert copy.quantization == "none" and copy.dtype == "float32"
+    manifest = verify_bundle(config.output)
+    assert manifest.quantization == "nf4" and manifest.image_size == (112, 112)
+    assert json.loads((config.work_dir / "warmup" / "stage.json").read_text())["skipped"] is True

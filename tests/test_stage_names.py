@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from inspectd.errors import InspectdError
-from inspectd.training.cli import load_config
 from inspectd.training.recipe import load_recipe
 
 RECIPE = {"name": "line", "output": "out", "work_dir": "work", "data": {"image_size": 56, "cgro_images": 8},
@@ -39,13 +38,18 @@ def test_both_names_of_one_section_are_refused_naming_the_two(tmp_path):
         load_recipe(path)
     train = {"base": "model", "output_dir": "run", "cgro": {"max_steps": 1}, "grpo": {"max_steps": 2}}
     with pytest.raises(InspectdError, match=r"(?s)train.yaml.*both `grpo` and `cgro`"):
-        load_config(_write(tmp_path / "train.yaml", train))
+        load_recipe(_write(tmp_path / "train.yaml", train))
 
 
-def test_a_training_config_with_the_old_names_reads_as_the_new(tmp_path):
-    config = load_config(_write(tmp_path / "train.yaml", {"base": "model", "output_dir": "run",
-                                                          "sft": {"steps": 5}, "grpo": {"max_steps": 6}}))
-    assert (config.warmup.steps, config.cgro.max_steps) == (5, 6)
+def test_an_old_training_config_with_the_old_names_is_answered_with_its_recipe_in_the_new(tmp_path):
+    """The old door's YAML is refused; the recipe in the message spells the sections by their new names."""
+    path = _write(tmp_path / "train.yaml", {"base": "model", "output_dir": "run", "sft": {"steps": 5},
+                                            "grpo": {"max_steps": 6}})
+    with pytest.raises(InspectdError, match=r"the old `inspectd-train warmup\|cgro`") as refused:
+        load_recipe(path)
+    recipe = yaml.safe_load(str(refused.value).split("The recipe: ", 1)[1])
+    assert (recipe["warmup"]["steps"], recipe["cgro"]["max_steps"]) == (5, 6) and "sft" not in recipe
+    assert load_recipe(_write(tmp_path / "recipe.yaml", recipe)).warmup.steps == 5
 
 
 def test_a_recipe_run_started_under_the_old_stage_names_goes_on(tmp_path):

@@ -58,19 +58,21 @@ def test_reviewed_rows_export_as_a_labelled_folder(reviewed_store, tmp_path):
 
 
 def test_inspectd_train_takes_its_labels_from_the_reviews(reviewed_store, format_bundle, tmp_path):
+    """The recipe's reviewed_store data: the reviews (newest = label) exported once, warm-up and CGRO on them."""
     config, _ = reviewed_store
-    train = {
-        "base": str(format_bundle), "output_dir": str(tmp_path / "run"),
-        "data": {"kind": "store", "path": str(config)},
+    recipe = {
+        "name": "reviewed", "output": str(tmp_path / "bundle"), "work_dir": str(tmp_path / "work"),
+        "init": str(format_bundle),
+        "data": {"kind": "reviewed_store", "config": str(config), "image_size": 56, "validation_fraction": 0.2},
         "warmup": {"steps": 1, "batch_size": 2, "warmup_steps": 0},
-        "cgro": {"max_steps": 1, "batch_size": 2, "generations": 2, "max_completion_length": 24, "save_steps": 1,
+        "cgro": {"max_steps": 1, "batch_size": 2, "generations": 2, "max_completion_length": 64, "save_steps": 1,
                  "gradient_checkpointing": False},
+        "max_new_tokens": 64, "real": {"layer_start": 0},
     }
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
-    for stage in ("warmup", "cgro"):
-        done = _cli("inspectd.training.cli", stage, "--config", str(tmp_path / "train.yaml"))
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert "training data from the store: 2 good, 3 defect" in done.stderr
-    history = json.loads((tmp_path / "run" / "adapter" / "training.json").read_text())["log_history"]
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    done = _cli("inspectd.training.cli", "recipe", "--config", str(tmp_path / "recipe.yaml"), "--stop-after", "cgro")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "data: 2 good and 3 defective reviewed inspections exported" in done.stderr
+    history = json.loads((tmp_path / "work" / "cgro" / "stage.json").read_text())["log_history"]
     assert any("rewards/accuracy_reward/mean" in h for h in history)
-    assert (tmp_path / "run" / "warmup" / "model.safetensors").is_file()
+    assert (tmp_path / "work" / "warmup" / "model" / "model.safetensors").is_file()

@@ -130,6 +130,14 @@ def build_trainer(model, processor, rows: list[dict], settings: CgroSettings, pr
     return trainer, consistency
 
 
+def complete_checkpoint(folder: Path) -> str | None:
+    """The newest ``checkpoint-N`` that was written to the end (its ``trainer_state.json`` is saved last), or
+    None: a run killed while saving leaves a folder transformers would take and fail on."""
+    steps = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
+                   if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").is_file())
+    return str(steps[-1][1]) if steps else None
+
+
 def train_cgro(model, processor, rows: list[dict], settings: CgroSettings, prompt: PromptSpec, real: RealParams,
                checkpoints: Path, adapter: Path, seed: int = 0, resume: bool = False,
                masks: list | None = None) -> list[dict]:
@@ -137,7 +145,8 @@ def train_cgro(model, processor, rows: list[dict], settings: CgroSettings, promp
     newest); the LoRA adapter is saved to ``adapter``. ``masks``: the drawn defects' masks that rows with a
     ``mask_id`` point at. Returns trl's log history (rewards per step)."""
     trainer, _ = build_trainer(model, processor, rows, settings, prompt, real, checkpoints, seed, masks)
-    resume_from = resume and any(Path(checkpoints).glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if resume_from else None)
-    trainer.model.save_pretrained(adapter)
+    trainer.train(resume_from_checkpoint=complete_checkpoint(Path(checkpoints)) if resume else None)
+    if trainer.accelerator.is_main_process:  # under accelerate launch every process holds the same adapter
+        trainer.model.save_pretrained(adapter)
+    trainer.accelerator.wait_for_everyone()
     return trainer.state.log_history

@@ -1,6 +1,6 @@
-"""CGRO's settings (the ``cgro:`` section of a recipe or a training YAML), beside its trainer (``cgro.py``).
+"""CGRO's settings (the ``cgro:`` section of a recipe), beside its trainer (``cgro.py``).
 
-Settings only, no torch: a recipe or a training YAML is read, validated and planned (``inspectd-train plan``)
+Settings only, no torch: a recipe is read, validated and planned (``inspectd-train plan``)
 without loading the training libraries, as trl keeps ``grpo_config.py`` beside ``grpo_trainer.py``. Every
 parameter is documented here once.
 """
@@ -15,28 +15,31 @@ from inspectd.strict_model import StrictModel
 
 
 class ConsistencySettings(StrictModel):
-    k: int = Field(3, ge=1)
-    percentile: float = Field(95.0, gt=0, lt=100)
+    k: int = Field(3, ge=1, description="the top-k reasoning tokens' maps (ranked by ReAL) compared")
+    percentile: float = Field(95.0, gt=0, lt=100, description="each map is cut strictly above this percentile")
     delta_anomalous: float = Field(0.3, ge=0, le=1, description="reward J >= this on anomalous images")
     delta_normal: float = Field(0.1, ge=0, le=1, description="reward J <= this on normal images")
 
 
 class CgroSettings(StrictModel):
-    """GRPO hyperparameters (the ``cgro:`` section of a training YAML); ours where the paper is silent."""
+    """GRPO hyperparameters (the ``cgro:`` section of a recipe); ours where the paper is silent."""
 
-    max_steps: int = Field(200, ge=1)
+    max_steps: int = Field(200, ge=1, description="GRPO optimizer steps")
     batch_size: int = Field(16, ge=1, description="prompts per step and device (paper: 16)")
     generations: int = Field(8, ge=2, description="sampled replies per prompt (paper: 8)")
-    max_completion_length: int = Field(64, ge=8)
-    learning_rate: float = Field(1e-5, gt=0)
-    kl_beta: float = Field(0.04, ge=0)
-    temperature: float = Field(1.0, gt=0)
-    lora_rank: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_targets: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-    consistency: ConsistencySettings = ConsistencySettings()
-    save_steps: int = Field(50, ge=1)
-    use_cpu: bool = True
+    max_completion_length: int = Field(64, ge=8, description="tokens of a sampled reply at most")
+    learning_rate: float = Field(1e-5, gt=0, description="LoRA learning rate (ours: the paper does not publish it)")
+    kl_beta: float = Field(0.04, ge=0, description="KL weight against the reference model (ours)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the replies")
+    lora_rank: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / rank)")
+    lora_targets: str = Field(r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+                              description="regex of the module names LoRA wraps (the language model's linears)")
+    consistency: ConsistencySettings = Field(ConsistencySettings(), description="the consistency reward")
+    save_steps: int = Field(50, ge=1, description="a checkpoint every this many steps; a rerun resumes from the "
+                                                  "newest")
+    use_cpu: bool = Field(True, description="train on the CPU; false = the GPU (one per process under accelerate "
+                                            "launch)")
     gradient_accumulation_steps: int = Field(1, ge=1, description="split a step's batch_size x generations "
                                                                    "replies into this many micro-batches for the "
                                                                    "policy's forward and backward (GPU memory)")

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 
+from inspectd.training.base_models import is_bundle
+from inspectd.training.train_stages import cgro_base
+
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{100 * value:.1f}"
@@ -56,14 +59,16 @@ def _summary_rows(overall: dict[str, dict[str, float]], suites: dict[str, str]) 
     return rows
 
 
-def _architecture(model_dir) -> list[str]:
-    """From the trained model's own config.json (an ``init`` bundle fixes the shape, not the recipe)."""
+def _architecture(model_dir, own_tokenizer: bool) -> list[str]:
+    """From the trained model's own config.json (an ``init`` fixes the shape, not the recipe). A download's
+    config.json keeps the text settings at its top level (the older flat layout)."""
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    text, vision = config["text_config"], config["vision_config"]
+    text, vision = config.get("text_config") or config, config["vision_config"]
+    tokenizer = "byte-level BPE trained by inspectd" if own_tokenizer else "the checkpoint's own tokenizer"
     return [
         f"- Text: {text['num_hidden_layers']} layers, hidden {text['hidden_size']}, {text['num_attention_heads']} "
         f"heads / {text['num_key_value_heads']} KV heads, MLP {text['intermediate_size']}, vocabulary "
-        f"{text['vocab_size']} (byte-level BPE trained by inspectd).",
+        f"{text['vocab_size']} ({tokenizer}).",
         f"- Vision: {vision['depth']} blocks, hidden {vision['hidden_size']}, {vision['num_heads']} heads, full "
         f"attention in block(s) {vision['fullatt_block_indexes']}, windowed elsewhere; patch "
         f"{vision['patch_size']}, merge {vision['spatial_merge_size']}.",
@@ -157,6 +162,22 @@ def _folder_sections(config) -> dict[str, list[str]]:
     }
 
 
+def _warmup_line(config, warmup: dict) -> str:
+    """What the warm-up did, or that CGRO started from ``init`` as it was (``warmup.steps: 0``)."""
+    settings = config.warmup
+    if warmup.get("skipped"):
+        return (f"- Warm-up: none (`warmup.steps: 0`); CGRO started from `{config.init.name}` as it was, so the "
+                "\"warm-up only\" rows below are that model untuned.")
+    losses = warmup["losses"]
+    head, tail = losses[:20], losses[-20:]
+    return (f"- Warm-up (seed {settings.seed}): {settings.steps} steps of {settings.batch_size}, AdamW "
+            f"(betas 0.9/0.98, weight decay {settings.weight_decay}), peak lr {settings.learning_rate}, "
+            f"{settings.warmup_steps} warm-up steps then cosine, clip {settings.grad_clip}, vision encoder "
+            f"{'frozen' if settings.freeze_vision else 'trained'}: {_minutes(warmup['seconds'])}; loss "
+            f"{sum(head) / len(head):.3f} (first {len(head)} steps) -> {sum(tail) / len(tail):.3f} "
+            f"(last {len(tail)}).")
+
+
 def _views_phrase(views: int) -> str:
     return "" if views == 1 else f" over {views} mirror views, so {views} model runs per image"
 
@@ -237,7 +258,6 @@ def recipe_model_card(config, stages: dict, builds=()) -> str:
     rewards = "\n".join(f"| {key} | {first:.3f} | {last:.3f} |" for key, (first, last) in cgro["rewards"].items())
     total = warmup["seconds"] + cgro["seconds"] + sum(v["seconds"] for v in export.values())
     missing = evaluation.get("zero_shot_missing") or []
-    warmup_losses = warmup["losses"]
     size = config.data.image_size
     return "\n".join([
         f"# {config.name}",
@@ -248,7 +268,7 @@ def recipe_model_card(config, stages: dict, builds=()) -> str:
         "",
         f"- {warmup['parameters'] / 1e6:.2f}M parameters"
         + (f", started from the weights of `{config.init.name}`." if config.init else ", trained from scratch."),
-        *_architecture(stages["warmup"].dir / "model"),
+        *_architecture(cgro_base(config), own_tokenizer=config.init is None or is_bundle(config.init)),
         f"- Input {size}x{size} px -> {(size // 28) ** 2} image tokens. Precision: {config.quantization} "
         "(see Export).",
         "",
@@ -260,17 +280,15 @@ def recipe_model_card(config, stages: dict, builds=()) -> str:
         "",
         f"`inspectd-train recipe --config models/recipes/{config.name}.yaml`, deterministic seeds, "
         f"{config.threads} torch thread(s).",
-        f"- Warm-up (seed {config.warmup.seed}): {config.warmup.steps} steps of {config.warmup.batch_size}, AdamW "
-        f"(betas 0.9/0.98, weight decay {config.warmup.weight_decay}), peak lr {config.warmup.learning_rate}, {config.warmup.warmup_steps} warm-up "
-        f"steps then cosine, clip {config.warmup.grad_clip}, vision encoder trained: {_minutes(warmup['seconds'])}; "
-        f"loss {sum(warmup_losses[:20]) / 20:.3f} (first 20 steps) -> {sum(warmup_losses[-20:]) / 20:.3f} (last 20).",
+        _warmup_line(config, warmup),
         f"- CGRO: {config.cgro.max_steps} GRPO steps of {config.cgro.batch_size} prompts x "
         f"{config.cgro.generations} replies, LoRA r={config.cgro.lora_rank} on the language model, vision "
         f"frozen, lr {config.cgro.learning_rate}, KL beta {config.cgro.kl_beta}, sampling temperature "
         f"{config.cgro.temperature}, rewards {_reward_names(config)}: {_minutes(cgro['seconds'])}.",
         f"- Export (merge, {config.quantization}, round-trip check, calibration; both bundles): "
         f"{_minutes(sum(v['seconds'] for v in export.values()))}.",
-        f"- Total training and export: {_minutes(total)} on 2 CPU cores"
+        f"- Total training and export: {_minutes(total)} on "
+        + ("2 CPU cores" if config.device == "cpu" and config.cgro.use_cpu else "the GPU box")
         + (f" (this build; {len(builds)} were built side by side)." if builds else "."),
         "",
         "Rewards during CGRO (mean over the first and the last quarter of the steps):",
