@@ -93,6 +93,7 @@ def test_a_foreign_host_name_is_refused_on_every_path_and_gets_no_data(open_cons
         for host in ("evil.example", f"rebind.test:{open_console.port}", f"127.0.0.1.evil.example:{open_console.port}"):
             status, _, body = request(open_console.url + path, headers={"Host": host})
             assert status == 400 and b"inspection" not in body and b"line1" not in body, (path, host, body[:200])
+            assert b"console.allowed_hosts" in body and host.split(":")[0].encode() in body, body
     before = db_rows(_db(store), "SELECT count(*) FROM reviews")[0][0]
     status, _, _ = request(f"{open_console.url}/inspections/{inspection_id}/review",
                            {"label": "good", "reviewer": "mallory", "csrf": token},
@@ -100,7 +101,7 @@ def test_a_foreign_host_name_is_refused_on_every_path_and_gets_no_data(open_cons
                                     "Origin": f"http://rebind.test:{open_console.port}"})
     assert status == 400 and db_rows(_db(store), "SELECT count(*) FROM reviews")[0][0] == before
     for host in (f"127.0.0.1:{open_console.port}", f"localhost:{open_console.port}", f"LOCALHOST:{open_console.port}",
-                 "127.0.0.1"):
+                 "127.0.0.1", f"[::1]:{open_console.port}"):
         assert request(open_console.url + "/history", headers={"Host": host})[0] == 200, host
 
 

@@ -16,13 +16,12 @@ import functools
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from inspectd.console.auth import LoginThrottle
 from inspectd.console.context import ConsoleContext
-from inspectd.console.guards import SecurityHeaders, hosts_of
+from inspectd.console.guards import AllowedHosts, SecurityHeaders, hosts_of
 from inspectd.console.middleware import Authenticated, WaitForStore
 from inspectd.console.pages import Pages
 from inspectd.console.routes import alerts, history, inspections, models, pictures, stats, system
@@ -44,7 +43,7 @@ def create_app(context: ConsoleContext) -> SecurityHeaders:
     guarded = Authenticated(waiting, context.users, LoginThrottle(settings.login_failures, settings.login_window_s))
     # Outermost first: headers on every answer (400 and 401 too); the Host before any login check or page; the
     # store's readiness after them (a console waiting for its store shows nothing to a stranger either).
-    return SecurityHeaders(TrustedHostMiddleware(guarded, allowed_hosts=list(hosts_of(settings)), www_redirect=False))
+    return SecurityHeaders(AllowedHosts(guarded, hosts_of(settings)))
 
 
 async def _http_error(pages: Pages, request: Request, exc: HTTPException) -> Response:

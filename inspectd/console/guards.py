@@ -1,9 +1,9 @@
 """What stands between the plant network and the console's pages: Host names, security headers, slow clients.
 
-* ``hosts_of``: the Host names the console answers to (starlette's
-  TrustedHostMiddleware refuses the others with 400). Without it a page on any
-  site whose name resolves to 127.0.0.1 (DNS rebinding) is "same origin" with
-  the console and can read it and post reviews.
+* ``hosts_of``: the Host names the console answers to; ``AllowedHosts``
+  refuses the others with 400 naming the setting that adds one. Without it a
+  page on any site whose name resolves to 127.0.0.1 (DNS rebinding) is "same
+  origin" with the console and can read it and post reviews.
 * ``SecurityHeaders``: a Content-Security-Policy and friends on every response,
   so the console cannot be framed (clickjacking a review), a picture is never
   sniffed as HTML, and no script but the console's own static files runs.
@@ -22,6 +22,7 @@ import logging
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from inspectd.config import ConsoleSettings
+from inspectd.safe_text import escape_controls
 
 log = logging.getLogger("inspectd.console")
 
@@ -50,9 +51,46 @@ def hosts_of(settings: ConsoleSettings, address: str | None = None) -> tuple[str
 
 
 def host_allowed(host: str, hosts: tuple[str, ...]) -> bool:
-    """``host`` (no port) matches a name or a ``*.domain`` pattern, as TrustedHostMiddleware matches."""
+    """``host`` (no port) matches a name or a ``*.domain`` pattern."""
     host = host.lower()
     return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in hosts)
+
+
+def host_name(header: str) -> str:
+    """The name of a Host header without its port: ``[::1]:8780`` -> ``[::1]``, ``a.b:8780`` -> ``a.b``."""
+    header = header.strip()
+    if header.startswith("["):
+        return header[: header.find("]") + 1] if "]" in header else header
+    return header.split(":", 1)[0]
+
+
+class AllowedHosts:
+    """ASGI middleware: a request whose Host is not one of ``hosts`` gets 400 before any login or page, saying
+    which setting serves a name (starlette's TrustedHostMiddleware says only "Invalid host header", which leaves
+    an operator who just moved the console behind a name guessing). The list itself is not shown: a rebinding
+    page could read it."""
+
+    def __init__(self, app, hosts: tuple[str, ...]) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":  # lifespan; the console has no websocket routes
+            await self.app(scope, receive, send)
+            return
+        raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        name = host_name(raw)
+        if host_allowed(name, self.hosts):
+            await self.app(scope, receive, send)
+            return
+        shown = escape_controls(name[:100]) or "(none)"
+        body = (f"400 Bad Request: this console does not serve the host name {shown!r}. An operator adds the name "
+                "engineers type to console.allowed_hosts in the configuration (DNS rebinding protection: only "
+                "loopback names, the listen address and those names are served).\n").encode()
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 class SecurityHeaders:
