@@ -26,7 +26,7 @@ from pathlib import Path
 from inspectd.cli.common import EXIT_SOME_FAILED
 from inspectd.errors import InspectdError
 from inspectd.verdict import Verdict
-from inspectd.store.database import current_revision, head_revision, open_engine
+from inspectd.store.database import open_engine, require_head
 from inspectd.store.queries import (HISTORY_COLUMNS, HistoryFilter, alerts, artifacts, history, inspection,
                                     suppressed_alerts)
 from inspectd.store.reviews import agrees, reviews_of
@@ -97,14 +97,7 @@ def _settings(args):
 
 def _engine(args):
     url = args.db if args.db is not None else _settings(args).store.url
-    engine = open_engine(url, create=False)
-    revision = current_revision(engine)
-    if revision != head_revision():
-        raise InspectdError(
-            f"store {engine.url.render_as_string(hide_password=True)} is at schema {revision or 'none'}, "
-            f"expected {head_revision()} (start the daemon once to migrate it)"
-        )
-    return engine
+    return require_head(open_engine(url, create=False))
 
 
 def photo_now(row: dict) -> str:

@@ -151,18 +151,13 @@ def _actor(given: str | None) -> str:
 
 def _writer(settings):
     """The store of ``settings``, writable, at the head schema (the daemon creates and migrates it)."""
-    from inspectd.store.database import current_revision, head_revision, open_engine
+    from inspectd.store.database import open_engine, require_head
     from inspectd.config_folders import sqlite_file
 
     store = sqlite_file(settings.store.url)
     if store is not None and not store.is_file():
         raise InspectdError(f"store file {store} does not exist (has the daemon run yet?)")
-    engine = open_engine(settings.store.url)
-    revision = current_revision(engine)
-    if revision != head_revision():
-        raise InspectdError(f"store {engine.url.render_as_string(hide_password=True)} is at schema "
-                            f"{revision or 'none'}, expected {head_revision()} (start the daemon once to migrate it)")
-    return engine
+    return require_head(open_engine(settings.store.url))
 
 
 def _change_lines(change) -> list[str]:
@@ -183,14 +178,16 @@ def _change_lines(change) -> list[str]:
     return lines
 
 
+_SHORT = {"miss_rate": "miss rate", "false_alarm_rate": "false alarms", "auroc": "AUROC"}
+
+
 def _figures_line(comparison: dict | None) -> str | None:
-    if not comparison or not comparison.get("reviewed_decided"):
+    from inspectd.promotion.rule import recorded_figures
+
+    figures = recorded_figures(comparison)
+    if not figures:
         return None
-    parts = []
-    for name, label in (("miss_rate", "miss rate"), ("false_alarm_rate", "false alarms"), ("auroc", "AUROC")):
-        metric = comparison.get(name) or {}
-        parts.append(f"{label} {_share(metric.get('champion', {}).get('value'))} -> "
-                     f"{_share(metric.get('challenger', {}).get('value'))}")
+    parts = [f"{_SHORT[name]} {_share(champion)} -> {_share(challenger)}" for name, champion, challenger in figures]
     return f"  on {comparison['reviewed_decided']} reviewed part(s), champion -> challenger: " + ", ".join(parts)
 
 

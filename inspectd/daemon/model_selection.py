@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from inspectd.config import Settings, load_settings
 from inspectd.errors import ConfigError
-from inspectd.promotion.selection import Selection, select_pair, with_pair
+from inspectd.promotion.selection import Selection, config_key, select_pair, with_pair
 from inspectd.store.database import StoreError, open_engine
 from inspectd.store.model_changes import ModelChange, changes_for, decide, newest_requested_id
 from inspectd.store.schema import ModelChangeStatus
@@ -50,7 +50,7 @@ class ModelSelector:
         try:
             if not inspect(engine).has_table("model_changes"):
                 return settings  # a store of an older schema: migrated after the model process started
-            selection = select_pair(settings, changes_for(engine, config_key_of(self.config_path)),
+            selection = select_pair(settings, changes_for(engine, config_key(self.config_path)),
                                     include_requested=False)
         except SQLAlchemyError as exc:
             log.warning("promotions: the store could not be read before start (%s); starting on the configuration "
@@ -63,13 +63,15 @@ class ModelSelector:
     def _chosen(self, settings: Settings, selection: Selection) -> Settings:
         for problem in selection.problems:
             log.error("promotions: %s", problem)
-        if selection.change is not None:
+        if selection.pending is not None:
+            log.info("promotions: applying %s: %s", _describe(selection.pending), selection.pair.describe())
+        elif selection.change is not None:
             log.info("promotions: %s selects %s", _describe(selection.change), selection.pair.describe())
         return with_pair(settings, selection.pair)
 
     def due(self, engine: Engine) -> bool:
         """Whether a change was requested since the last call (then the reloader should read the file)."""
-        newest = newest_requested_id(engine, config_key_of(self.config_path))
+        newest = newest_requested_id(engine, config_key(self.config_path))
         if newest is None or newest <= self._seen:
             return False
         self._seen = newest
@@ -77,7 +79,7 @@ class ModelSelector:
 
     def read(self, engine: Engine) -> Settings:
         """The config file with the selected pair, requested changes included (the reloader's read)."""
-        key = config_key_of(self.config_path)
+        key = config_key(self.config_path)
         try:
             settings = load_settings(self.config_path)
         except ConfigError as exc:
@@ -91,9 +93,7 @@ class ModelSelector:
             decide(engine, change.id, ModelChangeStatus.FAILED, why)
             log.error("promotions: %s not applied: %s", _describe(change), why)
         self._pending = selection.pending
-        if self._pending is not None:
-            log.info("promotions: applying %s: %s", _describe(self._pending), selection.pair.describe())
-        return self._chosen(settings, selection) if self._pending is None else with_pair(settings, selection.pair)
+        return self._chosen(settings, selection)
 
     def outcome(self, engine: Engine, problem: str | None) -> None:
         """The reload that read the file ended: the change it applied is marked applied, or failed with why."""
@@ -106,10 +106,3 @@ class ModelSelector:
         else:
             decide(engine, change.id, ModelChangeStatus.FAILED, problem)
             log.error("promotions: %s failed, the models in use stay: %s", _describe(change), problem)
-
-
-def config_key_of(path: Path) -> str:
-    """``config_key`` of a file not read yet (the same resolved path)."""
-    return str(Path(path).resolve())
-
-

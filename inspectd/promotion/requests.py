@@ -22,8 +22,8 @@ from inspectd.bundle.files import manifest_digest
 from inspectd.config import Settings
 from inspectd.errors import InspectdError
 from inspectd.promotion.rule import figures_of, judge
-from inspectd.promotion.selection import (ModelPair, Selection, config_key, digest_problem, pair_before,
-                                          select_pair)
+from inspectd.promotion.selection import (ModelPair, Selection, config_key, config_pair, digest_problem,
+                                          pair_before, select_pair)
 from inspectd.store.model_changes import ModelChange, add_change, change, changes_for, newest_requested_id
 from inspectd.store.model_comparison import PairComparison, compare
 from inspectd.store.schema import ModelChangeStatus
@@ -43,14 +43,20 @@ class ChangeRefused(InspectdError):
 
 def current_selection(engine: Engine, settings: Settings) -> Selection:
     """The pair the daemon of ``settings`` runs once every requested change is decided: applied changes only."""
-    return select_pair(settings, changes_for(engine, config_key(settings)), include_requested=False)
+    return select_pair(settings, changes_for(engine, config_key(settings.source)), include_requested=False)
 
 
-def pair_comparison(engine: Engine, pair: ModelPair) -> PairComparison | None:
+def _digests(pair: ModelPair) -> tuple[str, str | None]:
+    """The manifest digests of ``pair``'s bundles, read once per request."""
+    return manifest_digest(pair.champion), None if pair.challenger is None else manifest_digest(pair.challenger)
+
+
+def pair_comparison(engine: Engine, pair: ModelPair,
+                    digests: tuple[str, str | None] | None = None) -> PairComparison | None:
     """The comparison of ``pair``'s champion and challenger (by manifest digest) over every stored result."""
     if pair.challenger is None:
         return None
-    champion, challenger = manifest_digest(pair.champion), manifest_digest(pair.challenger)
+    champion, challenger = digests or _digests(pair)
     for candidate in compare(engine, disagreements=0).pairs:
         if (candidate.champion.sha256, candidate.challenger.sha256) == (champion, challenger):
             return candidate
@@ -68,19 +74,20 @@ class Request:
 def request_change(engine: Engine, settings: Settings, request: Request) -> ModelChange:
     """Check and record ``request``; raises ChangeRefused with every reason it must not be recorded."""
     selection = current_selection(engine, settings)
-    waiting = newest_requested_id(engine, config_key(settings))
+    waiting = newest_requested_id(engine, config_key(settings.source))
     if waiting is not None:
         raise ChangeRefused(request.action, [f"change {waiting} is still waiting for the daemon to apply it "
                                              "(inspectd models changes)"], forcible=False)
     pair = selection.pair
+    before = _digests(pair)
     if request.action == "promote":
         if pair.challenger is None:
             raise ChangeRefused("promote", ["no challenger: set model.challenger.bundle in "
                                             f"{settings.source} and let it inspect in the shadow first"], False)
-        outcome = judge(pair_comparison(engine, pair), settings.model.promotion)
+        outcome = judge(pair_comparison(engine, pair, before), settings.model.promotion)
         if outcome.problems and not request.force:
             raise ChangeRefused("promote", outcome.problems, forcible=True)
-        after = ModelPair(pair.challenger, pair.champion)
+        after, after_digests = ModelPair(pair.challenger, pair.champion), (before[1], before[0])
         comparison = {**outcome.figures, "problems": outcome.problems}
     else:
         if selection.change is None:
@@ -91,17 +98,18 @@ def request_change(engine: Engine, settings: Settings, request: Request) -> Mode
             digest_problem(after.challenger, selection.change.previous_challenger_digest, "challenger")
         if problem is not None:
             raise ChangeRefused("rollback", [problem], False)
-        comparison = figures_of(pair_comparison(engine, pair))
-    own = select_pair(settings, [], include_requested=False).pair  # the config file's pair
+        after_digests = (selection.change.previous_champion_digest, selection.change.previous_challenger_digest)
+        comparison = figures_of(pair_comparison(engine, pair, before))
+    own = config_pair(settings)
     return add_change(
-        engine, action=request.action, actor=request.actor, config_path=config_key(settings),
+        engine, action=request.action, actor=request.actor, config_path=config_key(settings.source),
         config_champion=str(own.champion), config_challenger=None if own.challenger is None else str(own.challenger),
-        champion_path=str(after.champion), champion_digest=manifest_digest(after.champion),
+        champion_path=str(after.champion), champion_digest=after_digests[0],
         challenger_path=None if after.challenger is None else str(after.challenger),
-        challenger_digest=None if after.challenger is None else manifest_digest(after.challenger),
-        previous_champion_path=str(pair.champion), previous_champion_digest=manifest_digest(pair.champion),
+        challenger_digest=after_digests[1],
+        previous_champion_path=str(pair.champion), previous_champion_digest=before[0],
         previous_challenger_path=None if pair.challenger is None else str(pair.challenger),
-        previous_challenger_digest=None if pair.challenger is None else manifest_digest(pair.challenger),
+        previous_challenger_digest=before[1],
         forced=bool(request.force and request.action == "promote" and comparison.get("problems")),
         reason=request.reason, comparison=comparison)
 

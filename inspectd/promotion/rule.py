@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from inspectd.config import PromotionSettings
 from inspectd.store.model_comparison import PairComparison, PairedMetric
 
-_LABELS = {"miss_rate": "miss rate", "false_alarm_rate": "false-alarm rate", "auroc": "AUROC"}
+LABELS = {"miss_rate": "miss rate", "false_alarm_rate": "false-alarm rate", "auroc": "AUROC"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,15 @@ def figures_of(pair: PairComparison | None) -> dict:
             **{m.name: _metric(m) for m in (pair.miss_rate, pair.false_alarm_rate, pair.auroc)}}
 
 
+def recorded_figures(comparison: dict | None) -> list[tuple[str, float | None, float | None]]:
+    """(metric, champion's value, challenger's value) of a change's recorded figures, for the CLI and the console
+    to show; empty when no reviewed part was decided by both."""
+    if not comparison or not comparison.get("reviewed_decided"):
+        return []
+    return [(name, ((comparison.get(name) or {}).get("champion") or {}).get("value"),
+             ((comparison.get(name) or {}).get("challenger") or {}).get("value")) for name in LABELS]
+
+
 def judge(pair: PairComparison | None, rule: PromotionSettings) -> RuleOutcome:
     """Why the challenger of ``pair`` must not replace its champion under ``rule`` (empty list: it may)."""
     figures = {**figures_of(pair), "rule": {"margin": rule.margin, "min_reviewed": rule.min_reviewed}}
@@ -56,7 +65,7 @@ def judge(pair: PairComparison | None, rule: PromotionSettings) -> RuleOutcome:
                         "the console")
     for metric, worse_when_higher in ((pair.miss_rate, True), (pair.false_alarm_rate, True), (pair.auroc, False)):
         champion, challenger = metric.champion.value, metric.challenger.value
-        label = _LABELS[metric.name]
+        label = LABELS[metric.name]
         if champion is None or challenger is None:
             missing = "reviewed defect" if metric.name == "miss_rate" else \
                 "reviewed good part" if metric.name == "false_alarm_rate" else "reviewed defect and good part"

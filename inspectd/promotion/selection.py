@@ -29,9 +29,10 @@ class ModelPair:
         return f"champion {self.champion}, challenger {self.challenger or '(none)'}"
 
 
-def config_key(settings: Settings) -> str:
-    """The config file as changes are recorded against it (resolved: a daemon and a CLI name it alike)."""
-    return str(Path(settings.source).resolve())
+def config_key(source: Path) -> str:
+    """The config file (``settings.source``) as changes are recorded against it (resolved: a daemon, the CLI and
+    the console name it alike)."""
+    return str(Path(source).resolve())
 
 
 def config_pair(settings: Settings) -> ModelPair:

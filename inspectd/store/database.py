@@ -125,6 +125,16 @@ def current_revision(engine: Engine) -> str | None:
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def require_head(engine: Engine) -> Engine:
+    """``engine`` when its store is at the newest schema; a StoreError otherwise (the commands do not migrate:
+    the daemon does, at start)."""
+    revision = current_revision(engine)
+    if revision != head_revision():
+        raise StoreError(f"store {engine.url.render_as_string(hide_password=True)} is at schema {revision or 'none'}, "
+                         f"expected {head_revision()} (start the daemon once to migrate it)")
+    return engine
+
+
 MIGRATION_LOCK_KEY = 0x696E7370  # "insp": the PostgreSQL advisory lock that serialises migrations
 
 

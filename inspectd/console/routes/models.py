@@ -48,6 +48,7 @@ from inspectd.console.guards import hosts_of
 from inspectd.console.pages import NUMBER, Pages, id_of, query_values, route, user_of
 from inspectd.console.routes.inspections import _NAME_CONTROLS, _same_origin, _text_only
 from inspectd.errors import InspectdError
+from inspectd.promotion.rule import LABELS, recorded_figures
 from inspectd.store.model_changes import ModelChange, change, newest_requested_id, recent_changes
 from inspectd.store.model_comparison import Estimate, PairComparison, compare
 from inspectd.store.reviews import reviews_of
@@ -63,7 +64,6 @@ _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 _ROW_ID_MAX = 2**62
 # what each metric's difference means for the challenger: rates are better lower, AUROC higher
 _LOWER_IS_BETTER = {"miss_rate": True, "false_alarm_rate": True, "auroc": False}
-_LABELS = {"miss_rate": "miss rate", "false_alarm_rate": "false-alarm rate", "auroc": "AUROC"}
 _WHAT = {"miss_rate": "reviewed defects called normal; lower is better",
          "false_alarm_rate": "reviewed good parts called anomalous; lower is better",
          "auroc": "how well the score ranks defects above good parts; higher is better"}
@@ -174,7 +174,7 @@ def running_pair(config: Settings | None, reader: Engine) -> RunningPair:
     view = RunningPair(known=True, source=str(config.source) if config.source else None)
     try:
         settings = current_config(config)
-        view.config_key, view.rule = config_key(settings), settings.model.promotion
+        view.config_key, view.rule = config_key(settings.source), settings.model.promotion
         selection = current_selection(reader, settings)
     except InspectdError as exc:
         view.error = str(exc)
@@ -196,12 +196,9 @@ def _change_view(change: ModelChange, config_key: str | None) -> dict:
     """A change as the list shows it: the figures the rule saw, champion → challenger, on reviewed parts."""
     figures = change.comparison or {}
     shown = []
-    if figures.get("reviewed_decided"):
-        for name in ("miss_rate", "false_alarm_rate", "auroc"):
-            metric = figures.get(name) or {}
-            champion, challenger = (((metric.get(m) or {}).get("value")) for m in ("champion", "challenger"))
-            fmt = (lambda v: "–" if v is None else f"{v:.3f}") if name == "auroc" else share
-            shown.append({"label": _LABELS[name], "champion": fmt(champion), "challenger": fmt(challenger)})
+    for name, champion, challenger in recorded_figures(figures):
+        fmt = (lambda v: "–" if v is None else f"{v:.3f}") if name == "auroc" else share
+        shown.append({"label": LABELS[name], "champion": fmt(champion), "challenger": fmt(challenger)})
     return {"c": change, "figures": shown, "reviewed": figures.get("reviewed_decided") or 0,
             "rule": figures.get("rule"), "problems": figures.get("problems") or [],
             "elsewhere": config_key is not None and change.config_path != config_key}
@@ -367,7 +364,7 @@ def _pair_view(pair: PairComparison) -> dict:
     metrics = []
     for metric in (pair.miss_rate, pair.false_alarm_rate, pair.auroc):
         css, words = _verdict(metric.name, metric.difference)
-        metrics.append({"name": metric.name, "label": _LABELS[metric.name], "what": _WHAT[metric.name],
+        metrics.append({"name": metric.name, "label": LABELS[metric.name], "what": _WHAT[metric.name],
                         "champion": figure(metric.name, metric.champion),
                         "challenger": figure(metric.name, metric.challenger),
                         "difference": figure(metric.name, metric.difference, signed=True),
