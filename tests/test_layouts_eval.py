@@ -12,7 +12,10 @@ from PIL import Image
 
 from inspectd.data.layouts import DatasetError, read_dataset, read_labelled_folder, read_mvtec
 from inspectd.data.synthetic import make_sample, write_mvtec_layout
-from inspectd.evaluation.runner import CategoryReport, EvalReport, format_table
+from inspectd.data.layouts import LabelledImage
+from inspectd.evaluation.runner import CategoryReport, EvalReport, _report, format_table
+from inspectd.inspection.result import InspectionResult
+from inspectd.verdict import Verdict
 from tests.conftest import REPO, SHARED_DATASETS
 
 
@@ -104,7 +107,13 @@ def test_eval_command_reports_tables_and_json(format_bundle, tmp_path):
         for metric in ("image_auroc", "image_aupr", "image_acc", "pixel_auroc", "pixel_aupr", "pixel_acc",
                        "pixel_auroc_all_tokens"):
             assert 0.0 <= category["metrics"][metric] <= 1.0, (metric, category)
-    assert set(report["overall"]) >= {"image_auroc", "pixel_auroc", "pixel_auroc_all_tokens"}
+    assert set(report["overall"]) >= {"image_auroc", "pixel_auroc", "pixel_auroc_all_tokens", "peak_on_defect",
+                                      "reply_agreement"}
+    for category in plain:  # every defect image has a mask: each one's peak is checked, and the rate is theirs
+        assert category["peaks_checked"] == category["anomalous"] > 0
+        assert category["metrics"]["peak_on_defect"] == category["peaks_on_defect"] / category["peaks_checked"]
+        decided = category["images"] - category["unknown"] - category["failed"]
+        assert category["metrics"]["reply_agreement"] == pytest.approx(1 - category["replies_disagreeing"] / decided)
 
 
 def test_eval_refuses_a_limit_below_two_naming_it(tmp_path):
@@ -121,15 +130,19 @@ def _eval(*argv: str) -> subprocess.CompletedProcess:
     return done
 
 
+FIGURES = 12  # printed columns after n and unparsed
+
+
 def _rows(stdout: str) -> dict[str, list[str]]:
-    """The printed table's rows by label: [n, unparsed, 10 figures]; n is "" on the mean rows."""
+    """The printed table's rows by label: [n, unparsed, 12 figures]; n is "" on the mean rows."""
     rows = {}
     for line in stdout.splitlines()[2:]:
         cells = line.split()
-        if len(cells) < 12 or not cells[-11].isdigit():
+        if len(cells) < FIGURES + 2 or not cells[-FIGURES - 1].isdigit():
             continue  # a note below the table
-        counts = cells[-12:-10] if cells[-12].isdigit() else ["", cells[-11]]
-        rows[" ".join(cells[:-12] if counts[0] else cells[:-11])] = counts + cells[-10:]
+        both = cells[-FIGURES - 2].isdigit()
+        counts = cells[-FIGURES - 2:-FIGURES] if both else ["", cells[-FIGURES - 1]]
+        rows[" ".join(cells[:-FIGURES - 2] if both else cells[:-FIGURES - 1])] = counts + cells[-FIGURES:]
     return rows
 
 
@@ -171,7 +184,8 @@ def test_eval_scores_an_ok_ng_folder_of_real_photos_per_defect_kind_without_pixe
         assert figures["image_acc"] == pytest.approx(1 - wrong / category["images"])
         n, unparsed, *cells = rows[label]
         assert (int(n), int(unparsed)) == (category["images"], category["unknown"])
-        assert cells[5:] == ["n/a"] * 5 and "n/a" not in cells[:3]
+        assert cells[5:11] == ["n/a"] * 6 and "n/a" not in cells[:3]  # no masks: no pixel figure, no peak check
+        assert cells[11] == f"{100 * figures['reply_agreement']:.1f}"  # replies are read without masks
     assert "no masks in line1, line2 (image-level labels): pixel figures n/a" in done.stdout
     assert math.isnan(report["overall"]["pixel_auroc"]) and 0.0 <= report["overall"]["image_auroc"] <= 1.0
 
@@ -216,3 +230,29 @@ def test_a_report_written_before_these_columns_still_prints():
                         old["datasets"], old["overall"])
     rows = _rows(format_table(report))
     assert rows["d/c"][:3] == ["10", "2", "90.0"] and rows["d/c"][5] == "n/a" and rows["d/c"][7] == "80.0"
+
+
+def _decided(path, anomalous: bool, verdict: Verdict, reply: str) -> tuple[LabelledImage, InspectionResult]:
+    image = LabelledImage(path, anomalous, "line", "crack" if anomalous else None)
+    score = 0.9 if verdict is Verdict.ANOMALOUS else 0.1
+    return image, InspectionResult(source=str(path), verdict=verdict, threshold=0.5, score=score, reply=reply)
+
+
+def test_reply_agreement_counts_a_reply_shown_beside_a_verdict_it_contradicts(tmp_path):
+    """The engineer reads the reply beside the verdict: "clean ... no" beside ANOMALOUS is a disagreement,
+    as is a reply with no yes/no at all; an unparsed (undecided) image is not counted either way."""
+    clean, crack = "<think>the surface is clean</think><answer>no</answer>", \
+        "<think>a crack in the upper left</think><answer>yes</answer>"
+    pairs = [
+        _decided(tmp_path / "1.png", True, Verdict.ANOMALOUS, crack),
+        _decided(tmp_path / "2.png", False, Verdict.NORMAL, clean),
+        _decided(tmp_path / "3.png", True, Verdict.ANOMALOUS, clean),  # contradicts its verdict
+        _decided(tmp_path / "4.png", False, Verdict.NORMAL, "Yes, there is a crack."),  # contradicts it too
+        _decided(tmp_path / "5.png", True, Verdict.ANOMALOUS, "<think>crack</think>"),  # says no yes/no
+        (LabelledImage(tmp_path / "6.png", True, "line", "crack"),
+         InspectionResult(source="6.png", verdict=Verdict.UNKNOWN, threshold=0.5, reply="a crack")),
+    ]
+    report = _report(None, "d", "line", pairs, bins=16, seconds=0.0)  # no masks: the inspector is not read
+    assert report.replies_disagreeing == 3 and report.unknown == 1
+    assert report.metrics["reply_agreement"] == pytest.approx(2 / 5)
+    assert math.isnan(report.metrics["peak_on_defect"]) and report.peaks_checked == 0

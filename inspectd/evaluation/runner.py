@@ -12,7 +12,12 @@ missing masks. Per category, per dataset (macro over categories) and overall
 Tab. 7 ablation: the map from all reasoning tokens next to the ReAL-selected
 one. Per defect kind (that kind's images against all the category's good
 ones): with ``by_defect``, and always for a labelled folder with several
-kinds.
+kinds. Two figures an engineer reads off each result: where masks exist, the
+share of defect images whose map's hottest point lies on the defect or
+within one token cell of it (``peak_on_defect``, metrics/localization.py);
+and the share of decided images whose shown reply answers as the verdict
+does (``reply_agreement``: its yes/no against ANOMALOUS/NORMAL, so a reply
+shown beside a verdict it contradicts counts against it).
 
 Choices: an image whose reply does not parse (verdict unknown) or that fails
 scores 0.5 (no information), counts as wrong for ACC (so as a miss for a
@@ -34,10 +39,14 @@ from inspectd.inspection.inspector import Inspector
 from inspectd.inspection.result import InspectionResult
 from inspectd.verdict import Verdict
 from inspectd.inspection.views import all_token_view_map
+from inspectd.metrics.localization import peak_on_defect
 from inspectd.metrics.ranking import BinnedCurve, accuracy, exact_auroc_ap
+from inspectd.model.reply import parse_lenient_reply
 
-PIXEL_METRICS = ("pixel_auroc", "pixel_aupr", "pixel_acc", "pixel_auroc_all_tokens", "pixel_aupr_all_tokens")
-METRICS = ("image_auroc", "image_aupr", "image_acc", *PIXEL_METRICS, "image_miss_rate", "image_false_alarm_rate")
+PIXEL_METRICS = ("pixel_auroc", "pixel_aupr", "pixel_acc", "pixel_auroc_all_tokens", "pixel_aupr_all_tokens",
+                 "peak_on_defect")
+METRICS = ("image_auroc", "image_aupr", "image_acc", *PIXEL_METRICS, "image_miss_rate", "image_false_alarm_rate",
+           "reply_agreement")
 
 
 @dataclass
@@ -49,6 +58,9 @@ class CategoryReport:
     unknown: int = 0
     failed: int = 0
     real_fallbacks: int = 0
+    peaks_on_defect: int = 0  # defect images whose map peaks on (or a cell from) the defect ...
+    peaks_checked: int = 0  # ... of those with a mask and a map
+    replies_disagreeing: int = 0  # decided images whose shown reply answers against the verdict
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     pixel_tie_error: float = 0.0
@@ -88,21 +100,29 @@ class _PixelCurves:
         self.real_curve = BinnedCurve(bins, self.real.mask_threshold)
         self.all_curve = BinnedCurve(bins, self.real.mask_threshold)
 
+        self.peaks: list[bool] = []  # per defect image with a mask: does the map peak on the defect
+
     def add(self, image: LabelledImage, result: InspectionResult) -> None:
         truth = _mask(image, result.image_size)
         if result.anomaly_map is None:
             blank = np.zeros(truth.shape, dtype=np.float32)
             self.real_curve.add(blank, truth)
             self.all_curve.add(blank, truth)
+            if truth.any():
+                self.peaks.append(False)  # no map points nowhere
             return
         self.real_curve.add(result.anomaly_map, truth)
         self.all_curve.add(all_token_view_map(result, self.real), truth)
+        if truth.any():
+            grid = tuple(result.evidence.maps.shape[-2:])
+            self.peaks.append(peak_on_defect(result.anomaly_map, truth, grid))
 
     def figures(self) -> dict[str, float]:
         pixel_auroc, pixel_aupr = self.real_curve.auroc_ap()
         all_auroc, all_aupr = self.all_curve.auroc_ap()
         return {"pixel_auroc": pixel_auroc, "pixel_aupr": pixel_aupr, "pixel_acc": self.real_curve.accuracy(),
-                "pixel_auroc_all_tokens": all_auroc, "pixel_aupr_all_tokens": all_aupr}
+                "pixel_auroc_all_tokens": all_auroc, "pixel_aupr_all_tokens": all_aupr,
+                "peak_on_defect": _rate(np.array(self.peaks, dtype=bool))}
 
     def tie_error(self) -> float:
         return max(self.real_curve.max_tie_error(), self.all_curve.max_tie_error())
@@ -123,6 +143,12 @@ def _image_figures(labels: list[bool], scores: list[float], flagged: list[bool])
         "image_miss_rate": _rate(~called[truth]),
         "image_false_alarm_rate": _rate(called[~truth]),
     }
+
+
+def _reply_agrees(result: InspectionResult) -> bool:
+    """The shown reply's own yes/no says what the verdict says (a reply without one does not)."""
+    answer = parse_lenient_reply(result.reply or "").answer
+    return answer is not None and (answer == "yes") == (result.verdict is Verdict.ANOMALOUS)
 
 
 def _macro(reports: list[dict[str, float]]) -> dict[str, float]:
@@ -156,7 +182,7 @@ def _report(inspector: Inspector, dataset: str, category: str, pairs, bins: int,
     report = CategoryReport(dataset, category, len(pairs), sum(i.anomalous for i, _ in pairs), seconds=seconds,
                             masks=masks)
     pixels = _PixelCurves(inspector, bins) if masks else None
-    labels, scores, flagged = [], [], []
+    labels, scores, flagged, agree = [], [], [], []
     for image, result in pairs:
         labels.append(image.anomalous)
         if result.verdict is Verdict.FAILED or result.score is None:
@@ -167,13 +193,18 @@ def _report(inspector: Inspector, dataset: str, category: str, pairs, bins: int,
         else:
             scores.append(result.score)
             flagged.append(result.verdict is Verdict.ANOMALOUS)
+            agree.append(_reply_agrees(result))
         if result.verdict is Verdict.FAILED:
             continue
         report.real_fallbacks += result.anomaly_map is not None and bool(result.real_fallback)
         if pixels is not None:
             pixels.add(image, result)
     no_pixels = dict.fromkeys(PIXEL_METRICS, float("nan"))
-    report.metrics = {**_image_figures(labels, scores, flagged), **(pixels.figures() if pixels else no_pixels)}
+    report.metrics = {**_image_figures(labels, scores, flagged), **(pixels.figures() if pixels else no_pixels),
+                      "reply_agreement": _rate(np.array(agree, dtype=bool))}
+    report.replies_disagreeing = agree.count(False)
+    if pixels is not None:
+        report.peaks_on_defect, report.peaks_checked = sum(pixels.peaks), len(pixels.peaks)
     report.pixel_tie_error = pixels.tie_error() if pixels else 0.0
     return report
 
@@ -216,6 +247,7 @@ _COLUMNS = (
     ("image_miss_rate", "miss", 6), ("image_false_alarm_rate", "false alarm", 12),
     ("pixel_auroc", "px AUROC", 9), ("pixel_aupr", "px AUPR", 8), ("pixel_acc", "px ACC", 7),
     ("pixel_auroc_all_tokens", "all-tok AUROC", 14), ("pixel_aupr_all_tokens", "all-tok AUPR", 13),
+    ("peak_on_defect", "peak on defect", 15), ("reply_agreement", "reply agrees", 13),
 )
 
 
