@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 BUNDLE = REPO / "models" / "magnetic-tile-cgro"
 DEV = REPO.parent / "shared" / "datasets" / "magnetic_tile" / "test"
+
+from benchmarks.bundle_cost import print_ratios, time_inspectors  # noqa: E402 (after the path is set)
 
 
 def _with_views(folder: Path, views: int) -> Path:
@@ -51,21 +51,11 @@ def main() -> None:
         inspectors = {}
         for views in (1, 2, 4):
             bundle = load_bundle(_with_views(Path(tmp), views), "cpu")
-            inspectors[views] = Inspector(bundle, bundle.manifest.real, InspectorOptions(batch_size=args.batch))
-        samples: dict[int, list[float]] = {views: [] for views in inspectors}
-        for inspector in inspectors.values():
-            inspector.inspect_files(paths[:1])  # warm-up
-        for _ in range(args.rounds):
-            for views, inspector in inspectors.items():
-                started = time.perf_counter()
-                inspector.inspect_files(paths)
-                samples[views].append((time.perf_counter() - started) / len(paths) * 1000)
-    base = statistics.median(samples[1])
+            inspectors[f"views {views}:"] = Inspector(bundle, bundle.manifest.real,
+                                                      InspectorOptions(batch_size=args.batch))
+        samples = time_inspectors(inspectors, paths, args.rounds)
     print(f"{len(paths)} dev tiles, batch {args.batch} rows, {args.threads} thread(s), median of {args.rounds} rounds")
-    for views, values in samples.items():
-        median = statistics.median(values)
-        print(f"views {views}: {median:7.1f} ms per image  ({median / base:.2f}x one view)")
-
+    print_ratios(samples, "one view")
 
 if __name__ == "__main__":
     main()
