@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -583,3 +584,63 @@ def test_recipe_without_warmup_tunes_a_quantized_bundle_through_a_float32_copy(f
     manifest = verify_bundle(config.output)
     assert manifest.quantization == "nf4" and manifest.image_size == (112, 112)
     assert json.loads((config.work_dir / "warmup" / "stage.json").read_text())["skipped"] is True
+
+
+# --- a several-seed recipe's build processes end with it --------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a container's init may leave orphans unreaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_stopping_a_several_seed_recipe_stops_its_builds(tmp_path, how):
+    """systemctl stop (SIGTERM) or a kill -9 of the recipe must not leave its seed builds training unseen,
+    writing into the work folder that the next run resumes from."""
+    import signal
+    import time
+
+    _line_folder(tmp_path)
+    path = _write_recipe(tmp_path, threads=1, seeds=[3, 4], parallel_builds=2, data={**FOLDER_DATA,
+                         "drawn_validation_seed": 5}, warmup={"steps": 100_000, "batch_size": 2, "save_steps": 50})
+    log = tmp_path / "recipe.log"
+    process = _recipe_process(path, "warmup", log)
+    builds: list[int] = []
+    deadline = time.monotonic() + 300
+    try:
+        while log.read_text(errors="replace").count("warm-up step 1/") < 2:  # both builds are training
+            assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the builds did not start:\n" + log.read_text(errors="replace")
+            time.sleep(0.2)
+        builds = [pid for pid in _children(process.pid) if _running(pid)]
+        assert len(builds) >= 2, builds  # the two builds (and multiprocessing's resource tracker)
+        process.send_signal(getattr(signal, how))
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in builds) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in builds if _running(pid)], log.read_text(errors="replace")[-3000:]
+    finally:
+        process.kill()
+        for pid in builds:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+    if how == "SIGKILL":
+        assert "ended: this build stops" in log.read_text(errors="replace")

@@ -18,7 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-from collections.abc import Callable
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,16 +46,51 @@ def seed_config(config, seed: int):
         "work_dir": seed_work_dir(config.work_dir, seed)})
 
 
+@contextmanager
+def _sigterm_ends_the_builds() -> Iterator[None]:
+    """SIGTERM (systemctl stop, kill) raises SystemExit in the recipe process, so leaving the pool terminates
+    its build processes; by default SIGTERM ended the recipe at once and left them training unseen."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_with_recipe(recipe_pid: int) -> None:
+    """In each build process: end it when the recipe process is gone (SIGKILL, a crash), which no signal
+    tells it; its stage resumes from its newest checkpoint when the recipe runs again."""
+
+    def watch() -> None:
+        while os.getppid() == recipe_pid:
+            time.sleep(1.0)
+        log.error("the recipe process %d ended: this build stops (its stage goes on from its newest "
+                  "checkpoint when the recipe runs again)", recipe_pid)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stop-with-recipe", daemon=True).start()
+
+
 def build_seeds(config, stop_after: str, build: Callable[[str, int, str], None]) -> None:
     """Each seed's build up to ``stop_after`` (finished stages are skipped), ``parallel_builds`` at a time.
 
     ``build(config_json, seed, stop_after)`` runs in a spawned process (never fork a process with torch threads);
-    a build that fails stops the recipe, naming its seed, once the builds running beside it end."""
+    a build that fails stops the recipe, naming its seed, once the builds running beside it end. The builds
+    end with the recipe process: on SIGTERM, Ctrl-C, or when it is killed."""
     from inspectd.errors import InspectdError
 
     context = multiprocessing.get_context("spawn")
     payload = config.model_dump_json()
-    with context.Pool(processes=min(config.parallel_builds, len(config.seeds)), maxtasksperchild=1) as pool:
+    with _sigterm_ends_the_builds(), context.Pool(
+            processes=min(config.parallel_builds, len(config.seeds)), maxtasksperchild=1,
+            initializer=_stop_with_recipe, initargs=(os.getpid(),)) as pool:
         pending = {seed: pool.apply_async(build, (payload, seed, stop_after)) for seed in config.seeds}
         failures = []
         for seed, result in pending.items():
