@@ -109,6 +109,17 @@ def test_eval_command_reports_tables_and_json(format_bundle, tmp_path):
             assert 0.0 <= category["metrics"][metric] <= 1.0, (metric, category)
     assert set(report["overall"]) >= {"image_auroc", "pixel_auroc", "pixel_auroc_all_tokens", "peak_on_defect",
                                       "reply_agreement"}
+    # The shipped default config overrides ReAL parameters (the demo's): the report records the ones used and
+    # the table says that its figures are not the bundle card's.
+    from inspectd.bundle.load import load_bundle
+    from inspectd.config import default_config_path, load_settings
+    from inspectd.inspection.build import overridden_real
+
+    settings, bundle = load_settings(default_config_path(), require_paths=False), load_bundle(format_bundle, "cpu")
+    assert report["real"] == settings.real.apply(bundle.manifest.real).model_dump(mode="json")
+    assert report["threshold"] == bundle.manifest.threshold
+    changed = overridden_real(settings, bundle)
+    assert changed and f"ReAL overrides ({'; '.join(changed)}): the figures are the daemon's" in done.stdout
     for category in plain:  # every defect image has a mask: each one's peak is checked, and the rate is theirs
         assert category["peaks_checked"] == category["anomalous"] > 0
         assert category["metrics"]["peak_on_defect"] == category["peaks_on_defect"] / category["peaks_checked"]
@@ -256,3 +267,20 @@ def test_reply_agreement_counts_a_reply_shown_beside_a_verdict_it_contradicts(tm
     assert report.replies_disagreeing == 3 and report.unknown == 1
     assert report.metrics["reply_agreement"] == pytest.approx(2 / 5)
     assert math.isnan(report.metrics["peak_on_defect"]) and report.peaks_checked == 0
+
+
+def test_a_config_without_real_overrides_scores_the_bundle_as_built(format_bundle, tmp_path):
+    from inspectd.bundle.load import load_bundle
+    from inspectd.config import load_settings
+    from inspectd.inspection.build import build_inspector, overridden_real
+
+    bundle = load_bundle(format_bundle, "cpu")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(f"model:\n  bundle: {format_bundle}\n", encoding="utf-8")
+    settings = load_settings(plain, require_paths=False)
+    assert overridden_real(settings, bundle) == []
+    assert build_inspector(settings, bundle).real == bundle.manifest.real
+    words = tmp_path / "words.yaml"
+    words.write_text(f"model:\n  bundle: {format_bundle}\nreal:\n  ignored_words: [the, a]\n"
+                     f"  layer_start: {bundle.manifest.real.layer_start}\n", encoding="utf-8")
+    assert overridden_real(load_settings(words, require_paths=False), bundle) == ["ignored_words: [] -> ['the', 'a']"]

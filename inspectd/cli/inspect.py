@@ -113,9 +113,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from inspectd.model.cpu_threads import limit_cpu_threads
     from inspectd.data.layouts import read_dataset
     from inspectd.evaluation.runner import evaluate, format_table
-    from inspectd.inspection.build import build_inspector
+    from inspectd.inspection.build import build_inspector, overridden_real
 
-    settings = load_settings(config_path(args.config), require_paths=args.bundle is None)
+    path = config_path(args.config)
+    settings = load_settings(path, require_paths=args.bundle is None)
     limit_cpu_threads(settings.model.threads)
     bundle = load_bundle(Path(args.bundle) if args.bundle else settings.model.bundle,
                          args.device or settings.model.device)
@@ -135,6 +136,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(inspector, datasets, bins=args.bins, limit=args.limit, progress=progress,
                       by_defect=args.by_defect)
     print(format_table(report))
+    changed = overridden_real(settings, bundle)
+    if changed:
+        print(f"maps made with {path}'s ReAL overrides ({'; '.join(changed)}): the figures are the daemon's with "
+              f"that config, not those on {bundle.manifest.name}'s card (a config without `real:` scores the bundle "
+              "as built)")
     if args.out:
         Path(args.out).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.out}", file=sys.stderr)

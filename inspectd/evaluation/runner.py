@@ -74,11 +74,15 @@ class EvalReport:
     categories: list[CategoryReport]
     datasets: dict[str, dict[str, float]]
     overall: dict[str, float]
+    threshold: float | None = None  # the verdicts' threshold (reports from before: not recorded)
+    real: dict | None = None  # the ReAL parameters the maps were made with (a config can override the bundle's)
 
     def to_json(self) -> dict:
         return {
             "bundle": self.bundle,
             "bundle_sha256": self.bundle_sha256,
+            "threshold": self.threshold,
+            "real": self.real,
             "categories": [asdict(c) for c in self.categories],
             "datasets": self.datasets,
             "overall": self.overall,
@@ -238,7 +242,8 @@ def evaluate(inspector: Inspector, datasets: list[Dataset], bins: int = 65536, l
         for name in dict.fromkeys(c.dataset for c in categories)
     }
     bundle = inspector.model.bundle
-    return EvalReport(bundle.manifest.name, bundle.digest, categories, per_dataset, _macro(list(per_dataset.values())))
+    return EvalReport(bundle.manifest.name, bundle.digest, categories, per_dataset, _macro(list(per_dataset.values())),
+                      inspector.threshold, inspector.real.model_dump(mode="json"))
 
 
 # (metric, header, width): image figures, then pixel figures (n/a without masks), all in percent.
