@@ -33,7 +33,27 @@ def time_inspectors(inspectors: dict, paths: list[Path], rounds: int) -> dict[st
     return samples
 
 
-def print_ratios(samples: dict[str, list[float]], unit: str) -> None:
+def timing_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=8)
+
+
+def compare(bundles: dict[str, Path], paths: list[Path], args: argparse.Namespace, unit: str) -> None:
+    """Load each bundle, time them side by side and print each median with its ratio to the first's."""
+    import torch
+
+    from inspectd.bundle.load import load_bundle
+    from inspectd.inspection.inspector import Inspector, InspectorOptions
+
+    torch.set_num_threads(args.threads)
+    inspectors = {}
+    for name, folder in bundles.items():
+        bundle = load_bundle(folder, "cpu")
+        inspectors[name] = Inspector(bundle, bundle.manifest.real, InspectorOptions(batch_size=args.batch))
+    samples = time_inspectors(inspectors, paths, args.rounds)
+    print(f"{len(paths)} photos, batch {args.batch} rows, {args.threads} thread(s), median of {args.rounds} rounds")
     base = statistics.median(next(iter(samples.values())))
     width = max(len(name) for name in samples)
     for name, values in samples.items():
@@ -41,36 +61,24 @@ def print_ratios(samples: dict[str, list[float]], unit: str) -> None:
         print(f"{name:<{width}}  {median:7.1f} ms per image  ({median / base:.2f}x {unit})")
 
 
+def _label(folder: Path) -> str:
+    from inspectd.bundle.files import read_manifest
+
+    manifest = read_manifest(folder)
+    size = "x".join(map(str, manifest.image_size)) if manifest.image_size else "processor's"
+    return f"{folder.name} ({size} px, {manifest.score.views} view(s))"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundles", nargs="+", type=Path, help="bundle folders; the first is the reference")
     parser.add_argument("--folder", type=Path, default=DEV, help="photos to inspect (searched recursively)")
-    parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=8)
+    timing_arguments(parser)
     args = parser.parse_args()
-
-    import torch
-
-    from inspectd.bundle.load import load_bundle
-    from inspectd.inspection.inspector import Inspector, InspectorOptions
-
-    torch.set_num_threads(args.threads)
     paths = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in {".jpg", ".png"}
                    and "ground_truth" not in p.parts)[: args.images]
-    inspectors = {}
-    for folder in args.bundles:
-        bundle = load_bundle(folder, "cpu")
-        manifest = bundle.manifest
-        size = "x".join(map(str, manifest.image_size)) if manifest.image_size else "processor's"
-        name = f"{folder.name} ({size} px, {manifest.score.views} view(s))"
-        inspectors[name] = Inspector(bundle, manifest.real, InspectorOptions(batch_size=args.batch))
-    samples = time_inspectors(inspectors, paths, args.rounds)
-    print(f"{len(paths)} photos from {args.folder}, batch {args.batch} rows, {args.threads} thread(s), "
-          f"median of {args.rounds} rounds")
-    print_ratios(samples, "the first")
-
+    print(f"photos from {args.folder}")
+    compare({_label(folder): folder for folder in args.bundles}, paths, args, "the first")
 
 if __name__ == "__main__":
     main()

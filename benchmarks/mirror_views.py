@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 BUNDLE = REPO / "models" / "magnetic-tile-cgro"
 DEV = REPO.parent / "shared" / "datasets" / "magnetic_tile" / "test"
 
-from benchmarks.bundle_cost import print_ratios, time_inspectors  # noqa: E402 (after the path is set)
+from benchmarks.bundle_cost import compare, timing_arguments  # noqa: E402 (after the path is set)
 
 
 def _with_views(folder: Path, views: int) -> Path:
@@ -34,28 +34,11 @@ def _with_views(folder: Path, views: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=8)
+    timing_arguments(parser)
     args = parser.parse_args()
-
-    import torch
-
-    from inspectd.bundle.load import load_bundle
-    from inspectd.inspection.inspector import Inspector, InspectorOptions
-
-    torch.set_num_threads(args.threads)
     paths = sorted(DEV.glob("*/*.jpg"))[: args.images]
     with tempfile.TemporaryDirectory() as tmp:
-        inspectors = {}
-        for views in (1, 2, 4):
-            bundle = load_bundle(_with_views(Path(tmp), views), "cpu")
-            inspectors[f"views {views}:"] = Inspector(bundle, bundle.manifest.real,
-                                                      InspectorOptions(batch_size=args.batch))
-        samples = time_inspectors(inspectors, paths, args.rounds)
-    print(f"{len(paths)} dev tiles, batch {args.batch} rows, {args.threads} thread(s), median of {args.rounds} rounds")
-    print_ratios(samples, "one view")
+        compare({f"views {views}:": _with_views(Path(tmp), views) for views in (1, 2, 4)}, paths, args, "one view")
 
 if __name__ == "__main__":
     main()
