@@ -67,7 +67,8 @@ class ModelSettings(StrictModel):
     bundle: Path = Field(description="model bundle folder (bundle.json inside)")
     device: str = Field("auto", description="auto (the first CUDA GPU, else the CPU), cpu, cuda or cuda:N")
     batch_size: int = Field(4, ge=1, le=256, description="images per batch; rows per generate call (a bundle "
-                                                         "with score.views makes each image that many rows)")
+                                                         "with score.views makes each image that many rows, "
+                                                         "score.tiles N adds N x N more)")
     max_new_tokens: int | None = Field(None, ge=8, le=4096, description="reply length cap, in tokens; null = the "
                                                                         "bundle's value")
     threads: int = Field(1, ge=1, le=256, description="torch CPU threads (intra- and inter-op); 1 stays fast "

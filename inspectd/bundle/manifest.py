@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from inspectd.real.params import RealParams
 from inspectd.strict_model import StrictModel
@@ -58,6 +58,16 @@ class ScoreSpec(StrictModel):
     map the mean of their maps turned back (``inspectd.inspection.views``).
     Only for parts whose mirror image is the same part (a tile, a sheet; not
     a part with a handed feature). It costs one model run per view.
+
+    ``tiles`` (ours): N > 1 also inspects N x N overlapping tiles of the
+    photo as it came, each ``tile_share`` of its side, cut at full resolution
+    and each read at the model's input size, so a thin defect is seen
+    magnified (``inspectd.inspection.tiles``). The map is the tiles' maps
+    stitched, each weighted by its tile's score; ``tile_score`` ``whole``
+    keeps the whole image's score (and its explanation), ``max`` takes the
+    highest of it and the tiles' scores (and the explanation of the run that
+    gave it). It costs N x N model runs more per image, and the bundle must
+    have been trained on tiles (a recipe with ``score.tiles`` is).
     """
 
     method: Literal["answer", "reasoning_branch"] = "answer"
@@ -65,6 +75,16 @@ class ScoreSpec(StrictModel):
     min_branch_probability: float = Field(1e-3, ge=0, le=0.5)
     replies: Literal["strict", "lenient"] = "strict"
     views: Literal[1, 2, 4] = 1
+    tiles: Literal[1, 2, 3] = 1
+    tile_share: float = Field(0.6, gt=0, lt=1)
+    tile_score: Literal["whole", "max"] = "whole"
+
+    @model_validator(mode="after")
+    def _tiles_cover_the_image(self) -> ScoreSpec:
+        if self.tiles > 1 and self.tiles * self.tile_share < 1:
+            raise ValueError(f"score.tiles {self.tiles} of tile_share {self.tile_share} leave gaps: "
+                             f"tiles x tile_share must be at least 1")
+        return self
 
 
 class BundleManifest(StrictModel):

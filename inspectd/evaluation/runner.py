@@ -38,7 +38,7 @@ from inspectd.data.layouts import LABELLED, Dataset, LabelledImage
 from inspectd.inspection.inspector import Inspector
 from inspectd.inspection.result import InspectionResult
 from inspectd.verdict import Verdict
-from inspectd.inspection.views import all_token_view_map
+from inspectd.inspection.tiles import all_token_result_map
 from inspectd.metrics.localization import peak_on_defect
 from inspectd.metrics.ranking import BinnedCurve, accuracy, exact_auroc_ap
 from inspectd.model.reply import parse_lenient_reply
@@ -116,7 +116,7 @@ class _PixelCurves:
                 self.peaks.append(False)  # no map points nowhere
             return
         self.real_curve.add(result.anomaly_map, truth)
-        self.all_curve.add(all_token_view_map(result, self.real), truth)
+        self.all_curve.add(all_token_result_map(result, self.real), truth)
         if truth.any():
             grid = tuple(result.evidence.maps.shape[-2:])
             self.peaks.append(peak_on_defect(result.anomaly_map, truth, grid))

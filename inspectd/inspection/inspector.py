@@ -15,6 +15,7 @@ from inspectd.inspection.images import load_image
 from inspectd.inspection.result import InspectionResult
 from inspectd.verdict import Verdict
 from inspectd.inspection.named_image import NamedImage
+from inspectd.inspection.tiles import combine_tiles, tile_boxes, tile_images
 from inspectd.inspection.views import combine_views, view_images
 from inspectd.model.reply import ParseStatus
 from inspectd.model.runtime import InspectionModel, ModelReply
@@ -37,7 +38,9 @@ class Inspector:
         self.options = options
         self.real = real
         self.threshold = options.threshold if options.threshold is not None else bundle.manifest.threshold
-        self.views = bundle.manifest.score.views
+        score = bundle.manifest.score
+        self.views = score.views
+        self.tiles, self.tile_share, self.tile_score = score.tiles, score.tile_share, score.tile_score
         self.model = InspectionModel(bundle, real, options.max_new_tokens)
 
     def inspect_files(self, paths: list[Path]) -> list[InspectionResult]:
@@ -62,16 +65,35 @@ class Inspector:
         return InspectionResult(source=source, verdict=Verdict.FAILED, threshold=self.threshold, error=reason)
 
     def inspect_images(self, images: list[NamedImage]) -> list[InspectionResult]:
-        """Verdict and ReAL per image; with mirror views, each view is a row of the batch and they are combined."""
-        if self.views == 1:
+        """Verdict and ReAL per image; with mirror views or tiles, each view and tile is a row of the batch, and an
+        image's rows are combined into its result."""
+        if self.views == 1 and self.tiles == 1:
             return self._inspect_batch(images)
-        rows = [NamedImage(item.source, view, item.load_s / self.views)
-                for item in images for view in view_images(item.image, self.views)]
+        rows = [self._rows(item) for item in images]
+        flat = [row for image_rows in rows for row in image_rows]
         results = []
-        for start in range(0, len(rows), self.options.batch_size):  # batch_size bounds one generate call
-            results += self._inspect_batch(rows[start : start + self.options.batch_size])
-        return [combine_views(results[i : i + self.views], self.threshold, self.real)
-                for i in range(0, len(results), self.views)]
+        for start in range(0, len(flat), self.options.batch_size):  # batch_size bounds one generate call
+            results += self._inspect_batch(flat[start : start + self.options.batch_size])
+        combined, start = [], 0
+        for item, image_rows in zip(images, rows):
+            combined.append(self._combined(item, results[start : start + len(image_rows)]))
+            start += len(image_rows)
+        return combined
+
+    def _rows(self, item: NamedImage) -> list[NamedImage]:
+        """An image's rows of the batch: its views (the image as it came first), then its tiles."""
+        images = view_images(item.image, self.views)
+        if self.tiles > 1:
+            images += tile_images(item.image, self.tiles, self.tile_share)
+        return [NamedImage(item.source, image, item.load_s / len(images)) for image in images]
+
+    def _combined(self, item: NamedImage, results: list[InspectionResult]) -> InspectionResult:
+        """An image's result from its rows' results, in the order of ``_rows``."""
+        whole = combine_views(results[: self.views], self.threshold, self.real) if self.views > 1 else results[0]
+        if self.tiles == 1:
+            return whole
+        boxes = tile_boxes(item.image.size, self.tiles, self.tile_share)
+        return combine_tiles(whole, results[self.views :], boxes, self.tile_score, self.threshold, self.real)
 
     def _inspect_batch(self, images: list[NamedImage]) -> list[InspectionResult]:
         """One generate call for the batch, then verdict and ReAL per image."""

@@ -37,6 +37,13 @@ class InspectionResult:
     # Which view's reasoning, reply and token evidence are shown: 0 = the image as it came; 1-3 = a mirror view
     # whose verdict agreed with the combined one where view 0's did not (place words and maps turned back).
     shown_view: int = 0
+    # With a bundle that also inspects tiles (score.tiles > 1): each tile's own result without its map and mask
+    # (score and token evidence on the tile, in the order of inspection.tiles.tile_boxes, row by row); empty otherwise.
+    tiles: tuple[InspectionResult, ...] = field(default=(), repr=False)
+    # Whose reasoning, reply and token evidence are shown: None = the whole image's (its views'); an index into
+    # ``tiles`` = that tile's, whose verdict agreed with the combined one where the whole image's did not (its token
+    # maps placed on a token grid over the whole photo).
+    shown_tile: int | None = None
 
     def summary(self) -> dict:
         """JSON-ready view without the arrays."""
@@ -51,6 +58,7 @@ class InspectionResult:
             "image_size": list(self.image_size) if self.image_size else None,
             "real_fallback": self.real_fallback,
             "shown_view": self.shown_view,
+            "shown_tile": self.shown_tile,
             "reasoning_tokens": self.reasoning_tokens,
             "tokens_used": self.tokens_used,
             "generated_tokens": self.generated_tokens,

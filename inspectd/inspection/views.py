@@ -111,7 +111,8 @@ def _explained_as_it_came(view: InspectionResult, index: int) -> InspectionResul
                    reply=reply if view.reply is not None else None, evidence=evidence)
 
 
-def _timings(views: list[InspectionResult]) -> dict[str, float]:
+def summed_timings(views: list[InspectionResult]) -> dict[str, float]:
+    """Each stage's time over every run of an image (its views, its tiles): each run's time was spent on it."""
     total: dict[str, float] = {}
     for result in views:
         for stage, seconds in result.timings.items():
@@ -119,7 +120,7 @@ def _timings(views: list[InspectionResult]) -> dict[str, float]:
     return total
 
 
-def _peak_as_one_view(mean_map: np.ndarray, real: RealParams, score: float) -> np.ndarray:
+def peak_as_one_view(mean_map: np.ndarray, real: RealParams, score: float) -> np.ndarray:
     """The mean map scaled to the peak one view's map has (1, or the score when gated), so the mask threshold
     means what it means for one view: a mean of maps whose peaks differ is lower than each (on the magnetic-tile
     validation the mask then covered 54 % of the drawn defects on average, 59 % rescaled, at the same AUROC)."""
@@ -129,9 +130,9 @@ def _peak_as_one_view(mean_map: np.ndarray, real: RealParams, score: float) -> n
     return scaled((mean_map / np.float32(peak)).astype(np.float32), real, score)  # as ReAL scales one view's map
 
 
-def _kept(views: list[InspectionResult]) -> tuple[InspectionResult, ...]:
-    """The views as the result keeps them: score and token evidence, without their image-sized arrays (a camera
-    frame's map is tens of MB, and the daemon's model process sends every result through a pipe)."""
+def kept_runs(views: list[InspectionResult]) -> tuple[InspectionResult, ...]:
+    """The views (or tiles) as the result keeps them: score and token evidence, without their image-sized arrays
+    (a camera frame's map is tens of MB, and the daemon's model process sends every result through a pipe)."""
     return tuple(replace(view, anomaly_map=None, mask=None) for view in views)
 
 
@@ -140,21 +141,22 @@ def combine_views(views: list[InspectionResult], threshold: float, real: RealPar
     view's map; reasoning, reply and token evidence: the first view that agrees with the verdict, turned back."""
     first = views[0]
     if first.score is None:  # failed, or the unflipped reply did not parse: that view's result, as without views
-        return replace(first, timings=_timings(views), views=_kept(views))
+        return replace(first, timings=summed_timings(views), views=kept_runs(views))
     scored = [(index, view) for index, view in enumerate(views) if view.score is not None]
     score = float(np.mean([view.score for _, view in scored]))
     verdict = Verdict.ANOMALOUS if score >= threshold else Verdict.NORMAL
     maps = [turned_back(view.anomaly_map, index) for index, view in scored if view.anomaly_map is not None]
     anomaly_map = mask = None
     if maps:
-        anomaly_map = _peak_as_one_view(np.mean(maps, axis=0), real, score)
+        anomaly_map = peak_as_one_view(np.mean(maps, axis=0), real, score)
         mask = shown_mask(anomaly_map >= real.mask_threshold, real, flagged=verdict is Verdict.ANOMALOUS)
     anomalous = verdict is Verdict.ANOMALOUS
     # the mean lies between the views' scores, so some view always agrees with it
     shown = next(index for index, view in scored if (view.score >= threshold) == anomalous)
     explained = _explained_as_it_came(views[shown], shown)
     return replace(explained, source=first.source, image_size=first.image_size, verdict=verdict, score=score,
-                   anomaly_map=anomaly_map, mask=mask, timings=_timings(views), views=_kept(views), shown_view=shown)
+                   anomaly_map=anomaly_map, mask=mask, timings=summed_timings(views), views=kept_runs(views),
+                   shown_view=shown)
 
 
 def all_token_view_map(result: InspectionResult, real: RealParams) -> np.ndarray | None:
@@ -163,4 +165,4 @@ def all_token_view_map(result: InspectionResult, real: RealParams) -> np.ndarray
         return None if result.evidence is None else all_token_map(result.evidence, real, result.image_size, result.score)
     maps = [turned_back(all_token_map(view.evidence, real, view.image_size, view.score), index)
             for index, view in enumerate(result.views) if view.evidence is not None and view.score is not None]
-    return _peak_as_one_view(np.mean(maps, axis=0), real, result.score) if maps else None
+    return peak_as_one_view(np.mean(maps, axis=0), real, result.score) if maps else None
