@@ -44,7 +44,8 @@ def main() -> None:
     base = load_bundle(Path(args.bundle), "cpu")
     with tempfile.TemporaryDirectory() as scratch:
         drawn = read_mvtec(write_drawn_validation(config.data, split, Path(scratch),
-                                                  config.data.validation_draw_seed(config.warmup.seed)))
+                                                  config.data.validation_draw_seed(config.warmup.seed),
+                                                  tiles=None))  # its score specs inspect whole photos
         labels = np.array([image.anomalous for image in split.validation])
         for method, branches in (("answer", 1), ("reasoning_branch", 1), ("reasoning_branch", 3)):
             spec = ScoreSpec(method=method, branches=branches)

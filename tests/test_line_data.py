@@ -47,9 +47,9 @@ def test_split_is_stratified_disjoint_and_deterministic(data):
 
 def test_warmup_examples_are_reproducible_and_say_what_they_show(data):
     split = split_folder(data)
-    example = warmup_examples(data, split, seed=3)
+    example = warmup_examples(data, split, seed=3, tiles=None)
     replies = [example(i).reply for i in range(60)]
-    assert replies == [warmup_examples(data, split, seed=3)(i).reply for i in range(60)]
+    assert replies == [warmup_examples(data, split, seed=3, tiles=None)(i).reply for i in range(60)]
     clean = [r for r in replies if r.endswith("<answer>no</answer>")]
     located = [r for r in replies if " near the " in r]
     unlocated = [r for r in replies if " on the tile surface" in r]
@@ -104,7 +104,7 @@ def test_validation_folders_hold_the_held_out_images_and_exact_drawn_masks(data,
     folder = write_validation_folder(split, tmp_path / "validation")
     written = sorted(p.name for p in folder.rglob("*.png"))
     assert written == sorted(i.path.name for i in split.validation)
-    drawn = read_mvtec(write_drawn_validation(data, split, tmp_path / "drawn", seed=1))
+    drawn = read_mvtec(write_drawn_validation(data, split, tmp_path / "drawn", seed=1, tiles=None))
     assert sum(i.anomalous for i in drawn.images) == 3 and len(drawn.images) == 6
     for image in drawn.images:
         if image.anomalous:
@@ -117,7 +117,7 @@ def test_a_fixed_drawn_validation_seed_judges_builds_of_other_warmup_seeds_on_on
 
     def drawn_pixels(settings, warmup_seed, name):
         seed = settings.validation_draw_seed(warmup_seed)
-        folder = write_drawn_validation(settings, split, tmp_path / name, seed=seed)
+        folder = write_drawn_validation(settings, split, tmp_path / name, seed=seed, tiles=None)
         return [np.asarray(Image.open(p)) for p in sorted(folder.rglob("*.png"))]
 
     assert data.validation_draw_seed(8) == 8  # unset: follows the warm-up seed, as before the setting existed

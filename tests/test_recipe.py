@@ -134,6 +134,35 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
             f"{100 * export['cgro']['calibration_image_auroc']:.1f}") in card
 
 
+def test_a_recipe_with_tiles_trains_on_tiles_and_publishes_a_bundle_that_inspects_them(tmp_path):
+    """score.tiles in a recipe: the bundle inspects tiles (its manifest says so), its drawn validation is drawn at
+    the tiles' source size, calibration and eval ran tiled inspection (each result has its tiles), the card says
+    what it costs."""
+    from PIL import Image
+
+    from inspectd.bundle.load import load_bundle
+    from inspectd.inspection.inspector import Inspector, InspectorOptions
+
+    _line_folder(tmp_path)
+    path = _write_recipe(
+        tmp_path, data={**FOLDER_DATA, "cgro_drawn_images": 4}, real={"layer_start": 0, "map_scaling": "score_gated"},
+        score={"method": "answer", "tiles": 2, "tile_share": 0.6, "tile_score": "max"},
+        warmup={"steps": 150, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 10})
+    config = load_recipe(path)
+    run_recipe(config)
+    manifest = verify_bundle(config.output)
+    assert (manifest.score.tiles, manifest.score.tile_share, manifest.score.tile_score) == (2, 0.6, "max")
+    drawn = sorted((config.work_dir / "eval" / "drawn-validation").rglob("*.png"))
+    assert drawn and {Image.open(p).size for p in drawn} == {(93, 93)}  # 56 px / 0.6: a tile is 56 px
+    report = json.loads((config.work_dir / "eval" / "cgro-drawn_validation.json").read_text())
+    assert report["overall"]["pixel_auroc"] >= 0 and report["overall"]["peak_on_defect"] >= 0
+    card = (config.output / "MODEL_CARD.md").read_text()
+    assert "2x2 tiles of 60% of the photo's side" in card and "tile examples" in card
+    inspector = Inspector(bundle := load_bundle(config.output, "cpu"), bundle.manifest.real, InspectorOptions())
+    (result,) = inspector.inspect_files([drawn[0]])
+    assert len(result.tiles) == 4 and result.anomaly_map.shape == (93, 93)
+
+
 def test_recipe_with_several_seeds_builds_each_and_publishes_the_best_on_validation(tmp_path):
     _line_folder(tmp_path)
     config = load_recipe(_write_recipe(

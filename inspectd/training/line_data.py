@@ -16,6 +16,14 @@ threshold and judges ReAL. What each stage sees:
   the held-out good images with drawn defects (exact masks, to judge maps
   without any human pixel label).
 
+A recipe whose bundle inspects tiles (``score.tiles`` > 1, ``tile_geometry``)
+also trains on tiles: ``tile_examples_share`` of the good-image examples of (a)
+and (b), and of CGRO's drawn images, are tiles of the photo at the tiles'
+source size, a drawn defect drawn on the tile (its place is the tile's, which
+is what the model sees). Real defective images stay whole: a tile of one has
+no label (its defect may lie in another tile). The drawn validation is drawn
+at the source size, where tiled inspection reads thin defects.
+
 Training code: the daemon never imports it.
 """
 
@@ -34,6 +42,7 @@ from pydantic import Field, model_validator
 from inspectd.data.drawn_defects import DRAWN_KINDS, augment, defect_noun, draw_defect
 from inspectd.data.layouts import GOOD, LabelledImage, read_labelled_folder
 from inspectd.strict_model import StrictModel
+from inspectd.training.tile_geometry import TileGeometry, random_tile
 from inspectd.training.warmup_config import ReplyExample, reply_text
 
 
@@ -55,6 +64,11 @@ class LabelledFolderData(StrictModel):
                                                                 "builds of several warm-up seeds on one set")
     cgro_drawn_images: int = Field(0, ge=0, description="CGRO: good training images with a drawn defect, rewarded "
                                                         "by ReAL's pixel AUROC on its exact mask (0 = labels only)")
+    tile_examples_share: float = Field(0.5, ge=0, le=1, description=(
+        "with score.tiles > 1 only: this share of the warm-up's good-image examples (clean and drawn) and of "
+        "CGRO's drawn images are tiles, an image_size crop of the photo loaded at image_size / score.tile_share "
+        "px (as tiled inspection reads it), a drawn defect drawn on the crop; the rest, and every real "
+        "defective image, stay whole"))
 
     def validation_draw_seed(self, warmup_seed: int) -> int:
         return warmup_seed if self.drawn_validation_seed is None else self.drawn_validation_seed
@@ -148,20 +162,42 @@ class ImageCache:
         return self._images[path]
 
 
-def warmup_examples(data: LabelledFolderData, split: LineSplit, seed: int):
-    """``example(i)``: the i-th warm-up example, a pure function of (seed, i)."""
+class GoodViews:
+    """Augmented views of good photos at the model's input size: the whole photo, or with ``tiles`` (for
+    ``data.tile_examples_share`` of the views) a tile of it as tiled inspection reads one.
+
+    A view draws from the example's ``rng``, in this order: with tiles only, whole or tile; the photo; with a
+    tile, its place; then the augmentation. Without tiles the draws are those of the code before tiles existed, so an untiled
+    recipe's examples, and the model trained on them, are rebuilt bit for bit."""
+
+    def __init__(self, data: LabelledFolderData, photos: list[Path], tiles: TileGeometry | None) -> None:
+        self.photos = photos
+        self.tile_examples_share = data.tile_examples_share
+        self.whole = ImageCache(data.image_size)
+        self.source = ImageCache(tiles.source_size) if tiles is not None else None
+
+    def __call__(self, rng: np.random.Generator) -> Image.Image:
+        if self.source is not None and rng.random() < self.tile_examples_share:
+            photo = self.source(self.photos[int(rng.integers(len(self.photos)))])
+            return augment(random_tile(photo, self.whole.size, rng), rng)
+        return augment(self.whole(self.photos[int(rng.integers(len(self.photos)))]), rng)
+
+
+def warmup_examples(data: LabelledFolderData, split: LineSplit, seed: int, *, tiles: TileGeometry | None):
+    """``example(i)``: the i-th warm-up example, a pure function of (seed, i). ``tiles``: the recipe's tiled
+    inspection (``tile_geometry``), whose tiles the good-image examples show too; None = whole photos only."""
     load = ImageCache(data.image_size)
-    good = [i.path for i in split.train if not i.anomalous]
+    good_view = GoodViews(data, [i.path for i in split.train if not i.anomalous], tiles)
     defective = [i for i in split.train if i.anomalous]
 
     def example(index: int) -> ReplyExample:
         rng = np.random.default_rng([seed, index])
         draw = rng.random()
         if draw < data.clean_share or (not defective and draw >= data.clean_share + data.drawn_share):
-            image = augment(load(good[int(rng.integers(len(good)))]), rng)
+            image = good_view(rng)
             return ReplyExample(image.convert("RGB"), reply_text(clean_reasoning(data.surface), False))
         if draw < data.clean_share + data.drawn_share:
-            drawn = draw_defect(augment(load(good[int(rng.integers(len(good)))]), rng), rng)
+            drawn = draw_defect(good_view(rng), rng)  # on the tile when a tile: its place is the tile's
             text = located_reasoning(drawn.kind, drawn.location, data.surface)
             return ReplyExample(drawn.image.convert("RGB"), reply_text(text, True))
         real = defective[int(rng.integers(len(defective)))]
@@ -178,14 +214,16 @@ def cgro_images(data: LabelledFolderData, split: LineSplit) -> list[tuple[Image.
     return [(load(image.path).convert("RGB"), image.anomalous) for image in split.train]
 
 
-def drawn_cgro_images(data: LabelledFolderData, split: LineSplit, seed: int) -> list[tuple[Image.Image, np.ndarray]]:
-    """Good training images, each with a defect drawn on it and its exact mask (CGRO's localization reward)."""
-    load = ImageCache(data.image_size)
-    good = sorted((i.path for i in split.train if not i.anomalous), key=lambda p: p.name)
+def drawn_cgro_images(data: LabelledFolderData, split: LineSplit, seed: int, *,
+                      tiles: TileGeometry | None) -> list[tuple[Image.Image, np.ndarray]]:
+    """Good training images, each with a defect drawn on it and its exact mask (CGRO's localization reward);
+    with ``tiles``, ``data.tile_examples_share`` of them are tiles, the defect and its mask drawn on the tile."""
+    good_view = GoodViews(data, sorted((i.path for i in split.train if not i.anomalous), key=lambda p: p.name),
+                          tiles)
     out = []
     for index in range(data.cgro_drawn_images):
         rng = np.random.default_rng([seed, 2, index])  # warm-up draws use [seed, index]: other streams
-        drawn = draw_defect(augment(load(good[int(rng.integers(len(good)))]), rng), rng)
+        drawn = draw_defect(good_view(rng), rng)
         out.append((drawn.image.convert("RGB"), drawn.mask))
     return out
 
@@ -199,14 +237,18 @@ def write_validation_folder(split: LineSplit, folder: Path) -> Path:
     return folder
 
 
-def write_drawn_validation(data: LabelledFolderData, split: LineSplit, folder: Path, seed: int) -> Path:
+def write_drawn_validation(data: LabelledFolderData, split: LineSplit, folder: Path, seed: int, *,
+                           tiles: TileGeometry | None) -> Path:
     """Held-out good images, half clean, half with a drawn defect and its exact mask (MVTec layout).
 
     Maps are judged here: no human pixel label exists, but a drawn defect's
-    mask is exact.
+    mask is exact. With ``tiles`` the images (and masks) are at the tiles'
+    source size: the evaluation runs tiled inspection on them, and a thin
+    defect drawn at the model's input size would be a blur at a tile's
+    resolution.
     """
     good = sorted((i.path for i in split.validation if not i.anomalous), key=lambda p: p.name)
-    load = ImageCache(data.image_size)
+    load = ImageCache(data.image_size if tiles is None else tiles.source_size)
     category = folder / "drawn"
     for index in range(data.drawn_validation_images):
         rng = np.random.default_rng([seed, index])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from inspectd.training.base_models import is_bundle
-from inspectd.training.train_stages import cgro_base
+from inspectd.training.train_stages import cgro_base, recipe_tiles
 
 
 def _pct(value: float | None) -> str:
@@ -141,6 +141,7 @@ def _folder_sections(config) -> dict[str, list[str]]:
             f"- maps judged on: {data.drawn_validation_images} held-out good images, half with a drawn defect "
             f"(draw seed {data.validation_draw_seed(config.warmup.seed)}; exact masks; no human pixel label is "
             "used anywhere).",
+            *_tile_data_lines(config),
             f"- Images are resized to {data.image_size}x{data.image_size} px "
             f"({(data.image_size // 28) ** 2} image tokens) before the model."],
         "evaluation": [
@@ -155,7 +156,8 @@ def _folder_sections(config) -> dict[str, list[str]]:
             "template (kind and place), not free text.",
             "- Data: about 170 real defective images for training; kinds unlike any drawn defect (large, "
             "low-contrast shading) are learnt from labels alone, with no signal for where.",
-            f"- Score: `{config.score.method}`{_views_phrase(config.score.views)} (see the bundle's `score`); "
+            f"- Score: `{config.score.method}`{_views_phrase(config.score.views)}{_tiles_phrase(config.score)} "
+            "(see the bundle's `score`); "
             f"the threshold was calibrated on "
             f"{facts['validation_good'] + facts['validation_defective']} validation images, so expect it to move "
             "on a larger hold-out."],
@@ -180,6 +182,26 @@ def _warmup_line(config, warmup: dict) -> str:
 
 def _views_phrase(views: int) -> str:
     return "" if views == 1 else f" over {views} mirror views, so {views} model runs per image"
+
+
+def _tiles_phrase(score) -> str:
+    n = score.tiles
+    return "" if n == 1 else (f", and {n}x{n} tiles of {score.tile_share:.0%} of the photo's side (tile score "
+                              f"`{score.tile_score}`), so {n * n} more model runs per image")
+
+
+def _tile_data_lines(config) -> list[str]:
+    """With tiles only: which examples were tiles, and at what size the drawn validation was drawn."""
+    tiles, data = recipe_tiles(config), config.data
+    if tiles is None:
+        return []
+    cgro = " and of CGRO's drawn images" if data.cgro_drawn_images else ""
+    return [f"- tile examples (the bundle inspects {tiles.tiles}x{tiles.tiles} tiles of {tiles.tile_share:.0%}): "
+            f"{data.tile_examples_share:.0%} of the warm-up's good-image examples (clean and drawn){cgro} were "
+            f"{data.image_size} px tiles cut at a random place from the photo at {tiles.source_size} px, as tiled "
+            "inspection reads a tile, a drawn defect drawn on the tile and placed within it; the real defective "
+            f"images stayed whole (a tile of one has no label); the drawn validation was drawn at "
+            f"{tiles.source_size} px, where the tiles read it."]
 
 
 def _comparisons(overall: dict[str, dict[str, float]], suites: dict[str, str]) -> list[str]:

@@ -131,6 +131,13 @@ class RecipeConfig(StrictModel):
                              "validation set of its own")
         return self
 
+    @model_validator(mode="after")
+    def _check_tiles(self) -> RecipeConfig:
+        if self.score.tiles > 1 and not isinstance(self.data, LabelledFolderData):
+            raise ValueError("score.tiles needs data.kind labelled_folder or reviewed_store: a bundle that inspects "
+                             "tiles must be trained on tiles, and only those make tile examples")
+        return self
+
     @property
     def warms_up(self) -> bool:
         """False with ``warmup.steps: 0``: CGRO trains on ``init`` as it is (the paper's path for a 7B)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from inspectd.training.base_models import is_bundle
 from inspectd.training.recipe_config import STAGES, RecipeConfig, from_folder
 from inspectd.training.stage_record import Stage
-from inspectd.training.train_stages import cgro_base, recipe_manifest
+from inspectd.training.train_stages import cgro_base, recipe_manifest, recipe_tiles
 
 log = logging.getLogger("inspectd.recipe")
 
@@ -83,7 +83,7 @@ def run_eval(config: RecipeConfig, stage: Stage) -> None:
         from inspectd.training.line_data import split_folder, write_drawn_validation
 
         drawn = write_drawn_validation(splits, split_folder(splits), stage.dir / "drawn-validation",
-                                       splits.validation_draw_seed(config.warmup.seed))
+                                       splits.validation_draw_seed(config.warmup.seed), tiles=recipe_tiles(config))
         suites = {"drawn_validation": [read_mvtec(drawn, name="drawn-validation")]}
     else:
         test = _write_split(stage.dir / "synthetic-test", splits.test_seed_offset, splits.test_images,

@@ -19,6 +19,7 @@ from inspectd.errors import InspectdError
 from inspectd.training.base_models import is_bundle, parameter_count, saved_dtype
 from inspectd.training.recipe_config import RecipeConfig, from_folder
 from inspectd.training.stage_record import Stage, everyone_here, is_main_process
+from inspectd.training.tile_geometry import TileGeometry, tile_geometry
 
 log = logging.getLogger("inspectd.recipe")
 
@@ -98,11 +99,31 @@ def _check_reply_fits(config: RecipeConfig, tokenizer) -> None:
             raise InspectdError(f"{field} is {budget}, but the longest warm-up reply takes {longest} tokens")
 
 
+def recipe_tiles(config: RecipeConfig) -> TileGeometry | None:
+    """The tiles the recipe's bundle inspects (``score.tiles``), which its training data shows too; None =
+    whole photos only."""
+    return tile_geometry(config.score, config.data.image_size)
+
+
+def warmup_identity(config: RecipeConfig) -> dict:
+    """What the warm-up's model and examples are made from: a checkpoint of another identity is not resumed.
+
+    A tiled recipe's examples differ from an untiled one's, so its tiles are part of it; an untiled recipe's
+    identity is what it was before tiles existed (a warm-up interrupted then still resumes)."""
+    identity = config.model_dump(mode="json", include={"init", "model", "data"})
+    if recipe_tiles(config) is None:
+        identity["data"].pop("tile_examples_share", None)  # shapes nothing without tiles
+    else:
+        identity["tiles"] = config.score.model_dump(mode="json", include={"tiles", "tile_share"})
+    return identity
+
+
 def _warmup_examples(config: RecipeConfig):
     if from_folder(config):
         from inspectd.training.line_data import split_folder, warmup_examples
 
-        return warmup_examples(config.data, split_folder(config.data), config.warmup.seed)
+        return warmup_examples(config.data, split_folder(config.data), config.warmup.seed,
+                               tiles=recipe_tiles(config))
     from inspectd.data.synthetic import make_sample
     from inspectd.training.warmup_config import ReplyExample, reasoning_reply
 
@@ -159,9 +180,8 @@ def run_warmup(config: RecipeConfig, stage: Stage) -> None:
              config.warmup.steps, config.warmup.batch_size)
     manifest = recipe_manifest(config, "supervised warm-up")
     checkpoints = warmup_checkpoints(config)
-    identity = config.model_dump(mode="json", include={"init", "model", "data"})  # not resumed if changed
     run = train_warmup(model, processor, manifest.prompt, _warmup_examples(config), config.warmup, log_every=50,
-                       checkpoints=checkpoints, identity=identity)
+                       checkpoints=checkpoints, identity=warmup_identity(config))  # not resumed if changed
     dtype = "float32" if config.init is None or is_bundle(config.init) else saved_dtype(config.init)
     if is_main_process():  # every process trained the same weights; one writes them
         model.to(getattr(torch, dtype))
@@ -185,7 +205,8 @@ def _cgro_rows(config: RecipeConfig, prompt):
 
         split = split_folder(splits)
         labelled = cgro_images(splits, split)
-        drawn = drawn_cgro_images(splits, split, config.warmup.seed)  # masks we drew, no human pixel label
+        drawn = drawn_cgro_images(splits, split, config.warmup.seed,  # masks we drew, no human pixel label
+                                  tiles=recipe_tiles(config))
     else:
         from inspectd.data.synthetic import make_sample
 
