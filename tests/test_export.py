@@ -299,17 +299,20 @@ def test_an_interrupted_export_leaves_the_previous_bundle(format_bundle, tmp_pat
     live = site / "live"
     shutil.copytree(format_bundle, live)
     before = _snapshot(live)
-    calibration = _labelled_folder(tmp_path / "val", good=4, defect=4)  # seconds of checking to interrupt
+    # Checking 48 images takes seconds even on an idle machine (8 took 0.3 s in a CI run, which the poll below
+    # missed); one thread, so the export's spinning threads cannot starve this process's polling.
+    calibration = _labelled_folder(tmp_path / "val", good=24, defect=24)
     export = subprocess.Popen(
         [sys.executable, "-m", "inspectd.export.cli", "--base", str(format_bundle), "--out", str(live),
          "--name", "new", "--quantization", "float32", "--calibration", str(calibration)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
     )
     deadline = time.monotonic() + 240
     while not list(site.glob(".live.partial-*/bundle.json")) and export.poll() is None:
         assert time.monotonic() < deadline, "the partial bundle never appeared"
-        time.sleep(0.02)
+        time.sleep(0.01)
+    assert export.poll() is None, "the export finished before it could be interrupted:\n" + export.stderr.read()
     export.send_signal(signal.SIGINT)
     _, stderr = export.communicate(timeout=240)
     assert export.returncode != 0 and "KeyboardInterrupt" in stderr, stderr
