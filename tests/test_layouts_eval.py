@@ -284,3 +284,23 @@ def test_a_config_without_real_overrides_scores_the_bundle_as_built(format_bundl
     words.write_text(f"model:\n  bundle: {format_bundle}\nreal:\n  ignored_words: [the, a]\n"
                      f"  layer_start: {bundle.manifest.real.layer_start}\n", encoding="utf-8")
     assert overridden_real(load_settings(words, require_paths=False), bundle) == ["ignored_words: [] -> ['the', 'a']"]
+
+
+def test_the_peak_check_uses_the_grid_the_map_resolves():
+    """A tiled result's map is as fine as its tiles' token grids over the photo, whichever run's explanation is
+    shown; an untiled one's is its token maps' grid (a mirror view's when the shown run has none)."""
+    from inspectd.evaluation.runner import map_grid
+    from inspectd.real.evidence import TokenEvidence
+
+    def run(size, grid, evidence=True):
+        maps = np.zeros((2, *grid), dtype=np.float32)
+        ev = TokenEvidence(maps=maps, relevance=np.ones(2, dtype=np.float32)) if evidence else None
+        return InspectionResult(source="p.png", verdict=Verdict.NORMAL, threshold=0.5, score=0.1, image_size=size,
+                                evidence=ev)
+
+    whole = run((300, 200), (6, 6))
+    assert map_grid(whole) == (6, 6)
+    tiles = tuple(run((180, 120), (6, 6)) for _ in range(4))  # tiles of 60 % of a 300 x 200 photo
+    from dataclasses import replace
+    assert map_grid(replace(whole, tiles=tiles)) == (10, 10)
+    assert map_grid(replace(run((300, 200), (6, 6), evidence=False), views=(whole,))) == (6, 6)

@@ -103,7 +103,6 @@ class _PixelCurves:
         self.real = inspector.real
         self.real_curve = BinnedCurve(bins, self.real.mask_threshold)
         self.all_curve = BinnedCurve(bins, self.real.mask_threshold)
-
         self.peaks: list[bool] = []  # per defect image with a mask: does the map peak on the defect
 
     def add(self, image: LabelledImage, result: InspectionResult) -> None:
@@ -118,8 +117,7 @@ class _PixelCurves:
         self.real_curve.add(result.anomaly_map, truth)
         self.all_curve.add(all_token_result_map(result, self.real), truth)
         if truth.any():
-            grid = tuple(result.evidence.maps.shape[-2:])
-            self.peaks.append(peak_on_defect(result.anomaly_map, truth, grid))
+            self.peaks.append(peak_on_defect(result.anomaly_map, truth, map_grid(result)))
 
     def figures(self) -> dict[str, float]:
         pixel_auroc, pixel_aupr = self.real_curve.auroc_ap()
@@ -130,6 +128,23 @@ class _PixelCurves:
 
     def tie_error(self) -> float:
         return max(self.real_curve.max_tie_error(), self.all_curve.max_tie_error())
+
+
+def map_grid(result: InspectionResult) -> tuple[int, int]:
+    """The token grid over the photo that the result's map resolves, whose cell "within one cell" means: the
+    token maps' grid, or with tiles the tiles' grid carried over the photo (a tiled map is that much finer,
+    whichever run's explanation is shown)."""
+    width, height = result.image_size
+    for tile in result.tiles:
+        if tile.evidence is not None:
+            rows, columns = tile.evidence.maps.shape[-2:]
+            tile_width, tile_height = tile.image_size
+            return round(rows * height / tile_height), round(columns * width / tile_width)
+    for run in (result, *result.views):
+        if run.evidence is not None:
+            rows, columns = run.evidence.maps.shape[-2:]
+            return int(rows), int(columns)
+    raise ValueError(f"{result.source}: a map without token evidence to tell its grid")
 
 
 def _rate(hits: np.ndarray) -> float:
