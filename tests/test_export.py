@@ -307,6 +307,8 @@ def test_an_interrupted_export_leaves_the_previous_bundle(format_bundle, tmp_pat
          "--name", "new", "--quantization", "float32", "--calibration", str(calibration)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        # A CI started in the background without job control ignores SIGINT, and the child would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 240
     while not list(site.glob(".live.partial-*/bundle.json")) and export.poll() is None:

@@ -306,8 +306,11 @@ def staged_beside(destination: Path, kind: str) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
+        # with the folder, the backup a move_into_place onto it made (an interrupt between its rename and its
+        # removal of the backup left `..<name>.partial-*.old-*` behind)
+        for leftover in (folder, *folder.parent.glob(f".{folder.name}.old-*")):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def move_into_place(folder: Path, destination: Path) -> None:

@@ -129,7 +129,13 @@ class ModelProcess:
         """
         if not multiprocessing.connection.wait([self._process.sentinel], timeout=0) or self._closing:
             return None
-        return f"the model process is gone (exit code {self._process.exitcode})"
+        # The sentinel closes as the process exits, a moment before its exit code can be read (seen on a loaded
+        # box: "exit code None" for a process killed by SIGKILL); wait up to a second for it.
+        code, deadline = self._process.exitcode, time.monotonic() + 1.0
+        while code is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+            code = self._process.exitcode
+        return f"the model process is gone (exit code {code})"
 
     def close(self, timeout: float = 30) -> None:
         """End the process (after its batch in flight: calls are not concurrent)."""
