@@ -283,7 +283,10 @@ def test_a_config_without_real_overrides_scores_the_bundle_as_built(format_bundl
     words = tmp_path / "words.yaml"
     words.write_text(f"model:\n  bundle: {format_bundle}\nreal:\n  ignored_words: [the, a]\n"
                      f"  layer_start: {bundle.manifest.real.layer_start}\n", encoding="utf-8")
-    assert overridden_real(load_settings(words, require_paths=False), bundle) == ["ignored_words: [] -> ['the', 'a']"]
+    overridden = load_settings(words, require_paths=False)
+    assert overridden_real(overridden, bundle) == ["ignored_words: [] -> ['the', 'a']"]
+    assert build_inspector(overridden, bundle).options.real_overrides == ("ignored_words: [] -> ['the', 'a']",)
+    assert build_inspector(settings, bundle).options.real_overrides == ()
 
 
 def test_the_peak_check_uses_the_grid_the_map_resolves():

@@ -113,7 +113,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from inspectd.model.cpu_threads import limit_cpu_threads
     from inspectd.data.layouts import read_dataset
     from inspectd.evaluation.runner import evaluate, format_table
-    from inspectd.inspection.build import build_inspector, overridden_real
+    from inspectd.inspection.build import build_inspector
 
     path = config_path(args.config)
     settings = load_settings(path, require_paths=args.bundle is None)
@@ -136,7 +136,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(inspector, datasets, bins=args.bins, limit=args.limit, progress=progress,
                       by_defect=args.by_defect)
     print(format_table(report))
-    changed = overridden_real(settings, bundle)
+    changed = inspector.options.real_overrides
     if changed:
         print(f"maps made with {path}'s ReAL overrides ({'; '.join(changed)}): the figures are the daemon's with "
               f"that config, not those on {bundle.manifest.name}'s card (a config without `real:` scores the bundle "

@@ -38,7 +38,7 @@ from inspectd.data.layouts import LABELLED, Dataset, LabelledImage
 from inspectd.inspection.inspector import Inspector
 from inspectd.inspection.result import InspectionResult
 from inspectd.verdict import Verdict
-from inspectd.inspection.tiles import all_token_result_map
+from inspectd.inspection.tiles import all_token_result_map, photo_grid
 from inspectd.metrics.localization import peak_on_defect
 from inspectd.metrics.ranking import BinnedCurve, accuracy, exact_auroc_ap
 from inspectd.model.reply import parse_lenient_reply
@@ -134,12 +134,9 @@ def map_grid(result: InspectionResult) -> tuple[int, int]:
     """The token grid over the photo that the result's map resolves, whose cell "within one cell" means: the
     token maps' grid, or with tiles the tiles' grid carried over the photo (a tiled map is that much finer,
     whichever run's explanation is shown)."""
-    width, height = result.image_size
     for tile in result.tiles:
         if tile.evidence is not None:
-            rows, columns = tile.evidence.maps.shape[-2:]
-            tile_width, tile_height = tile.image_size
-            return round(rows * height / tile_height), round(columns * width / tile_width)
+            return photo_grid(tile.evidence.maps.shape[-2:], tile.image_size, result.image_size)
     for run in (result, *result.views):
         if run.evidence is not None:
             rows, columns = run.evidence.maps.shape[-2:]

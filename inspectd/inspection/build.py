@@ -40,5 +40,6 @@ def build_inspector(settings: Settings, bundle: LoadedBundle) -> Inspector:
             max_new_tokens=settings.model.max_new_tokens,
             threshold=settings.threshold,
             images=settings.images,
+            real_overrides=tuple(changed),
         ),
     )

@@ -31,6 +31,9 @@ class InspectorOptions:
     max_new_tokens: int | None = None  # None: the bundle's
     threshold: float | None = None  # None: the bundle's calibrated threshold
     images: ImageSettings = ImageSettings()
+    # the config's ReAL parameters that differ from the bundle's, as "name: bundle -> config": figures made with
+    # them are not the bundle card's, and whoever reports figures must say so
+    real_overrides: tuple[str, ...] = ()
 
 
 class Inspector:
@@ -38,9 +41,7 @@ class Inspector:
         self.options = options
         self.real = real
         self.threshold = options.threshold if options.threshold is not None else bundle.manifest.threshold
-        score = bundle.manifest.score
-        self.views = score.views
-        self.tiles, self.tile_share, self.tile_score = score.tiles, score.tile_share, score.tile_score
+        self.score = bundle.manifest.score  # how views and tiles make one verdict
         self.model = InspectionModel(bundle, real, options.max_new_tokens)
 
     def inspect_files(self, paths: list[Path]) -> list[InspectionResult]:
@@ -67,7 +68,7 @@ class Inspector:
     def inspect_images(self, images: list[NamedImage]) -> list[InspectionResult]:
         """Verdict and ReAL per image; with mirror views or tiles, each view and tile is a row of the batch, and an
         image's rows are combined into its result."""
-        if self.views == 1 and self.tiles == 1:
+        if self.score.views == 1 and self.score.tiles == 1:
             return self._inspect_batch(images)
         rows = [self._rows(item) for item in images]
         flat = [row for image_rows in rows for row in image_rows]
@@ -82,18 +83,19 @@ class Inspector:
 
     def _rows(self, item: NamedImage) -> list[NamedImage]:
         """An image's rows of the batch: its views (the image as it came first), then its tiles."""
-        images = view_images(item.image, self.views)
-        if self.tiles > 1:
-            images += tile_images(item.image, self.tiles, self.tile_share)
+        images = view_images(item.image, self.score.views)
+        if self.score.tiles > 1:
+            images += tile_images(item.image, self.score.tiles, self.score.tile_share)
         return [NamedImage(item.source, image, item.load_s / len(images)) for image in images]
 
     def _combined(self, item: NamedImage, results: list[InspectionResult]) -> InspectionResult:
         """An image's result from its rows' results, in the order of ``_rows``."""
-        whole = combine_views(results[: self.views], self.threshold, self.real) if self.views > 1 else results[0]
-        if self.tiles == 1:
+        views = self.score.views
+        whole = combine_views(results[:views], self.threshold, self.real) if views > 1 else results[0]
+        if self.score.tiles == 1:
             return whole
-        boxes = tile_boxes(item.image.size, self.tiles, self.tile_share)
-        return combine_tiles(whole, results[self.views :], boxes, self.tile_score, self.threshold, self.real)
+        boxes = tile_boxes(item.image.size, self.score.tiles, self.score.tile_share)
+        return combine_tiles(whole, results[views:], boxes, self.score.tile_score, self.threshold, self.real)
 
     def _inspect_batch(self, images: list[NamedImage]) -> list[InspectionResult]:
         """One generate call for the batch, then verdict and ReAL per image."""

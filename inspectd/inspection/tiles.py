@@ -107,14 +107,20 @@ def _cells(start: int, stop: int, side: int, cells: int) -> tuple[int, int]:
     return first, max(first + 1, min(cells, round(stop * cells / side)))
 
 
+def photo_grid(tile_grid: tuple[int, int], tile_size: tuple[int, int], image_size: tuple[int, int]) -> tuple[int, int]:
+    """The token grid (rows, columns) over the whole photo whose cells are a tile's cells: the tile's grid
+    carried over the photo (a tile of a third of the photo's width with 6 columns gives 18)."""
+    (rows, columns), (tile_width, tile_height), (width, height) = tile_grid, tile_size, image_size
+    return round(rows * height / tile_height), round(columns * width / tile_width)
+
+
 def _evidence_on_photo(evidence: TokenEvidence, box: Box, image_size: tuple[int, int]) -> TokenEvidence:
-    """A tile's token maps placed on a token grid over the whole photo, its cells the tile's cells' size (the
-    photo's grid is the tile's grid over the tile's share of the photo), zeros outside the tile: the store's
-    per-word maps, the console and the evaluation's peak check read ``evidence.maps`` as covering the photo."""
+    """A tile's token maps placed on the ``photo_grid``, zeros outside the tile: the store's per-word maps, the
+    console and the evaluation's peak check read ``evidence.maps`` as covering the photo."""
     tokens, grid_h, grid_w = evidence.maps.shape
     width, height = image_size
     left, top, right, bottom = box
-    photo_h, photo_w = round(grid_h * height / (bottom - top)), round(grid_w * width / (right - left))
+    photo_h, photo_w = photo_grid((grid_h, grid_w), (right - left, bottom - top), image_size)
     row0, row1 = _cells(top, bottom, height, photo_h)
     col0, col1 = _cells(left, right, width, photo_w)
     maps = evidence.maps
