@@ -396,7 +396,7 @@ def _recipe_process(path: Path, stop_after: str, log: Path):
     with open(log, "wb") as output:
         return subprocess.Popen([sys.executable, "-m", "inspectd.training.cli", "recipe", "--config", str(path),
                                  "--stop-after", stop_after], cwd=REPO, env=env, stdout=output,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, start_new_session=True)  # its own group to signal
 
 
 def _kill_when(process, ready, log: Path, timeout: float = 300) -> None:
@@ -639,10 +639,12 @@ def _running(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL", "SIGTERM while stopped"])
 def test_stopping_a_several_seed_recipe_stops_its_builds(tmp_path, how):
     """systemctl stop (SIGTERM) or a kill -9 of the recipe must not leave its seed builds training unseen,
-    writing into the work folder that the next run resumes from."""
+    writing into the work folder that the next run resumes from; nor must a shell's ``kill %1`` of a recipe
+    stopped with Ctrl-Z (SIGTERM to the stopped process group, then SIGCONT: any of the recipe's threads may
+    take the signal, and a recipe whose main thread waited without end went on building)."""
     import signal
     import time
 
@@ -660,7 +662,14 @@ def test_stopping_a_several_seed_recipe_stops_its_builds(tmp_path, how):
             time.sleep(0.2)
         builds = [pid for pid in _children(process.pid) if _running(pid)]
         assert len(builds) >= 2, builds  # the two builds (and multiprocessing's resource tracker)
-        process.send_signal(getattr(signal, how))
+        if how == "SIGTERM while stopped":
+            group = os.getpgid(process.pid)
+            os.killpg(group, signal.SIGSTOP)
+            time.sleep(0.5)
+            os.killpg(group, signal.SIGTERM)
+            os.killpg(group, signal.SIGCONT)
+        else:
+            process.send_signal(getattr(signal, how))
         process.wait(timeout=60)
         deadline = time.monotonic() + 30
         while any(_running(pid) for pid in builds) and time.monotonic() < deadline:

@@ -78,6 +78,17 @@ def _stop_with_recipe(recipe_pid: int) -> None:
     threading.Thread(target=watch, name="stop-with-recipe", daemon=True).start()
 
 
+def _wait_for(result):
+    """A build's result, waited for a second at a time: Python runs a signal's handler only in the main thread,
+    and a process-wide SIGTERM may wake another (it does when it arrives while the recipe is stopped, as
+    ``kill %1`` after Ctrl-Z sends it), so an endless wait would never see it and the builds would go on."""
+    while True:
+        try:
+            return result.get(timeout=1.0)
+        except multiprocessing.TimeoutError:
+            continue
+
+
 def build_seeds(config, stop_after: str, build: Callable[[str, int, str], None]) -> None:
     """Each seed's build up to ``stop_after`` (finished stages are skipped), ``parallel_builds`` at a time.
 
@@ -95,7 +106,7 @@ def build_seeds(config, stop_after: str, build: Callable[[str, int, str], None])
         failures = []
         for seed, result in pending.items():
             try:
-                result.get()
+                _wait_for(result)
             except Exception as exc:  # noqa: BLE001 - named with its seed below
                 failures.append(f"seed {seed}: {type(exc).__name__}: {exc}")
     if failures:
