@@ -5,14 +5,14 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from inspectd.data.layouts import DatasetError, read_dataset, read_labelled_folder, read_mvtec
+from inspectd.data.layouts import DatasetError, LabelledImage, read_dataset, read_labelled_folder, read_mvtec
 from inspectd.data.synthetic import make_sample, write_mvtec_layout
-from inspectd.data.layouts import LabelledImage
 from inspectd.evaluation.runner import CategoryReport, EvalReport, _report, format_table
 from inspectd.inspection.result import InspectionResult
 from inspectd.verdict import Verdict
@@ -304,6 +304,5 @@ def test_the_peak_check_uses_the_grid_the_map_resolves():
     whole = run((300, 200), (6, 6))
     assert map_grid(whole) == (6, 6)
     tiles = tuple(run((180, 120), (6, 6)) for _ in range(4))  # tiles of 60 % of a 300 x 200 photo
-    from dataclasses import replace
     assert map_grid(replace(whole, tiles=tiles)) == (10, 10)
     assert map_grid(replace(run((300, 200), (6, 6), evidence=False), views=(whole,))) == (6, 6)
