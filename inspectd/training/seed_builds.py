@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 log = logging.getLogger("inspectd.recipe")
@@ -78,39 +80,98 @@ def _stop_with_recipe(recipe_pid: int) -> None:
     threading.Thread(target=watch, name="stop-with-recipe", daemon=True).start()
 
 
-def _wait_for(result):
-    """A build's result, waited for a second at a time: Python runs a signal's handler only in the main thread,
-    and a process-wide SIGTERM may wake another (it does when it arrives while the recipe is stopped, as
-    ``kill %1`` after Ctrl-Z sends it), so an endless wait would never see it and the builds would go on."""
-    while True:
-        try:
-            return result.get(timeout=1.0)
-        except multiprocessing.TimeoutError:
-            continue
+@dataclass
+class _Build:
+    """One seed's build process and the pipe on which it sends back the error it failed with."""
+
+    seed: int
+    process: BaseProcess
+    error: Connection
+
+
+def _build_process(build: Callable[[str, int, str], None], payload: str, seed: int, stop_after: str,
+                   recipe_pid: int, error: Connection) -> None:
+    """The body of a build's process: it ends with the recipe, and a build that raises sends its error back."""
+    _stop_with_recipe(recipe_pid)
+    try:
+        build(payload, seed, stop_after)
+    except Exception as exc:
+        error.send(f"{type(exc).__name__}: {exc}")
+        raise  # its traceback goes to the log as well
+
+
+def _start(context, build, payload: str, seed: int, stop_after: str) -> _Build:
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_build_process, name=f"build-seed-{seed}",
+                              args=(build, payload, seed, stop_after, os.getpid(), send))
+    process.start()
+    send.close()  # the build's copy is the one it writes to
+    return _Build(seed, process, receive)
+
+
+def _why_it_failed(build: _Build) -> str | None:
+    """None for a build that finished; otherwise why not, in words an operator can act on."""
+    code = build.process.exitcode
+    if code == 0:
+        return None
+    try:
+        return build.error.recv() if build.error.poll() else _killed_or_exited(code)
+    except EOFError:  # poll() is true at the end of the pipe too: the process died without a word
+        return _killed_or_exited(code)
+
+
+def _killed_or_exited(code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (the kernel's out-of-memory killer sends it: `dmesg` or `journalctl -k` tell)" \
+            if name == "SIGKILL" else ""
+        return f"its process was killed by {name}{hint}; its stage goes on from its newest checkpoint when " \
+               "the recipe runs again"
+    return f"its process exited with status {code} (its log lines say why)"
 
 
 def build_seeds(config, stop_after: str, build: Callable[[str, int, str], None]) -> None:
     """Each seed's build up to ``stop_after`` (finished stages are skipped), ``parallel_builds`` at a time.
 
-    ``build(config_json, seed, stop_after)`` runs in a spawned process (never fork a process with torch threads);
-    a build that fails stops the recipe, naming its seed, once the builds running beside it end. The builds
-    end with the recipe process: on SIGTERM, Ctrl-C, or when it is killed."""
+    ``build(config_json, seed, stop_after)`` runs in a spawned process of its own (never fork a process with
+    torch threads). A build that fails, by an error or because its process was killed on its own (by the
+    out-of-memory killer, say), is logged at once; the builds beside it go on, and the recipe then stops,
+    naming each failed seed. The builds end with the recipe process: on SIGTERM, Ctrl-C, or when it is killed.
+
+    Why processes of our own rather than ``multiprocessing.Pool``: a pool whose worker is killed replaces it
+    and loses its task, so the recipe waited for that build's result forever.
+    """
     from inspectd.errors import InspectdError
 
     context = multiprocessing.get_context("spawn")
     payload = config.model_dump_json()
-    with _sigterm_ends_the_builds(), context.Pool(
-            processes=min(config.parallel_builds, len(config.seeds)), maxtasksperchild=1,
-            initializer=_stop_with_recipe, initargs=(os.getpid(),)) as pool:
-        pending = {seed: pool.apply_async(build, (payload, seed, stop_after)) for seed in config.seeds}
-        failures = []
-        for seed, result in pending.items():
-            try:
-                _wait_for(result)
-            except Exception as exc:  # noqa: BLE001 - named with its seed below
-                failures.append(f"seed {seed}: {type(exc).__name__}: {exc}")
+    waiting, running, failures = list(config.seeds), [], {}
+    with _sigterm_ends_the_builds():
+        try:
+            while waiting or running:
+                while waiting and len(running) < config.parallel_builds:
+                    running.append(_start(context, build, payload, waiting.pop(0), stop_after))
+                # A second at a time: Python runs a signal's handler only in the main thread, and a process-wide
+                # SIGTERM may wake another (it does when it arrives while the recipe is stopped, as ``kill %1``
+                # after Ctrl-Z sends it), so an endless wait would never see it and the builds would go on.
+                wait([b.process.sentinel for b in running], timeout=1.0)
+                for finished in [b for b in running if not b.process.is_alive()]:
+                    running.remove(finished)
+                    why = _why_it_failed(finished)
+                    finished.error.close()
+                    if why is not None:
+                        failures[finished.seed] = why
+                        log.error("seed %d: the build failed: %s%s", finished.seed, why,
+                                  "; the builds beside it go on" if running or waiting else "")
+        finally:
+            for unfinished in running:
+                unfinished.process.terminate()
+            for unfinished in running:
+                unfinished.process.join()
+                unfinished.error.close()
     if failures:
-        raise InspectdError("recipe build(s) failed: " + "; ".join(failures))
+        raise InspectdError("recipe build(s) failed: " + "; ".join(
+            f"seed {seed}: {failures[seed]}" for seed in config.seeds if seed in failures))
 
 
 @dataclass(frozen=True)
