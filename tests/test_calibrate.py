@@ -83,6 +83,9 @@ def test_both_kinds_of_image_are_needed():
 def test_rates_read_as_counts_and_percentages():
     point = OperatingPoint(threshold=0.4, defects=40, missed=3, good=120, flagged=12)
     assert point.describe() == "misses 3 of 40 defects (7.5 %), flags 12 of 120 good parts (10.0 %)"
+    # Wilson's 95 % intervals, worked by hand from (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n):
+    assert point.describe(intervals=True) == ("misses 3 of 40 defects (7.5 %, 95 % interval 2.6-19.9 %), "
+                                              "flags 12 of 120 good parts (10.0 %, 95 % interval 5.8-16.7 %)")
     assert point.recall == pytest.approx(0.925) and point.balanced_accuracy == pytest.approx((0.925 + 0.9) / 2)
     # A score equal to the threshold is flagged, as the daemon's verdict (score >= threshold).
     counted = operating_point(LABELS, SCORES, 0.6)
@@ -114,7 +117,11 @@ def test_calibrate_to_a_target_keeps_the_balanced_point_and_the_trade_off():
     assert thresholds == sorted(thresholds, reverse=True) and alarms == sorted(alarms)
     report = "\n".join(calibration_report(calibration))
     assert "threshold 0.2500 by recall target 1" in report
-    assert "expected there: misses 0 of 5 defects (0.0 %), flags 2 of 4 good parts (50.0 %)" in report
+    # none of 5 missed is no proof of catching them all: the interval says up to 43 % may pass
+    assert ("expected there: misses 0 of 5 defects (0.0 %, 95 % interval 0.0-43.4 %), flags 2 of 4 good parts "
+            "(50.0 %, 95 % interval 15.0-85.0 %)") in report
+    low, high = calibration.image_auroc_interval
+    assert f"image AUROC there {calibration.image_auroc:.3f} (95 % interval {low:.3f}-{high:.3f})" in report
     assert f"maximum balanced accuracy would set {calibration.balanced.threshold:.4f}" in report
     assert "recall >= 0.80: threshold 0.4250, misses 1 of 5 defects (20.0 %), flags 1 of 4 good parts" in report
 
@@ -129,3 +136,11 @@ def test_a_calibration_built_with_the_first_five_fields_still_makes_a_card(tmp_p
     request = ExportRequest(base=tmp_path, out=tmp_path / "out", name="n", calibration=tmp_path / "val")
     card = model_card(request, BundleManifest(name="n", base_model="b", threshold=0.42), calibration)
     assert "- Threshold: 0.4200, calibrated on" in card and "by maximum balanced accuracy (0.900)" in card
+
+
+def test_one_defect_gives_no_auroc_interval_rather_than_a_made_up_one():
+    """A calibration folder with a single defect image ranks it, but no resampling can say how far that moves."""
+    calibration = calibrate(np.array([True, False, False, False]), np.array([0.9, 0.1, 0.2, 0.3]))
+    assert all(v != v for v in calibration.image_auroc_interval)
+    assert calibration.auroc_phrase() == "1.000"
+    assert "image AUROC there 1.000\n" in "\n".join(calibration_report(calibration)) + "\n"

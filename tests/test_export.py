@@ -178,7 +178,7 @@ def test_calibration_to_a_recall_target_prints_and_records_its_rates(format_bund
     # Printed: rule, threshold, expected rates, the balanced-accuracy alternative and the table.
     assert (f"threshold {expected.threshold:.4f} by recall target 0.75 (the highest threshold that flags "
             f">= 75 % of the defects)") in done.stdout
-    assert f"expected there: {expected.expected.describe()}" in done.stdout
+    assert f"expected there: {expected.expected.describe(intervals=True)}" in done.stdout
     assert (f"maximum balanced accuracy would set {expected.balanced.threshold:.4f}: "
             f"{expected.balanced.describe()}") in done.stdout
     for row in expected.operating_points:
@@ -188,7 +188,8 @@ def test_calibration_to_a_recall_target_prints_and_records_its_rates(format_bund
     card = (out / "MODEL_CARD.md").read_text()
     assert f"- Threshold: {expected.threshold:.4f}, calibrated on `{folder}`" in card
     assert "by the recall target 0.75: the highest threshold that flags at least that share" in card
-    assert f"- Expected on those images at {expected.threshold:.4f}: {expected.expected.describe()}" in card
+    assert f"- Expected on those images at {expected.threshold:.4f}: {expected.expected.describe(intervals=True)}" \
+        in card
     assert f"- At the maximum-balanced-accuracy threshold {expected.balanced.threshold:.4f} instead" in card
     assert "| recall target | threshold | defects missed | good parts flagged |" in card
     assert f"| 0.95 | {expected.operating_points[2].point.threshold:.4f} |" in card

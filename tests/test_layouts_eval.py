@@ -15,6 +15,7 @@ from inspectd.data.layouts import DatasetError, LabelledImage, read_dataset, rea
 from inspectd.data.synthetic import make_sample, write_mvtec_layout
 from inspectd.evaluation.runner import CategoryReport, EvalReport, _report, format_table
 from inspectd.inspection.result import InspectionResult
+from inspectd.metrics.intervals import percent_interval, rate_interval
 from inspectd.verdict import Verdict
 from tests.conftest import REPO, SHARED_DATASETS
 
@@ -197,6 +198,17 @@ def test_eval_scores_an_ok_ng_folder_of_real_photos_per_defect_kind_without_pixe
         assert (int(n), int(unparsed)) == (category["images"], category["unknown"])
         assert cells[5:11] == ["n/a"] * 6 and "n/a" not in cells[:3]  # no masks: no pixel figure, no peak check
         assert cells[11] == f"{100 * figures['reply_agreement']:.1f}"  # replies are read without masks
+        # Under the table, each row's 95 % intervals: a figure from 4-7 images may move a long way.
+        intervals = category["intervals"]
+        assert intervals["image_auroc"][0] <= figures["image_auroc"] <= intervals["image_auroc"][1]
+        missed, flagged = round(figures["image_miss_rate"] * defects), round(figures["image_false_alarm_rate"] * good)
+        assert intervals["image_miss_rate"] == pytest.approx(list(rate_interval(missed, defects)))
+        assert intervals["image_false_alarm_rate"] == pytest.approx(list(rate_interval(flagged, good)))
+        printed = next(line for line in done.stdout.splitlines() if line.split()[:1] == [label] and "img AUROC" in line)
+        assert printed.split(None, 1)[1] == (
+            f"img AUROC {percent_interval(intervals['image_auroc'])}, miss {percent_interval(intervals['image_miss_rate'])}"
+            f", false alarm {percent_interval(intervals['image_false_alarm_rate'])}")
+    assert "95 % intervals (image AUROC: bootstrap over the images; miss and false alarm: Wilson):" in done.stdout
     assert "no masks in line1, line2 (image-level labels): pixel figures n/a" in done.stdout
     assert math.isnan(report["overall"]["pixel_auroc"]) and 0.0 <= report["overall"]["image_auroc"] <= 1.0
 

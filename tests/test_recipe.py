@@ -130,8 +130,12 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
     assert sorted(p.name for p in calibration.iterdir()) == ["good", "hole", "scratch"]
     export = json.loads((config.work_dir / "export" / "stage.json").read_text())
     assert export["cgro"]["calibration_images"] == 10  # the held-out real images
+    low, high = export["cgro"]["calibration_image_auroc_interval"]  # a plant sees how far 10 images can be trusted
     assert (f"On those 10 calibration images the score's image AUROC is "
-            f"{100 * export['cgro']['calibration_image_auroc']:.1f}") in card
+            f"{100 * export['cgro']['calibration_image_auroc']:.1f} (95 % interval {100 * low:.1f}-{100 * high:.1f}; "
+            "balanced accuracy") in card
+    assert "95 % interval" in export["cgro"]["calibration_expected"]
+    assert "95 % intervals (image AUROC: bootstrap over the images" in card  # under each eval table
 
 
 def test_a_recipe_with_tiles_trains_on_tiles_and_publishes_a_bundle_that_inspects_them(tmp_path):

@@ -2,7 +2,8 @@
 
 Image level: AUROC, AUPR (average precision) and ACC over P(yes), and at the
 inspector's threshold the miss rate (defect images not flagged) and the
-false-alarm rate (good images flagged). Pixel level: AUROC, AUPR and ACC
+false-alarm rate (good images flagged), each with its 95 % interval
+(metrics/intervals.py). Pixel level: AUROC, AUPR and ACC
 over every pixel of every test image (normal images count with an all-zero
 ground truth), streamed through fixed bins; only where masks exist: a
 labelled folder (``good/`` + one folder per defect kind, image-level labels
@@ -39,6 +40,7 @@ from inspectd.inspection.inspector import Inspector
 from inspectd.inspection.result import InspectionResult
 from inspectd.verdict import Verdict
 from inspectd.inspection.tiles import all_token_result_map, photo_grid
+from inspectd.metrics.intervals import auroc_interval, percent_interval, rate_interval
 from inspectd.metrics.localization import peak_on_defect
 from inspectd.metrics.ranking import BinnedCurve, accuracy, exact_auroc_ap
 from inspectd.model.reply import parse_lenient_reply
@@ -65,6 +67,8 @@ class CategoryReport:
     metrics: dict[str, float] = field(default_factory=dict)
     pixel_tie_error: float = 0.0
     masks: bool = True  # every defect image has a mask: pixel figures exist (reports from before: MVTec, True)
+    # 95 % intervals (metrics/intervals.py) of image_auroc, image_miss_rate, image_false_alarm_rate: [low, high]
+    intervals: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,6 +152,16 @@ def _rate(hits: np.ndarray) -> float:
     return float(hits.mean()) if hits.size else float("nan")
 
 
+def _image_intervals(labels: list[bool], scores: list[float], flagged: list[bool]) -> dict[str, list[float]]:
+    """How far the image AUROC and the two rates may move on more images of the same kind (95 %)."""
+    truth, called = np.array(labels, dtype=bool), np.array(flagged, dtype=bool)
+    return {
+        "image_auroc": list(auroc_interval(truth, np.array(scores))),
+        "image_miss_rate": list(rate_interval(int((~called[truth]).sum()), int(truth.sum()))),
+        "image_false_alarm_rate": list(rate_interval(int(called[~truth].sum()), int((~truth).sum()))),
+    }
+
+
 def _image_figures(labels: list[bool], scores: list[float], flagged: list[bool]) -> dict[str, float]:
     """Ranking over P(yes), and at the threshold: ACC, misses among defect images, alarms among good ones."""
     truth, called = np.array(labels, dtype=bool), np.array(flagged, dtype=bool)
@@ -218,6 +232,7 @@ def _report(inspector: Inspector, dataset: str, category: str, pairs, bins: int,
     no_pixels = dict.fromkeys(PIXEL_METRICS, float("nan"))
     report.metrics = {**_image_figures(labels, scores, flagged), **(pixels.figures() if pixels else no_pixels),
                       "reply_agreement": _rate(np.array(agree, dtype=bool))}
+    report.intervals = _image_intervals(labels, scores, flagged)
     report.replies_disagreeing = agree.count(False)
     if pixels is not None:
         report.peaks_on_defect, report.peaks_checked = sum(pixels.peaks), len(pixels.peaks)
@@ -295,7 +310,21 @@ def format_table(report: EvalReport) -> str:
             lines.append(row(f"{name}/{c.category}", str(c.images), c.unknown, c.metrics))
         lines.append(row(f"{name} (mean)", "", sum(c.unknown for c in main_rows(name)), metrics))
     lines.append(row("macro average", "", sum(c.unknown for c in main_rows()), report.overall))
-    return "\n".join(lines + _notes(report, main_rows()))
+    return "\n".join(lines + _notes(report, main_rows()) + _interval_lines(report))
+
+
+def _interval_lines(report: EvalReport) -> list[str]:
+    """Each row's 95 % intervals under the table: what its image figures may become on more images."""
+    rows = [c for c in report.categories if c.intervals]
+    if not rows:
+        return []  # a report from before intervals were kept
+    width = max(len(f"{c.dataset}/{c.category}") for c in rows) + 2
+    lines = ["95 % intervals (image AUROC: bootstrap over the images; miss and false alarm: Wilson):"]
+    for c in rows:
+        cells = ", ".join(f"{title} {percent_interval(c.intervals[key])}" for key, title in (
+            ("image_auroc", "img AUROC"), ("image_miss_rate", "miss"), ("image_false_alarm_rate", "false alarm")))
+        lines.append(f"  {c.dataset + '/' + c.category:<{width}}{cells}")
+    return lines
 
 
 def _notes(report: EvalReport, rows: list[CategoryReport]) -> list[str]:

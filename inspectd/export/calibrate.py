@@ -24,7 +24,8 @@ Whichever rule chose, the miss rate (defects passed) and false-alarm rate
 always also those at the balanced-accuracy threshold, and a few operating
 points (recall 0.80 / 0.90 / 0.95 / 0.99 -> threshold, false alarms), so an
 engineer sees the trade-off. They are estimates on these images only: with
-40 defects one miss is 2.5 points. The same images' image AUROC is kept too:
+40 defects one miss is 2.5 points, so the expected rates are said with their
+95 % intervals. The same images' image AUROC is kept too, with its interval:
 it says how well the score ranks there, which no threshold can change.
 """
 
@@ -34,6 +35,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from inspectd.metrics.intervals import auroc_interval, percent_interval, rate_interval
 
 # Recall targets of the operating-point table printed and written to the card.
 OPERATING_TARGETS = (0.80, 0.90, 0.95, 0.99)
@@ -65,10 +68,18 @@ class OperatingPoint:
     def balanced_accuracy(self) -> float:
         return (self.recall + 1 - self.false_alarm_rate) / 2
 
-    def describe(self) -> str:
-        """The rates as a plant reads them, counts first: a rate of 40 images is coarse."""
-        return (f"misses {self.missed} of {self.defects} defects ({_percent(self.miss_rate)}), "
-                f"flags {self.flagged} of {self.good} good parts ({_percent(self.false_alarm_rate)})")
+    def describe(self, intervals: bool = False) -> str:
+        """The rates as a plant reads them, counts first: a rate of 40 images is coarse; with ``intervals``
+        each rate's 95 % Wilson interval says how coarse (metrics/intervals.py)."""
+        return (f"misses {self.missed} of {self.defects} defects "
+                f"({self._rate(self.missed, self.defects, intervals)}), "
+                f"flags {self.flagged} of {self.good} good parts ({self._rate(self.flagged, self.good, intervals)})")
+
+    @staticmethod
+    def _rate(count: int, total: int, interval: bool) -> str:
+        if not interval:
+            return _percent(count / total)
+        return f"{_percent(count / total)}, 95 % interval {percent_interval(rate_interval(count, total))} %"
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,15 @@ class Calibration:
     expected: OperatingPoint | None = None  # at ``threshold``
     balanced: OperatingPoint | None = None  # at the maximum-balanced-accuracy threshold, whichever rule chose
     operating_points: tuple[OperatingRow, ...] = ()
+    image_auroc_interval: tuple[float, float] | None = None  # its 95 % bootstrap interval
+
+    def auroc_phrase(self) -> str:
+        """``0.909`` with its interval where known: ``0.909 (95 % interval 0.841-0.966)``; none from before, nor
+        from fewer than two images of a label."""
+        low, high = self.image_auroc_interval or (float("nan"), float("nan"))
+        if low != low or high != high:
+            return f"{self.image_auroc:.3f}"
+        return f"{self.image_auroc:.3f} (95 % interval {low:.3f}-{high:.3f})"
 
     @property
     def rule(self) -> str:
@@ -193,16 +213,16 @@ def calibrate(labels: np.ndarray, scores: np.ndarray, unparsable: int = 0,
         unparsable=unparsable, image_auroc=auroc,
         target_recall=None if target_recall is None else float(target_recall), expected=expected,
         balanced=operating_point(labels, scores, balanced_threshold),
-        operating_points=operating_table(labels, scores),
+        operating_points=operating_table(labels, scores), image_auroc_interval=auroc_interval(labels, scores),
     )
 
 
 def calibration_report(calibration: Calibration) -> list[str]:
     """What the export prints: the rule, the threshold, its expected rates and the trade-off table."""
     lines = [f"threshold {calibration.threshold:.4f} by {calibration.rule}, on {calibration.images} calibration "
-             f"images ({calibration.unparsable} unparsable); image AUROC there {calibration.image_auroc:.3f}"]
+             f"images ({calibration.unparsable} unparsable); image AUROC there {calibration.auroc_phrase()}"]
     if calibration.expected is not None:
-        lines.append(f"expected there: {calibration.expected.describe()}")
+        lines.append(f"expected there: {calibration.expected.describe(intervals=True)}")
     if calibration.target_recall is not None and calibration.balanced is not None:
         lines.append(f"maximum balanced accuracy would set {calibration.balanced.threshold:.4f}: "
                      f"{calibration.balanced.describe()}")

@@ -320,7 +320,7 @@ def calibrate_bundle(request: ExportRequest, manifest: BundleManifest, bundle_fo
     log.info("calibrated threshold %.4f by %s; balanced accuracy %.3f, image AUROC %.3f on %d images "
              "(%d unparsable); expected there: %s", calibration.threshold, calibration.rule,
              calibration.balanced_accuracy, calibration.image_auroc, calibration.images, calibration.unparsable,
-             calibration.expected.describe())
+             calibration.expected.describe(intervals=True))
     card = model_card(request, manifest.model_copy(update={"threshold": calibration.threshold}), calibration, drift)
     replace_model_card(bundle_folder, card, threshold=calibration.threshold)  # bundle.json: the threshold only
     return calibration
@@ -403,10 +403,11 @@ def _calibration_lines(request: ExportRequest, calibration: Calibration) -> list
                 f"that share of the defects there (our rule; balanced accuracy {calibration.balanced_accuracy:.3f})")
     lines = [f"- Threshold: {calibration.threshold:.4f}, calibrated on `{request.calibration}` "
              f"({calibration.images} images, {calibration.unparsable} unparsable) {rule}; "
-             f"the score's image AUROC there: {calibration.image_auroc:.3f}"]
+             f"the score's image AUROC there: {calibration.auroc_phrase()}"]
     if calibration.expected is None:  # built by hand with the first five fields only
         return lines
-    lines.append(f"- Expected on those images at {calibration.threshold:.4f}: {calibration.expected.describe()}")
+    lines.append(f"- Expected on those images at {calibration.threshold:.4f}: "
+                 f"{calibration.expected.describe(intervals=True)}")
     if calibration.target_recall is not None and calibration.balanced is not None:
         lines.append(f"- At the maximum-balanced-accuracy threshold {calibration.balanced.threshold:.4f} instead: "
                      f"{calibration.balanced.describe()}")

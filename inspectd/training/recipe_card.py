@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from inspectd.metrics.intervals import percent_interval
 from inspectd.training.base_models import is_bundle
 from inspectd.training.train_stages import cgro_base, recipe_tiles
 
@@ -20,8 +21,10 @@ def _calibration_ranking(export: dict) -> str:
     """How well each bundle's score ranks the calibration images (stage records from before have no figure)."""
     if not all("calibration_image_auroc" in export[v] for v in ("warmup", "cgro")):
         return ""
+    interval = export["cgro"].get("calibration_image_auroc_interval")  # stage records from before have none
+    spread = f"95 % interval {percent_interval(interval)}; " if interval else ""
     return (f"On those {export['cgro']['calibration_images']} calibration images the score's image AUROC is "
-            f"{100 * export['cgro']['calibration_image_auroc']:.1f} (balanced accuracy "
+            f"{100 * export['cgro']['calibration_image_auroc']:.1f} ({spread}balanced accuracy "
             f"{100 * export['cgro']['calibration_balanced_accuracy']:.1f}); warm-up only: "
             f"{100 * export['warmup']['calibration_image_auroc']:.1f} "
             f"({100 * export['warmup']['calibration_balanced_accuracy']:.1f}). ")

@@ -50,7 +50,8 @@ def run_export(config: RecipeConfig, stage: Stage) -> None:
                           "calibration_image_auroc": exported.calibration.image_auroc,
                           "calibration_balanced_accuracy": exported.calibration.balanced_accuracy,
                           "calibration_rule": exported.calibration.rule,
-                          "calibration_expected": exported.calibration.expected.describe(),
+                          "calibration_image_auroc_interval": exported.calibration.image_auroc_interval,
+                          "calibration_expected": exported.calibration.expected.describe(intervals=True),
                           "seconds": time.perf_counter() - started}
     stage.finish(**facts)
 
