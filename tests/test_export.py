@@ -421,3 +421,36 @@ def test_a_bundle_exported_by_root_loads_as_another_user_of_its_group(format_bun
     assert failure.startswith("BundleError:") and f"{weights}: cannot be read by uid 65534" in failure, failure
     check = check_readable("bundle access", out, Reader("nobody", 65534, frozenset({group.gr_gid})), "FIX")
     assert check.status == "FAIL" and f"{weights} (owner root, group {group.gr_name}, mode 0600)" in check.detail
+
+
+def test_a_deployed_4bit_bundle_is_recalibrated_to_a_recall_target(format_bundle, tmp_path):
+    """A plant recalibrates its deployed nf4 bundle on its own photos (the README's way to miss fewer defects):
+    the export starts from the bundle's dequantized weights (saving its 4-bit model again failed inside
+    transformers), keeps its prompt, score and ReAL, and its scores are the deployed bundle's, so only the
+    threshold moves; the deployed bundle is left as it was."""
+    from inspectd.bundle.files import read_manifest, sha256_file
+
+    deployed = tmp_path / "deployed"
+    export_bundle(ExportRequest(base=format_bundle, out=deployed, name="deployed", quantization="nf4"))
+    before = {p.name: sha256_file(p) for p in deployed.iterdir()}
+    folder = _labelled_folder(tmp_path / "own-photos", good=4, defect=4)
+    out = tmp_path / "recalibrated"
+    done = subprocess.run(
+        [sys.executable, "-m", "inspectd.export.cli", "--base", str(deployed), "--out", str(out),
+         "--name", "recalibrated", "--calibration", str(folder), "--target-recall", "1.0"],
+        capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "threshold" in done.stdout and "by recall target 1" in done.stdout
+    assert {p.name: sha256_file(p) for p in deployed.iterdir()} == before
+    old, new = read_manifest(deployed), verify_bundle(out)
+    assert new.quantization == "nf4" and (new.prompt, new.score, new.real) == (old.prompt, old.score, old.real)
+    paths = sorted(folder.rglob("*.png"))
+    scores = {}
+    for name, bundle_folder in (("deployed", deployed), ("recalibrated", out)):
+        bundle = load_bundle(bundle_folder, "cpu")
+        results = Inspector(bundle, bundle.manifest.real, InspectorOptions()).inspect_files(paths)
+        scores[name] = [r.score for r in results]
+    assert scores["recalibrated"] == pytest.approx(scores["deployed"], abs=0.02)
+    defects = [s for p, s in zip(paths, scores["recalibrated"]) if p.parent.name == "defect" and s is not None]
+    assert all(s >= new.threshold for s in defects)  # recall 1.0 on the folder it was calibrated on

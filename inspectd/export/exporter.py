@@ -79,10 +79,14 @@ def _work_dtype(device: str) -> torch.dtype:
 
 
 def _load_merged(request: ExportRequest) -> Qwen2_5_VLForConditionalGeneration:
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        request.base, dtype=_work_dtype(request.device), device_map=request.device, local_files_only=True,
-        use_safetensors=True,
-    )
+    base = _base_manifest(request.base)
+    if base is not None and base.quantization != "none":
+        model = _dequantized_base(request)
+    else:
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            request.base, dtype=_work_dtype(request.device), device_map=request.device, local_files_only=True,
+            use_safetensors=True,
+        )
     if request.adapter is not None:
         try:
             from peft import PeftModel
@@ -90,6 +94,17 @@ def _load_merged(request: ExportRequest) -> Qwen2_5_VLForConditionalGeneration:
             raise BundleError("merging a LoRA adapter needs peft: pip install 'inspectd[train]'") from exc
         model = PeftModel.from_pretrained(model, request.adapter, local_files_only=True).merge_and_unload()
     return model.eval()
+
+
+def _dequantized_base(request: ExportRequest) -> Qwen2_5_VLForConditionalGeneration:
+    """A deployed (quantized) bundle as the base: recalibrating it on a plant's own photos (``--calibration``
+    with ``--target-recall``) or exporting it at another precision. Its 4-bit weights cannot be saved again as
+    they are, so the export starts from their dequantized copy; the bundle is verified first, as the daemon
+    would load it (a tampered one is refused)."""
+    from inspectd.bundle.dequantized_copy import dequantized_copy
+    from inspectd.bundle.load import load_bundle
+
+    return dequantized_copy(load_bundle(request.base, request.device).model, _work_dtype(request.device))
 
 
 def _probe_inputs(processor) -> dict:

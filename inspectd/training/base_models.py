@@ -43,10 +43,10 @@ def float32_model(folder: Path):
     check_model_folder(folder)
     if is_bundle(folder):
         from inspectd.bundle.load import load_bundle
-        from inspectd.training.float_copy import float32_copy
+        from inspectd.bundle.dequantized_copy import dequantized_copy
 
         bundle = load_bundle(folder, "cpu")
-        return float32_copy(bundle.model), bundle.processor
+        return dequantized_copy(bundle.model), bundle.processor
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         folder, local_files_only=True, use_safetensors=True, dtype=torch.float32)
     return model, processor_of(folder)
