@@ -77,9 +77,11 @@ def _train(args) -> int:
     import torch
 
     from inspectd.training.recipe import run_recipe
+    from inspectd.training.stage_record import leave_the_processes
 
     torch.set_num_threads(recipe.threads)
     run_recipe(recipe, stop_after)
+    leave_the_processes()
     return 0
 
 

@@ -56,3 +56,12 @@ def processes() -> int:
 def everyone_here() -> None:
     """Every process waits here until all arrive (nothing in a single process)."""
     _state().wait_for_everyone()
+
+
+def leave_the_processes() -> None:
+    """After a run that ended well under ``torchrun`` / ``accelerate launch``: destroy the process group while
+    the interpreter is whole. Without it gloo's worker threads can still hold tensors when the interpreter
+    tears down, and a rank that finished its work aborts (SIGABRT, "terminate called without an active
+    exception"; pytorch/pytorch#179291), so the launcher reports the finished run as failed. Not after an
+    error: a collective destroy while another rank is stuck in a collective would hang."""
+    _state().destroy_process_group()
