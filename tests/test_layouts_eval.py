@@ -110,6 +110,13 @@ def test_eval_command_reports_tables_and_json(format_bundle, tmp_path):
             assert 0.0 <= category["metrics"][metric] <= 1.0, (metric, category)
     assert set(report["overall"]) >= {"image_auroc", "pixel_auroc", "pixel_auroc_all_tokens", "peak_on_defect",
                                       "reply_agreement"}
+    for category in plain:  # with masks, the pooled pixel figures get their bootstrap interval over the images too
+        for metric in ("pixel_auroc", "pixel_aupr"):
+            low, high = category["intervals"][metric]
+            assert 0.0 <= low <= high <= 1.0, (metric, category["category"])
+        printed = next(line for line in done.stdout.splitlines()
+                       if line.split()[:1] == [f"synth/{category['category']}"] and "img AUROC" in line)
+        assert f"px AUROC {percent_interval(category['intervals']['pixel_auroc'])}" in printed
     # The shipped default config overrides ReAL parameters (the demo's): the report records the ones used and
     # the table says that its figures are not the bundle card's.
     from inspectd.bundle.load import load_bundle
@@ -208,7 +215,7 @@ def test_eval_scores_an_ok_ng_folder_of_real_photos_per_defect_kind_without_pixe
         assert printed.split(None, 1)[1] == (
             f"img AUROC {percent_interval(intervals['image_auroc'])}, miss {percent_interval(intervals['image_miss_rate'])}"
             f", false alarm {percent_interval(intervals['image_false_alarm_rate'])}")
-    assert "95 % intervals (image AUROC: bootstrap over the images; miss and false alarm: Wilson):" in done.stdout
+    assert "95 % intervals (AUROC and AUPR: bootstrap over the images; miss and false alarm: Wilson):" in done.stdout
     assert "no masks in line1, line2 (image-level labels): pixel figures n/a" in done.stdout
     assert math.isnan(report["overall"]["pixel_auroc"]) and 0.0 <= report["overall"]["image_auroc"] <= 1.0
 

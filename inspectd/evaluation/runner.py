@@ -3,7 +3,7 @@
 Image level: AUROC, AUPR (average precision) and ACC over P(yes), and at the
 inspector's threshold the miss rate (defect images not flagged) and the
 false-alarm rate (good images flagged), each with its 95 % interval
-(metrics/intervals.py). Pixel level: AUROC, AUPR and ACC
+(metrics/intervals.py; the pooled pixel AUROC and AUPR too). Pixel level: AUROC, AUPR and ACC
 over every pixel of every test image (normal images count with an all-zero
 ground truth), streamed through fixed bins; only where masks exist: a
 labelled folder (``good/`` + one folder per defect kind, image-level labels
@@ -40,7 +40,7 @@ from inspectd.inspection.inspector import Inspector
 from inspectd.inspection.result import InspectionResult
 from inspectd.verdict import Verdict
 from inspectd.inspection.tiles import all_token_result_map, photo_grid
-from inspectd.metrics.intervals import auroc_interval, percent_interval, rate_interval
+from inspectd.metrics.intervals import PixelCounts, auroc_interval, percent_interval, rate_interval
 from inspectd.metrics.localization import peak_on_defect
 from inspectd.metrics.ranking import BinnedCurve, accuracy, exact_auroc_ap
 from inspectd.model.reply import parse_lenient_reply
@@ -67,7 +67,8 @@ class CategoryReport:
     metrics: dict[str, float] = field(default_factory=dict)
     pixel_tie_error: float = 0.0
     masks: bool = True  # every defect image has a mask: pixel figures exist (reports from before: MVTec, True)
-    # 95 % intervals (metrics/intervals.py) of image_auroc, image_miss_rate, image_false_alarm_rate: [low, high]
+    # 95 % intervals (metrics/intervals.py): image_auroc, image_miss_rate, image_false_alarm_rate and, with
+    # masks, pixel_auroc and pixel_aupr: [low, high]
     intervals: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -108,6 +109,7 @@ class _PixelCurves:
         self.real_curve = BinnedCurve(bins, self.real.mask_threshold)
         self.all_curve = BinnedCurve(bins, self.real.mask_threshold)
         self.peaks: list[bool] = []  # per defect image with a mask: does the map peak on the defect
+        self.counts = PixelCounts()  # the ReAL map's, per image: its figures' intervals
 
     def add(self, image: LabelledImage, result: InspectionResult) -> None:
         truth = _mask(image, result.image_size)
@@ -115,10 +117,12 @@ class _PixelCurves:
             blank = np.zeros(truth.shape, dtype=np.float32)
             self.real_curve.add(blank, truth)
             self.all_curve.add(blank, truth)
+            self.counts.add(blank, truth, image.anomalous)
             if truth.any():
                 self.peaks.append(False)  # no map points nowhere
             return
         self.real_curve.add(result.anomaly_map, truth)
+        self.counts.add(result.anomaly_map, truth, image.anomalous)
         self.all_curve.add(all_token_result_map(result, self.real), truth)
         if truth.any():
             self.peaks.append(peak_on_defect(result.anomaly_map, truth, map_grid(result)))
@@ -232,7 +236,7 @@ def _report(inspector: Inspector, dataset: str, category: str, pairs, bins: int,
     no_pixels = dict.fromkeys(PIXEL_METRICS, float("nan"))
     report.metrics = {**_image_figures(labels, scores, flagged), **(pixels.figures() if pixels else no_pixels),
                       "reply_agreement": _rate(np.array(agree, dtype=bool))}
-    report.intervals = _image_intervals(labels, scores, flagged)
+    report.intervals = {**_image_intervals(labels, scores, flagged), **(pixels.counts.intervals() if pixels else {})}
     report.replies_disagreeing = agree.count(False)
     if pixels is not None:
         report.peaks_on_defect, report.peaks_checked = sum(pixels.peaks), len(pixels.peaks)
@@ -319,10 +323,11 @@ def _interval_lines(report: EvalReport) -> list[str]:
     if not rows:
         return []  # a report from before intervals were kept
     width = max(len(f"{c.dataset}/{c.category}") for c in rows) + 2
-    lines = ["95 % intervals (image AUROC: bootstrap over the images; miss and false alarm: Wilson):"]
+    lines = ["95 % intervals (AUROC and AUPR: bootstrap over the images; miss and false alarm: Wilson):"]
     for c in rows:
         cells = ", ".join(f"{title} {percent_interval(c.intervals[key])}" for key, title in (
-            ("image_auroc", "img AUROC"), ("image_miss_rate", "miss"), ("image_false_alarm_rate", "false alarm")))
+            ("image_auroc", "img AUROC"), ("image_miss_rate", "miss"), ("image_false_alarm_rate", "false alarm"),
+            ("pixel_auroc", "px AUROC"), ("pixel_aupr", "px AUPR")) if key in c.intervals)
         lines.append(f"  {c.dataset + '/' + c.category:<{width}}{cells}")
     return lines
 

@@ -18,20 +18,29 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def _curve_from_counts(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
-    """AUROC and AP from per-threshold counts ordered from the highest score down."""
-    total_pos, total_neg = pos.sum(), neg.sum()
-    if total_pos == 0 or total_neg == 0:
-        return float("nan"), float("nan")
-    tp = np.cumsum(pos, dtype=np.float64)
-    fp = np.cumsum(neg, dtype=np.float64)
-    tpr = np.concatenate(([0.0], tp / total_pos))
-    fpr = np.concatenate(([0.0], fp / total_neg))
-    auroc = float(np.trapezoid(tpr, fpr))
+def curves_from_counts(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC and AP of each row of per-threshold counts ordered from the highest score down (NaN for a row
+    without positives or negatives): one row for a figure, a row per resample for a bootstrap."""
+    pos, neg = np.atleast_2d(pos).astype(np.float64), np.atleast_2d(neg).astype(np.float64)
+    total_pos, total_neg = pos.sum(axis=-1, keepdims=True), neg.sum(axis=-1, keepdims=True)
+    empty = (total_pos[:, 0] == 0) | (total_neg[:, 0] == 0)
+    total_pos, total_neg = np.where(total_pos == 0, 1.0, total_pos), np.where(total_neg == 0, 1.0, total_neg)
+    tp, fp = np.cumsum(pos, axis=-1), np.cumsum(neg, axis=-1)
+    start = np.zeros((pos.shape[0], 1))
+    tpr = np.concatenate((start, tp / total_pos), axis=-1)
+    fpr = np.concatenate((start, fp / total_neg), axis=-1)
+    auroc = np.trapezoid(tpr, fpr, axis=-1)
     precision = tp / np.maximum(tp + fp, 1)
     recall = tp / total_pos
-    ap = float(np.sum(np.diff(np.concatenate(([0.0], recall))) * precision))
+    ap = np.sum(np.diff(np.concatenate((start, recall), axis=-1), axis=-1) * precision, axis=-1)
+    auroc[empty], ap[empty] = np.nan, np.nan
     return auroc, ap
+
+
+def _curve_from_counts(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
+    """AUROC and AP from per-threshold counts ordered from the highest score down."""
+    auroc, ap = curves_from_counts(pos, neg)
+    return float(auroc[0]), float(ap[0])
 
 
 def exact_auroc_ap(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
