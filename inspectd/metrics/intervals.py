@@ -1,19 +1,19 @@
-"""95 % intervals for the image figures a plant acts on, when they come from a few dozen images.
+"""95 % intervals for the image and pixel figures a plant acts on, when they come from a few dozen images.
 
 Why: the shipped magnetic-tile model's threshold and figures were chosen on 89 validation photos (29 of them
 defective); they said image AUROC 90.9, a hold-out five times larger said 83.5. A figure from so few images
-moves that much by chance alone, and a bare percentage does not say so. Both intervals come from scipy:
+can move several points by chance alone, and a bare percentage does not say so. Three intervals:
 
-- image AUROC: a percentile bootstrap that resamples the defective and the good images each on their own, so
-  every resample keeps both counts (the AUROC of a resample is its Mann-Whitney U over the pairs);
-- a rate (defects missed, good parts flagged): the Wilson score interval of the count, which stays inside
+- image AUROC (scipy): a percentile bootstrap that resamples the defective and the good images each on their
+  own, so every resample keeps both counts (the AUROC of a resample is its Mann-Whitney U over the pairs);
+- a rate (defects missed, good parts flagged; scipy): the Wilson score interval of the count, which stays inside
   0-100 % and is not empty at 0 of n;
 - pooled pixel AUROC and AUPR: a percentile bootstrap over the images (defective and good each resampled on
   their own), since pixels of one image are not independent draws; each image's pixels are kept as counts
   in ``PIXEL_BINS`` score bins, so a resample is a weighted sum of counts, not a pass over the maps again.
   The bins are coarser than the point figure's, which moves the interval by at most their tie error.
 
-Both say how far the figure may move on more images of the same line; neither covers a line that changes.
+Each says how far the figure may move on more images of the same line; none covers a line that changes.
 """
 
 from __future__ import annotations
