@@ -78,8 +78,8 @@ def _work_dtype(device: str) -> torch.dtype:
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
-def _load_merged(request: ExportRequest) -> Qwen2_5_VLForConditionalGeneration:
-    base = _base_manifest(request.base)
+def _load_merged(request: ExportRequest, base: BundleManifest | None) -> Qwen2_5_VLForConditionalGeneration:
+    """The base's model (``base``: its manifest when it is a bundle) with the adapter merged, if any."""
     if base is not None and base.quantization != "none":
         model = _dequantized_base(request)
     else:
@@ -166,7 +166,7 @@ def _write_and_check(request: ExportRequest, folder: Path) -> tuple[float, Calib
     """Merge, convert and save into ``folder``; round trip, calibrate and write the card there."""
     base_manifest = _base_manifest(request.base)
     processor = ImageOnlyQwenProcessor.from_pretrained(request.base, local_files_only=True)
-    merged = _load_merged(request)
+    merged = _load_merged(request, base_manifest)
     probe = _probe_inputs(processor)
     with torch.inference_mode():
         float_logits = merged(**{k: v.to(merged.device) for k, v in probe.items()}).logits.float().cpu()

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from inspectd.metrics.ranking import bin_counts, curves_from_counts
+
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 PIXEL_BINS = 4096  # per image: 2 x 16 KB of counts
@@ -54,17 +56,13 @@ class PixelCounts:
         self.defective: list[bool] = []
 
     def add(self, scores: np.ndarray, truth: np.ndarray, defective: bool) -> None:
-        scores = np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0.0, 1.0)
-        truth = np.asarray(truth, dtype=bool).ravel()
-        index = np.minimum((scores * self.bins).astype(np.int64), self.bins - 1)
-        self.positives.append(np.bincount(index[truth], minlength=self.bins).astype(np.int32))
-        self.negatives.append(np.bincount(index[~truth], minlength=self.bins).astype(np.int32))
+        positives, negatives = bin_counts(scores, truth, self.bins)
+        self.positives.append(positives.astype(np.int32))
+        self.negatives.append(negatives.astype(np.int32))
         self.defective.append(bool(defective))
 
     def intervals(self, seed: int = 0) -> dict[str, list[float]]:
         """95 % intervals of the pooled pixel AUROC and AUPR; n/a with fewer than two images of a label."""
-        from inspectd.metrics.ranking import curves_from_counts
-
         defective = np.array(self.defective, dtype=bool)
         if defective.sum() < 2 or (~defective).sum() < 2:
             return {"pixel_auroc": [float("nan")] * 2, "pixel_aupr": [float("nan")] * 2}

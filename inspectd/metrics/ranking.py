@@ -62,6 +62,14 @@ def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float((labels == np.asarray(predictions).astype(bool).ravel()).mean())
 
 
+def bin_counts(scores: np.ndarray, labels: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative counts per equal bin of [0, 1] (scores clipped into it; 1.0 in the top bin)."""
+    scores = np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0.0, 1.0)
+    labels = np.asarray(labels).astype(bool).ravel()
+    index = np.minimum((scores * bins).astype(np.int64), bins - 1)
+    return np.bincount(index[labels], minlength=bins), np.bincount(index[~labels], minlength=bins)
+
+
 @dataclass
 class BinnedCurve:
     """Constant-memory pixel metrics: add maps and masks one image at a time."""
@@ -78,9 +86,9 @@ class BinnedCurve:
     def add(self, scores: np.ndarray, labels: np.ndarray) -> None:
         scores = np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0.0, 1.0)
         labels = np.asarray(labels).astype(bool).ravel()
-        index = np.minimum((scores * self.bins).astype(np.int64), self.bins - 1)
-        self.pos += np.bincount(index[labels], minlength=self.bins)
-        self.neg += np.bincount(index[~labels], minlength=self.bins)
+        pos, neg = bin_counts(scores, labels, self.bins)
+        self.pos += pos
+        self.neg += neg
         self.correct += int(((scores >= self.threshold) == labels).sum())
         self.total += labels.size
 
