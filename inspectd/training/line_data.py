@@ -2,7 +2,8 @@
 
 Image-level labels only. The folder is split once, stratified by kind and
 seeded, into a training part and a validation part that calibrates the
-threshold and judges ReAL. What each stage sees:
+threshold and judges ReAL; with ``parts_file`` whole parts, so that photos
+of one part never lie on both sides (``photo_parts``). What each stage sees:
 
 - warm-up: a mixture of (a) good training images, replied "clean"; (b) good
   training images with a defect *drawn* on them (``drawn_defects``), replied
@@ -42,6 +43,7 @@ from pydantic import Field, model_validator
 from inspectd.data.drawn_defects import DRAWN_KINDS, augment, defect_noun, draw_defect
 from inspectd.data.layouts import GOOD, LabelledImage, read_labelled_folder
 from inspectd.strict_model import StrictModel
+from inspectd.training.photo_parts import parts_in_order, read_parts_file
 from inspectd.training.tile_geometry import TileGeometry, random_tile
 from inspectd.training.warmup_config import ReplyExample, reply_text
 
@@ -55,6 +57,11 @@ class LabelledFolderData(StrictModel):
     surface: str = Field("part", min_length=1, description="what the replies call the inspected surface")
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
     split_seed: int = 0
+    parts_file: Path | None = Field(None, description=(
+        "CSV with the columns photo (its path under `path`, e.g. crack/0001.jpg) and part (any id): photos of "
+        "one physical part, e.g. shot under several lightings. The split keeps each part on one side, so the "
+        "validation judges parts the model never saw; an unlisted photo is a part of its own. null: every photo "
+        "is its own part (photos of one part then land on both sides, and validation overstates new parts)"))
     clean_share: float = Field(0.5, ge=0, le=1, description="warm-up share of good images")
     drawn_share: float = Field(0.35, ge=0, le=1, description="warm-up share of good images with a drawn defect")
     # the rest of the warm-up are the real defective images
@@ -101,6 +108,7 @@ class ReviewedStoreData(LabelledFolderData):
 class LineSplit:
     train: tuple[LabelledImage, ...]
     validation: tuple[LabelledImage, ...]
+    parts: int  # the physical parts the photos show (= photos without a parts file)
 
     def facts(self) -> dict:
         count = lambda images, anomalous: sum(i.anomalous == anomalous for i in images)  # noqa: E731
@@ -110,20 +118,26 @@ class LineSplit:
 
 
 def split_folder(data: LabelledFolderData) -> LineSplit:
-    """Stratified by folder (each defect kind and good), deterministic for a seed."""
+    """Stratified by folder (each defect kind and good), deterministic for a seed; whole parts (``parts_file``)
+    go to validation until it holds ``validation_fraction`` of the folder's photos. Without a parts file every
+    photo is a part, and the split is the one recipes made before parts existed."""
     dataset = read_labelled_folder(data.path)
+    part_of = read_parts_file(data.parts_file, data.path, dataset.images) if data.parts_file else {}
     by_kind: dict[str, list[LabelledImage]] = {}
     for image in dataset.images:
         by_kind.setdefault(image.defect or GOOD, []).append(image)
-    train, validation = [], []
+    train, validation, count = [], [], 0
     rng = random.Random(data.split_seed)
     for kind in sorted(by_kind):
-        images = sorted(by_kind[kind], key=lambda i: i.path.name)
-        rng.shuffle(images)
-        held = max(1, round(len(images) * data.validation_fraction))
-        validation += images[:held]
-        train += images[held:]
-    return LineSplit(tuple(train), tuple(validation))
+        parts = parts_in_order(sorted(by_kind[kind], key=lambda i: i.path.name), data.path, part_of)
+        count += len(parts)
+        rng.shuffle(parts)
+        wanted = max(1, round(len(by_kind[kind]) * data.validation_fraction))
+        held = 0
+        for part in parts:
+            (validation if held < wanted else train).extend(part)
+            held += len(part)
+    return LineSplit(tuple(train), tuple(validation), count)
 
 
 def clean_reasoning(surface: str) -> str:

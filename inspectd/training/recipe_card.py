@@ -114,7 +114,11 @@ def _folder_sections(config) -> dict[str, list[str]]:
     from inspectd.training.line_data import split_folder
 
     data = config.data
-    facts = split_folder(data).facts()
+    split = split_folder(data)
+    facts = split.facts()
+    by_part = (f", by part: {split.parts} parts from `{data.parts_file.name}`, each part's photos on one side, so "
+               "validation judges parts it never saw" if data.parts_file else
+               ", photo by photo: photos of one part may lie on both sides (no `parts_file`)")
     rest = 1 - data.clean_share - data.drawn_share
     return {
         "intro": [
@@ -127,7 +131,7 @@ def _folder_sections(config) -> dict[str, list[str]]:
             "Qwen2.5-VL-7B on a GPU box is the production path."],
         "data": [
             f"`{data.path.name}/` split once, stratified by folder (seed {data.split_seed}, "
-            f"{data.validation_fraction:.0%} held out): training {facts['train_good']} good + "
+            f"{data.validation_fraction:.0%} held out{by_part}): training {facts['train_good']} good + "
             f"{facts['train_defective']} defective, validation {facts['validation_good']} good + "
             f"{facts['validation_defective']} defective.",
             f"- warm-up ({config.warmup.steps * config.warmup.batch_size} examples, augmented: flips, brightness, "

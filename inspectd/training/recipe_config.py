@@ -170,7 +170,8 @@ def load_recipe(path: Path) -> RecipeConfig:
               "zero_shot": [resolve_beside(base, p) for p in config.zero_shot],
               "init": resolve_beside(base, config.init)}
     if isinstance(config.data, LabelledFolderData):
-        update["data"] = config.data.model_copy(update={"path": resolve_beside(base, config.data.path)})
+        update["data"] = config.data.model_copy(update={"path": resolve_beside(base, config.data.path),
+                                                        "parts_file": resolve_beside(base, config.data.parts_file)})
     if isinstance(config.data, ReviewedStoreData):
         update["data"] = update["data"].model_copy(update={"config": resolve_beside(base, config.data.config)})
     return config.model_copy(update=update)
