@@ -11,6 +11,7 @@ import yaml
 from inspectd.data.layouts import DatasetError
 from inspectd.data.synthetic import make_sample
 from inspectd.training.line_data import LabelledFolderData, split_folder
+from inspectd.training.look_alike import look_alike_count
 from inspectd.training.recipe_config import load_recipe
 from tests.conftest import REPO, SHARED_DATASETS
 
@@ -22,8 +23,9 @@ def _folder(root):
     for kind, count in COUNTS.items():
         (root / kind).mkdir(parents=True)
         for i in range(count):
-            make_sample(100 + i // 3, 64, anomalous=kind != "good").image.convert("L").save(
-                root / kind / f"{kind}-{i:02d}.png")
+            gain = 0.7 + 0.15 * (i % 3)  # the part under another lighting
+            make_sample(100 + i // 3, 64, anomalous=kind != "good").image.convert("L").point(
+                lambda v, gain=gain: min(255, round(v * gain + 12))).save(root / kind / f"{kind}-{i:02d}.png")
     return root
 
 
@@ -80,6 +82,20 @@ def test_without_a_parts_file_and_with_every_photo_its_own_part_the_split_is_the
     assert sides["good-00.png"] == sides["good-01.png"]
 
 
+def test_validation_photos_whose_part_was_photographed_for_training_are_counted_as_look_alikes(line):
+    root, parts = line
+    part = lambda image: (image.path.parent.name, int(image.path.stem.split("-")[1]) // 3)  # noqa: E731
+    by_photo = split_folder(_data(root))
+    seen = {part(i) for i in by_photo.train}
+    sibling_in_training = sum(part(i) in seen for i in by_photo.validation)
+    assert sibling_in_training > 0
+    paths = lambda images: [i.path for i in images]  # noqa: E731
+    # Another lighting of the same part looks alike; other parts (other textures) do not.
+    assert look_alike_count(paths(by_photo.validation), paths(by_photo.train)) == sibling_in_training
+    by_part = split_folder(_data(root, parts_file=parts))
+    assert look_alike_count(paths(by_part.validation), paths(by_part.train)) == 0
+
+
 @pytest.mark.parametrize(("rows", "header", "says"), [
     ([("good/good-00.png", "a")], ("image", "part"), "needs the columns photo, part in its first line; it has "
                                                       "image, part"),
@@ -134,3 +150,8 @@ def test_the_magnetic_tile_parts_file_lists_every_training_photo_and_keeps_a_til
     split = split_folder(LabelledFolderData(kind="labelled_folder", path=folder, parts_file=shipped))
     assert not {part_of[i.path.relative_to(folder).as_posix()] for i in split.train} & {
         part_of[i.path.relative_to(folder).as_posix()] for i in split.validation}
+    # Split photo by photo, more than half the validation photos have a look-alike in training; by tile, few.
+    by_photo = split_folder(LabelledFolderData(kind="labelled_folder", path=folder))
+    paths = lambda images: [i.path for i in images]  # noqa: E731
+    assert look_alike_count(paths(by_photo.validation), paths(by_photo.train)) > 0.5 * len(by_photo.validation)
+    assert look_alike_count(paths(split.validation), paths(split.train)) < 0.05 * len(split.validation)

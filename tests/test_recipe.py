@@ -114,6 +114,8 @@ def test_recipe_learns_from_a_labelled_folder_and_publishes_its_card(tmp_path):
     card = (config.output / "MODEL_CARD.md").read_text()
     assert "learnt one production line" in card
     assert "training 18 good + 10 defective, validation 6 good + 4 defective" in card
+    assert "held out, photo by photo: no `data.parts_file`): training" in card
+    assert re.search(r"\d+ of the 10 validation photos look like a training photo \(48 px grey correlation", card)
     assert "held-out good images + drawn defects" in card and "real dev subset" in card
     # the card says what CGRO was given and rewarded with, drawn-defect rows included
     assert "and 4 good training images with a drawn defect" in card

@@ -1,16 +1,22 @@
 """MODEL_CARD.md of a recipe-built bundle, written from what the stages recorded.
 
 Every figure in the card comes from a stage's ``stage.json`` or eval report,
-so the card cannot drift from the run that produced the bundle.
+so the card cannot drift from the run that produced the bundle; the split's
+facts (and how many validation photos look like a training photo) are read
+again from the folder, which the recipe's split is a pure function of.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 
 from inspectd.metrics.intervals import percent_interval
 from inspectd.training.base_models import is_bundle
+from inspectd.training.look_alike import LIKE, look_alike_count
 from inspectd.training.train_stages import cgro_base, recipe_tiles
+
+log = logging.getLogger("inspectd.recipe")
 
 
 def _pct(value: float | None) -> str:
@@ -109,6 +115,16 @@ def _synthetic_sections(config) -> dict[str, list[str]]:
     }
 
 
+def _look_alike_meaning(alike: int, data) -> str:
+    if not alike:
+        return "."
+    if data.parts_file:
+        return ": different parts can look alike (plain surfaces)."
+    return (": where that is one part photographed again, validation judged a part the model was trained on, and "
+            "its figures overstate what the model does on a new part (`data.parts_file` keeps a part's photos on "
+            "one side).")
+
+
 def _folder_sections(config) -> dict[str, list[str]]:
     from inspectd.data.drawn_defects import DRAWN_KINDS
     from inspectd.training.line_data import split_folder
@@ -116,9 +132,13 @@ def _folder_sections(config) -> dict[str, list[str]]:
     data = config.data
     split = split_folder(data)
     facts = split.facts()
-    by_part = (f", by part: {split.parts} parts from `{data.parts_file.name}`, each part's photos on one side, so "
-               "validation judges parts it never saw" if data.parts_file else
-               ", photo by photo: photos of one part may lie on both sides (no `parts_file`)")
+    by_part = (f", by part: {split.parts} parts from `{data.parts_file.name}`, each part's photos on one side"
+               if data.parts_file else ", photo by photo: no `data.parts_file`")
+    alike = look_alike_count([i.path for i in split.validation], [i.path for i in split.train])
+    if alike and not data.parts_file:
+        log.warning("%d of %d validation photos look like a training photo (the same part photographed again?): "
+                    "validation figures will overstate new parts; data.parts_file keeps a part's photos on one "
+                    "side", alike, len(split.validation))
     rest = 1 - data.clean_share - data.drawn_share
     return {
         "intro": [
@@ -133,7 +153,8 @@ def _folder_sections(config) -> dict[str, list[str]]:
             f"`{data.path.name}/` split once, stratified by folder (seed {data.split_seed}, "
             f"{data.validation_fraction:.0%} held out{by_part}): training {facts['train_good']} good + "
             f"{facts['train_defective']} defective, validation {facts['validation_good']} good + "
-            f"{facts['validation_defective']} defective.",
+            f"{facts['validation_defective']} defective. {alike} of the {len(split.validation)} validation "
+            f"photos look like a training photo (48 px grey correlation >= {LIKE}){_look_alike_meaning(alike, data)}",
             f"- warm-up ({config.warmup.steps * config.warmup.batch_size} examples, augmented: flips, brightness, "
             f"contrast): {data.clean_share:.0%} good images replied `the {data.surface} surface is clean and "
             f"uniform with no visible defect` / `no`; {data.drawn_share:.0%} good images with one drawn defect "
