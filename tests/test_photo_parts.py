@@ -112,6 +112,10 @@ def test_a_wrong_parts_file_is_refused_naming_the_file_the_line_and_the_value(li
     with pytest.raises(DatasetError, match="bad.csv") as caught:
         split_folder(_data(root, parts_file=bad))
     assert says in str(caught.value)
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"photo,part\n\xff\xfe\x00broken\n")
+    with pytest.raises(DatasetError, match=r"binary.csv: not a UTF-8 CSV file"):
+        split_folder(_data(root, parts_file=binary))
     with pytest.raises(DatasetError, match=r"data.parts_file .*missing.csv: no such file"):
         split_folder(_data(root, parts_file=tmp_path / "missing.csv"))
 

@@ -35,32 +35,38 @@ def read_parts_file(path: Path, root: Path, images: Sequence[LabelledImage]) -> 
     """``{photo key: part id}`` for the photos the file lists; every error names the file, the row and the value."""
     if not path.is_file():
         raise DatasetError(f"data.parts_file {path}: no such file")
-    known = {photo_key(image, root): image for image in images}
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return _read_rows(csv.DictReader(handle), path, root, {photo_key(image, root): image for image in images})
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DatasetError(f"{path}: not a UTF-8 CSV file ({error})") from error
+
+
+def _read_rows(reader: csv.DictReader, path: Path, root: Path, known: dict[str, LabelledImage]) -> dict[str, str]:
+    """The rows of an open parts file; ``known``: the folder's photos by their key."""
     part_of: dict[str, str] = {}
     folder_of_part: dict[str, tuple[str, str]] = {}  # part -> (its folder, the photo that put it there)
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetError(f"{path}: needs the columns {', '.join(COLUMNS)} in its first line; it has "
-                               f"{', '.join(reader.fieldnames or []) or 'none'}")
-        for row in reader:
-            line = reader.line_num
-            photo, part = (row["photo"] or "").strip(), (row["part"] or "").strip()
-            if not photo or not part:
-                raise DatasetError(f"{path} line {line}: photo and part must both be given (got {photo!r}, "
-                                   f"{part!r})")
-            if photo not in known:
-                raise DatasetError(f"{path} line {line}: photo {photo!r} is not an image of {root}")
-            if part_of.get(photo, part) != part:
-                raise DatasetError(f"{path} line {line}: photo {photo!r} is given twice, as part "
-                                   f"{part_of[photo]!r} and as part {part!r}")
-            folder = known[photo].defect or GOOD
-            first = folder_of_part.setdefault(part, (folder, photo))
-            if first[0] != folder:
-                raise DatasetError(f"{path} line {line}: part {part!r} has photos in two folders, {first[1]!r} "
-                                   f"and {photo!r}; a part has one label, so its photos belong in one folder")
-            part_of[photo] = part
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DatasetError(f"{path}: needs the columns {', '.join(COLUMNS)} in its first line; it has "
+                           f"{', '.join(reader.fieldnames or []) or 'none'}")
+    for row in reader:
+        line = reader.line_num
+        photo, part = (row["photo"] or "").strip(), (row["part"] or "").strip()
+        if not photo or not part:
+            raise DatasetError(f"{path} line {line}: photo and part must both be given (got {photo!r}, "
+                               f"{part!r})")
+        if photo not in known:
+            raise DatasetError(f"{path} line {line}: photo {photo!r} is not an image of {root}")
+        if part_of.get(photo, part) != part:
+            raise DatasetError(f"{path} line {line}: photo {photo!r} is given twice, as part "
+                               f"{part_of[photo]!r} and as part {part!r}")
+        folder = known[photo].defect or GOOD
+        first = folder_of_part.setdefault(part, (folder, photo))
+        if first[0] != folder:
+            raise DatasetError(f"{path} line {line}: part {part!r} has photos in two folders, {first[1]!r} "
+                               f"and {photo!r}; a part has one label, so its photos belong in one folder")
+        part_of[photo] = part
     return part_of
 
 
