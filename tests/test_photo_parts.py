@@ -133,6 +133,36 @@ def test_a_recipe_reads_its_parts_file_beside_itself(line, tmp_path):
     assert config.data.parts_file == (recipe.parent / "line-parts.csv").resolve()
 
 
+def test_plan_says_before_a_run_how_the_folder_splits_and_how_many_validation_photos_look_seen(line, tmp_path,
+                                                                                                 capsys, caplog):
+    from inspectd.training.cli import main
+
+    root, parts = line
+    recipe = {"name": "line", "output": str(tmp_path / "out"), "work_dir": str(tmp_path / "work"), "threads": 1,
+              "init": str(REPO / "models" / "tiny-cgro"),
+              "data": {"kind": "labelled_folder", "path": str(root), "image_size": 56, "validation_fraction": 0.25},
+              "warmup": {"steps": 1, "batch_size": 1}, "cgro": {"max_steps": 1, "batch_size": 1, "generations": 2}}
+    by_photo = tmp_path / "by-photo.yaml"
+    by_photo.write_text(yaml.safe_dump(recipe))
+    assert main(["plan", "--config", str(by_photo)]) == 0
+    seen = look_alike_count([i.path for i in split_folder(_data(root)).validation],
+                            [i.path for i in split_folder(_data(root)).train])
+    out = capsys.readouterr().out
+    assert ("Split: `line/` split once, stratified by folder (seed 0, 25% held out, photo by photo: no "
+            "`data.parts_file`): training 18 good + 11 defective, validation 6 good + 4 defective.") in out
+    assert f"{seen} of the 10 validation photos look like a training photo" in out and seen > 0
+    assert "validation figures will overstate new parts" in caplog.text
+    recipe["data"]["parts_file"] = str(parts)
+    by_part = tmp_path / "by-part.yaml"
+    by_part.write_text(yaml.safe_dump(recipe))
+    assert main(["plan", "--config", str(by_part)]) == 0
+    out = capsys.readouterr().out
+    assert ("(seed 0, 25% held out, by part: 13 parts from `parts.csv`, each part's photos on one side): training "
+            "18 good + 9 defective, validation 6 good + 6 defective. 0 of the 12 validation photos look like a "
+            "training photo") in out
+    assert "CGRO memory plan for" in out
+
+
 def test_the_magnetic_tile_parts_file_lists_every_training_photo_and_keeps_a_tiles_lightings_together():
     folder = SHARED_DATASETS / "magnetic_tile_train"
     if not folder.is_dir():

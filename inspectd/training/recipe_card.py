@@ -115,14 +115,30 @@ def _synthetic_sections(config) -> dict[str, list[str]]:
     }
 
 
-def _look_alike_meaning(alike: int, data) -> str:
+def split_sentence(data, split) -> str:
+    """How a labelled folder is split (``split``, from ``split_folder(data)``), with the count of validation photos
+    that look like a training photo: the card's data paragraph, and what ``inspectd-train plan`` prints before a
+    run. Without a parts file and with look-alikes it also logs a warning."""
+    facts = split.facts()
+    by_part = (f", by part: {split.parts} parts from `{data.parts_file.name}`, each part's photos on one side"
+               if data.parts_file else ", photo by photo: no `data.parts_file`")
+    alike = look_alike_count([i.path for i in split.validation], [i.path for i in split.train])
     if not alike:
-        return "."
-    if data.parts_file:
-        return ": different parts can look alike (plain surfaces)."
-    return (": where that is one part photographed again, validation judged a part the model was trained on, and "
-            "its figures overstate what the model does on a new part (`data.parts_file` keeps a part's photos on "
-            "one side).")
+        meaning = "."
+    elif data.parts_file:
+        meaning = ": different parts can look alike (plain surfaces)."
+    else:
+        meaning = (": where that is one part photographed again, validation judged a part the model was trained "
+                   "on, and its figures overstate what the model does on a new part (`data.parts_file` keeps a "
+                   "part's photos on one side).")
+        log.warning("%d of %d validation photos look like a training photo (the same part photographed again?): "
+                    "validation figures will overstate new parts; data.parts_file keeps a part's photos on one "
+                    "side", alike, len(split.validation))
+    return (f"`{data.path.name}/` split once, stratified by folder (seed {data.split_seed}, "
+            f"{data.validation_fraction:.0%} held out{by_part}): training {facts['train_good']} good + "
+            f"{facts['train_defective']} defective, validation {facts['validation_good']} good + "
+            f"{facts['validation_defective']} defective. {alike} of the {len(split.validation)} validation "
+            f"photos look like a training photo (48 px grey correlation >= {LIKE}){meaning}")
 
 
 def _folder_sections(config) -> dict[str, list[str]]:
@@ -132,13 +148,6 @@ def _folder_sections(config) -> dict[str, list[str]]:
     data = config.data
     split = split_folder(data)
     facts = split.facts()
-    by_part = (f", by part: {split.parts} parts from `{data.parts_file.name}`, each part's photos on one side"
-               if data.parts_file else ", photo by photo: no `data.parts_file`")
-    alike = look_alike_count([i.path for i in split.validation], [i.path for i in split.train])
-    if alike and not data.parts_file:
-        log.warning("%d of %d validation photos look like a training photo (the same part photographed again?): "
-                    "validation figures will overstate new parts; data.parts_file keeps a part's photos on one "
-                    "side", alike, len(split.validation))
     rest = 1 - data.clean_share - data.drawn_share
     return {
         "intro": [
@@ -150,11 +159,7 @@ def _folder_sections(config) -> dict[str, list[str]]:
             "It shows what the method gives on a real line at this model size on a 2-core CPU; a CGRO-tuned "
             "Qwen2.5-VL-7B on a GPU box is the production path."],
         "data": [
-            f"`{data.path.name}/` split once, stratified by folder (seed {data.split_seed}, "
-            f"{data.validation_fraction:.0%} held out{by_part}): training {facts['train_good']} good + "
-            f"{facts['train_defective']} defective, validation {facts['validation_good']} good + "
-            f"{facts['validation_defective']} defective. {alike} of the {len(split.validation)} validation "
-            f"photos look like a training photo (48 px grey correlation >= {LIKE}){_look_alike_meaning(alike, data)}",
+            split_sentence(data, split),
             f"- warm-up ({config.warmup.steps * config.warmup.batch_size} examples, augmented: flips, brightness, "
             f"contrast): {data.clean_share:.0%} good images replied `the {data.surface} surface is clean and "
             f"uniform with no visible defect` / `no`; {data.drawn_share:.0%} good images with one drawn defect "

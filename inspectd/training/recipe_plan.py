@@ -1,4 +1,5 @@
-"""``inspectd-train plan --config RECIPE``: the recipe's CGRO stage's peak memory by component, before a run.
+"""``inspectd-train plan --config RECIPE``: before a run, how a labelled folder will be split (and how many
+validation photos look like a training photo) and the recipe's CGRO stage's peak memory by component.
 
 The plan reads the checkpoint CGRO will start from (its ``config.json`` and processor files are enough): the
 warm-up's model once that stage is done, else ``init`` (the warm-up keeps its shape), or ``--base``. The
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from inspectd.errors import InspectdError
-from inspectd.training.recipe_config import RecipeConfig
+from inspectd.training.recipe_config import RecipeConfig, from_folder
 
 
 def planned_base(config: RecipeConfig, base: Path | None) -> Path:
@@ -33,13 +34,18 @@ def planned_base(config: RecipeConfig, base: Path | None) -> Path:
 
 
 def print_plan(config: RecipeConfig, base: Path | None, measure: bool) -> int:
-    """Prints CGRO's planned peak memory (and with ``measure`` the measured one) for ``config``."""
+    """Prints a labelled folder's split, then CGRO's planned peak memory (and with ``measure`` the measured one)."""
     import tempfile
 
     from inspectd.training.memory_plan import format_plan, model_shape, plan_cgro, prompt_tokens
     from inspectd.training.train_stages import recipe_manifest
 
     folder = planned_base(config, base)
+    if from_folder(config) and config.data.path is not None:  # reviewed rows are exported by the run itself
+        from inspectd.training.line_data import split_folder
+        from inspectd.training.recipe_card import split_sentence
+
+        print(f"Split: {split_sentence(config.data, split_folder(config.data))}\n")
     size = (config.data.image_size, config.data.image_size)
     settings = config.cgro
     shape = model_shape(folder, settings.lora_targets, settings.lora_rank)
