@@ -2,7 +2,7 @@
 
     inspectd-train recipe --config RECIPE [--stop-after STAGE]   # every unfinished stage; a rerun resumes
     inspectd-train plan   --config RECIPE [--base FOLDER] [--measure]
-                                            # CGRO's peak GPU memory by component, before a run
+                                            # the folder's split, CGRO's peak memory by component, before a run
     accelerate launch --num_processes N -m inspectd.training.cli recipe --config RECIPE [--stop-after cgro]
                                             # several GPUs: warm-up and CGRO data parallel, batch sizes per
                                             # process (cgro: use_cpu: false); one process exports and evaluates
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="inspectd-train", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("recipe", "plan", *ALIASES, *OLD_STAGE_NAMES),
-                        help="recipe (the stages), or plan (CGRO's memory); warmup and cgro (deprecated): recipe "
-                             "--stop-after warmup|cgro; sft and grpo: their old names")
+                        help="recipe (the stages), or plan (the folder's split, CGRO's memory); warmup and cgro "
+                             "(deprecated): recipe --stop-after warmup|cgro; sft and grpo: their old names")
     parser.add_argument("--config", required=True, help="the recipe YAML (e.g. models/recipes/tiny-cgro.yaml)")
     parser.add_argument("--stop-after", choices=(*STAGES, *OLD_STAGE_NAMES),
                         help="recipe: finish this stage, then stop")
