@@ -161,6 +161,14 @@ def test_plan_says_before_a_run_how_the_folder_splits_and_how_many_validation_ph
             "18 good + 9 defective, validation 6 good + 6 defective. 0 of the 12 validation photos look like a "
             "training photo") in out
     assert "CGRO memory plan for" in out
+    # Planned away from the photos (a GPU recipe on a laptop): the memory plan still comes, the split says why not.
+    recipe["data"]["path"] = str(tmp_path / "not-here")
+    del recipe["data"]["parts_file"]
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text(yaml.safe_dump(recipe))
+    assert main(["plan", "--config", str(elsewhere)]) == 0
+    out = capsys.readouterr().out
+    assert "Split: not read here (" in out and "not-here" in out and "CGRO memory plan for" in out
 
 
 def test_the_magnetic_tile_parts_file_lists_every_training_photo_and_keeps_a_tiles_lightings_together():

@@ -33,6 +33,19 @@ def planned_base(config: RecipeConfig, base: Path | None) -> Path:
     return found
 
 
+def _split_line(config: RecipeConfig) -> str:
+    """The folder's split, or why it was not read: a memory plan is often made away from the photos (a GPU
+    recipe planned on a laptop), so a folder that is not here does not stop it."""
+    from inspectd.data.layouts import DatasetError
+    from inspectd.training.line_data import split_folder
+    from inspectd.training.recipe_card import split_sentence
+
+    try:
+        return split_sentence(config.data, split_folder(config.data))
+    except DatasetError as error:
+        return f"not read here ({error})"
+
+
 def print_plan(config: RecipeConfig, base: Path | None, measure: bool) -> int:
     """Prints a labelled folder's split, then CGRO's planned peak memory (and with ``measure`` the measured one)."""
     import tempfile
@@ -42,10 +55,7 @@ def print_plan(config: RecipeConfig, base: Path | None, measure: bool) -> int:
 
     folder = planned_base(config, base)
     if from_folder(config) and config.data.path is not None:  # reviewed rows are exported by the run itself
-        from inspectd.training.line_data import split_folder
-        from inspectd.training.recipe_card import split_sentence
-
-        print(f"Split: {split_sentence(config.data, split_folder(config.data))}\n")
+        print(f"Split: {_split_line(config)}\n")
     size = (config.data.image_size, config.data.image_size)
     settings = config.cgro
     shape = model_shape(folder, settings.lora_targets, settings.lora_rank)
