@@ -43,6 +43,7 @@ from pydantic import Field, model_validator
 from inspectd.data.drawn_defects import DRAWN_KINDS, augment, defect_noun, draw_defect
 from inspectd.data.layouts import GOOD, LabelledImage, read_labelled_folder
 from inspectd.strict_model import StrictModel
+from inspectd.training.lighting_augment import augment_lighting
 from inspectd.training.photo_parts import parts_in_order, read_parts_file
 from inspectd.training.tile_geometry import TileGeometry, random_tile
 from inspectd.training.warmup_config import ReplyExample, reply_text
@@ -62,6 +63,11 @@ class LabelledFolderData(StrictModel):
         "one physical part, e.g. shot under several lightings. The split keeps each part on one side, so the "
         "validation judges parts the model never saw; an unlisted photo is a part of its own. null: every photo "
         "is its own part (photos of one part then land on both sides, and validation overstates new parts)"))
+    augmentation: Literal["mild", "lighting"] = Field("mild", description=(
+        "how the warm-up varies its images (and CGRO its drawn-defect images). mild: flips and brightness / "
+        "contrast x0.85-1.15. lighting: also a crop of 92-100 % of each side, brightness / contrast x0.75-1.3, "
+        "a light ramp across the part and gamma, for a line whose parts are photographed under several lightings (a real defect stays "
+        "in view; drawn defects are drawn after it, so their place stays true)"))
     clean_share: float = Field(0.5, ge=0, le=1, description="warm-up share of good images")
     drawn_share: float = Field(0.35, ge=0, le=1, description="warm-up share of good images with a drawn defect")
     # the rest of the warm-up are the real defective images
@@ -176,6 +182,17 @@ class ImageCache:
         return self._images[path]
 
 
+AUGMENTATION_WORDS = {"mild": "flips, brightness, contrast",
+                      "lighting": "flips, a crop of up to 8 % of a side, brightness, contrast, a light "
+                                  "ramp, gamma"}
+
+
+def augmenter(data: LabelledFolderData):
+    """The warm-up's augmentation, ``data.augmentation``: mild keeps the draws of the code before the option
+    existed, so a recipe without it rebuilds its model bit for bit."""
+    return augment_lighting if data.augmentation == "lighting" else augment
+
+
 class GoodViews:
     """Augmented views of good photos at the model's input size: the whole photo, or with ``tiles`` (for
     ``data.tile_examples_share`` of the views) a tile of it as tiled inspection reads one.
@@ -186,6 +203,7 @@ class GoodViews:
 
     def __init__(self, data: LabelledFolderData, photos: list[Path], tiles: TileGeometry | None) -> None:
         self.photos = photos
+        self.augment = augmenter(data)
         self.tile_examples_share = data.tile_examples_share
         self.whole = ImageCache(data.image_size)
         self.source = ImageCache(tiles.source_size) if tiles is not None else None
@@ -193,8 +211,8 @@ class GoodViews:
     def __call__(self, rng: np.random.Generator) -> Image.Image:
         if self.source is not None and rng.random() < self.tile_examples_share:
             photo = self.source(self.photos[int(rng.integers(len(self.photos)))])
-            return augment(random_tile(photo, self.whole.size, rng), rng)
-        return augment(self.whole(self.photos[int(rng.integers(len(self.photos)))]), rng)
+            return self.augment(random_tile(photo, self.whole.size, rng), rng)
+        return self.augment(self.whole(self.photos[int(rng.integers(len(self.photos)))]), rng)
 
 
 def warmup_examples(data: LabelledFolderData, split: LineSplit, seed: int, *, tiles: TileGeometry | None):
@@ -203,6 +221,7 @@ def warmup_examples(data: LabelledFolderData, split: LineSplit, seed: int, *, ti
     load = ImageCache(data.image_size)
     good_view = GoodViews(data, [i.path for i in split.train if not i.anomalous], tiles)
     defective = [i for i in split.train if i.anomalous]
+    augment_real = augmenter(data)
 
     def example(index: int) -> ReplyExample:
         rng = np.random.default_rng([seed, index])
@@ -215,7 +234,7 @@ def warmup_examples(data: LabelledFolderData, split: LineSplit, seed: int, *, ti
             text = located_reasoning(drawn.kind, drawn.location, data.surface)
             return ReplyExample(drawn.image.convert("RGB"), reply_text(text, True))
         real = defective[int(rng.integers(len(defective)))]
-        image = augment(load(real.path), rng)
+        image = augment_real(load(real.path), rng)
         return ReplyExample(image.convert("RGB"), reply_text(unlocated_reasoning(real.defect or "defect",
                                                                                  data.surface), True))
 

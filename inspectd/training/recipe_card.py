@@ -143,7 +143,7 @@ def split_sentence(data, split) -> str:
 
 def _folder_sections(config) -> dict[str, list[str]]:
     from inspectd.data.drawn_defects import DRAWN_KINDS
-    from inspectd.training.line_data import split_folder
+    from inspectd.training.line_data import AUGMENTATION_WORDS, split_folder
 
     data = config.data
     split = split_folder(data)
@@ -160,9 +160,9 @@ def _folder_sections(config) -> dict[str, list[str]]:
             "Qwen2.5-VL-7B on a GPU box is the production path."],
         "data": [
             split_sentence(data, split),
-            f"- warm-up ({config.warmup.steps * config.warmup.batch_size} examples, augmented: flips, brightness, "
-            f"contrast): {data.clean_share:.0%} good images replied `the {data.surface} surface is clean and "
-            f"uniform with no visible defect` / `no`; {data.drawn_share:.0%} good images with one drawn defect "
+            f"- warm-up ({config.warmup.steps * config.warmup.batch_size} examples, augmented: "
+            f"{AUGMENTATION_WORDS[data.augmentation]}): {data.clean_share:.0%} good images replied `the "
+            f"{data.surface} surface is clean and uniform with no visible defect` / `no`; {data.drawn_share:.0%} good images with one drawn defect "
             f"({', '.join(DRAWN_KINDS)}) replied `there is a <kind> near the <place> of the {data.surface} "
             f"surface` / `yes` (place = the drawn mask's centroid on a 3x3 grid); {rest:.0%} real defective "
             f"images replied `there is a <folder name> on the {data.surface} surface` / `yes` (no place: none "
