@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,27 @@ def test_the_explanation_shown_is_from_a_view_that_agrees_with_the_verdict():
     assert passed.verdict is Verdict.NORMAL and passed.shown_view == 1 and passed.reasoning == "clean"
     agreeing = combine_views([view(0.9, reasoning, evidence)] * 4, 0.5, real)
     assert agreeing.shown_view == 0 and agreeing.reasoning == reasoning and agreeing.evidence is evidence
+
+
+def test_the_explanation_shown_says_the_verdict_in_its_own_words():
+    """With the reasoning-branch score a reply can answer yes at a score below a high threshold. Measured on a
+    magnetic-tile build (threshold 0.77): view 0 replied "there is a blowhole" at 0.72, the mean 0.74 passed the
+    part; the reply shown must be a view that says "clean", not view 0 because its score fell below."""
+    real = RealParams(map_scaling="score_gated")
+
+    def view(score, answer):
+        text = "there is a blowhole near the center" if answer == "yes" else "the tile surface is clean"
+        return InspectionResult("a.png", Verdict.ANOMALOUS if score >= 0.77 else Verdict.NORMAL, 0.77, score=score,
+                                reasoning=text, reply=f"<think>{text}</think><answer>{answer}</answer>",
+                                image_size=(3, 3), anomaly_map=np.full((3, 3), score, np.float32))
+
+    passed = combine_views([view(0.72, "yes"), view(1.0, "yes"), view(0.24, "no"), view(1.0, "yes")], 0.77, real)
+    assert passed.verdict is Verdict.NORMAL and passed.shown_view == 2
+    assert passed.reply.endswith("<answer>no</answer>") and "clean" in passed.reasoning
+    # flagged: a view whose reply names the defect is shown even when its own score is below the threshold
+    # and no view both says yes and scores above it
+    flagged = combine_views([view(0.3, "no"), view(0.7, "yes"), view(1.0, "no"), view(1.0, "no")], 0.74, real)
+    assert flagged.verdict is Verdict.ANOMALOUS and flagged.shown_view == 1 and "blowhole" in flagged.reasoning
+    # replies that say nothing either way: the first view whose score is on the verdict's side, as before
+    silent = [replace(v, reply="<think>x</think>") for v in (view(0.1, "no"), view(0.9, "no"))]
+    assert combine_views(silent, 0.5, real).shown_view == 1
