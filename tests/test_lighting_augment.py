@@ -18,6 +18,7 @@ from inspectd.training.line_data import (
     warmup_examples,
     write_drawn_validation,
 )
+from tests.line_folder import write_line_folder
 
 LOCATED = re.compile(r"there is a (?P<noun>.+) near the (?P<place>.+) of the tile surface")
 
@@ -60,18 +61,9 @@ def test_a_defect_near_the_border_of_the_photo_stays_in_view():
         assert spot < 0.5 * np.median(grey)
 
 
-def _folder(root):
-    for kind, count in {"good": 20, "blowhole": 6, "uneven": 4}.items():
-        (root / kind).mkdir(parents=True)
-        for i in range(count):
-            sample = make_sample(100 + i, 96, anomalous=kind != "good")
-            sample.image.convert("L").resize((80 + 7 * i % 40, 96)).save(root / kind / f"{kind}-{i}.png")
-    return root
-
-
 @pytest.fixture
 def folder(tmp_path):
-    return _folder(tmp_path / "line")
+    return write_line_folder(tmp_path / "line")
 
 
 def _data(folder, **extra) -> LabelledFolderData:
@@ -104,7 +96,7 @@ def test_a_drawn_defect_is_drawn_after_the_lighting_so_its_reply_names_its_true_
     good photos the lighting leaves a smooth image, so the drawn defect is what departs from it."""
     from scipy import ndimage
 
-    root = _folder(tmp_path / "line")
+    root = write_line_folder(tmp_path / "line")
     for path in (root / "good").iterdir():
         _grey(130, 96).save(path)
     data = _data(root, augmentation="lighting")

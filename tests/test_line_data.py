@@ -17,20 +17,12 @@ from inspectd.training.line_data import (
     write_drawn_validation,
     write_validation_folder,
 )
-
-
-def _folder(root, counts):
-    for kind, count in counts.items():
-        (root / kind).mkdir(parents=True)
-        for i in range(count):
-            sample = make_sample(100 + i, 96, anomalous=kind != "good")
-            sample.image.convert("L").resize((80 + 7 * i % 40, 96)).save(root / kind / f"{kind}-{i}.png")
-    return root
+from tests.line_folder import write_line_folder
 
 
 @pytest.fixture
 def data(tmp_path):
-    root = _folder(tmp_path / "line", {"good": 20, "blowhole": 6, "uneven": 4})
+    root = write_line_folder(tmp_path / "line")
     return LabelledFolderData(kind="labelled_folder", path=root, image_size=56, surface="tile",
                               validation_fraction=0.25, drawn_validation_images=6)
 

@@ -22,6 +22,7 @@ from inspectd.training.line_data import (
     write_drawn_validation,
 )
 from inspectd.training.tile_geometry import TileGeometry, source_size, tile_geometry
+from tests.line_folder import write_line_folder
 
 SIZE = 168
 TILES = tile_geometry(ScoreSpec(tiles=2, tile_share=0.6), SIZE)
@@ -104,7 +105,7 @@ def test_a_tile_of_a_photo_at_the_source_size_is_the_model_input_as_inspection_c
 
 
 # sha256 of the examples, CGRO images and drawn validation made before tiles existed: an untiled recipe's data
-# (hence its model) must be rebuilt bit for bit.
+# (hence its model) must be rebuilt bit for bit. Taken on tests/line_folder.py's folder.
 UNTILED = {
     "warmup": "7ff3d2586dc0ee53e59130aa4e1ae14ca3954b4d7f18a718dfa8dd8600a3baf6",
     "cgro": "3e8879bb638b1b5623d70bd639a076efa701c2ff730838f347e03c28a8bd7747",
@@ -112,18 +113,8 @@ UNTILED = {
 }
 
 
-def _old_folder(root: Path) -> Path:
-    """The folder the hashes above were taken on (tests/test_line_data.py's)."""
-    for kind, count in {"good": 20, "blowhole": 6, "uneven": 4}.items():
-        (root / kind).mkdir(parents=True)
-        for i in range(count):
-            sample = make_sample(100 + i, 96, anomalous=kind != "good")
-            sample.image.convert("L").resize((80 + 7 * i % 40, 96)).save(root / kind / f"{kind}-{i}.png")
-    return root
-
-
 def test_without_tiles_the_data_is_byte_identical_to_before_tiles(tmp_path):
-    data = LabelledFolderData(kind="labelled_folder", path=_old_folder(tmp_path / "line"), image_size=56,
+    data = LabelledFolderData(kind="labelled_folder", path=write_line_folder(tmp_path / "line"), image_size=56,
                               surface="tile", validation_fraction=0.25, drawn_validation_images=6,
                               cgro_drawn_images=4)
     split = split_folder(data)
