@@ -117,3 +117,18 @@ def test_a_drawn_defect_is_drawn_after_the_lighting_so_its_reply_names_its_true_
 def test_an_unknown_augmentation_is_refused_naming_the_field(folder):
     with pytest.raises(ValidationError, match="augmentation"):
         _data(folder, augmentation="strong")
+
+
+def test_the_card_says_how_the_warmup_varied_its_images_and_a_mild_checkpoint_is_never_resumed(folder, tmp_path):
+    from inspectd.training.recipe_card import _folder_sections
+    from inspectd.training.recipe_config import RecipeConfig
+    from inspectd.training.train_stages import warmup_identity
+
+    def recipe(**extra):
+        return RecipeConfig(name="line", output=tmp_path / "out", work_dir=tmp_path / "work",
+                            data=_data(folder, **extra))
+
+    lighting = "\n".join(_folder_sections(recipe(augmentation="lighting"))["data"])
+    assert "augmented: flips, a crop of up to 8 % of a side, brightness, contrast, a light ramp, gamma)" in lighting
+    assert "augmented: flips, brightness, contrast)" in "\n".join(_folder_sections(recipe())["data"])
+    assert warmup_identity(recipe(augmentation="lighting")) != warmup_identity(recipe())

@@ -66,8 +66,8 @@ class LabelledFolderData(StrictModel):
     augmentation: Literal["mild", "lighting"] = Field("mild", description=(
         "how the warm-up varies its images (and CGRO its drawn-defect images). mild: flips and brightness / "
         "contrast x0.85-1.15. lighting: also a crop of 92-100 % of each side, brightness / contrast x0.75-1.3, "
-        "a light ramp across the part and gamma, for a line whose parts are photographed under several lightings (a real defect stays "
-        "in view; drawn defects are drawn after it, so their place stays true)"))
+        "a light ramp across the part and gamma, for a line whose parts are photographed under several "
+        "lightings (a real defect stays in view; drawn defects are drawn after it, so their place stays true)"))
     clean_share: float = Field(0.5, ge=0, le=1, description="warm-up share of good images")
     drawn_share: float = Field(0.35, ge=0, le=1, description="warm-up share of good images with a drawn defect")
     # the rest of the warm-up are the real defective images

@@ -162,11 +162,11 @@ def _folder_sections(config) -> dict[str, list[str]]:
             split_sentence(data, split),
             f"- warm-up ({config.warmup.steps * config.warmup.batch_size} examples, augmented: "
             f"{AUGMENTATION_WORDS[data.augmentation]}): {data.clean_share:.0%} good images replied `the "
-            f"{data.surface} surface is clean and uniform with no visible defect` / `no`; {data.drawn_share:.0%} good images with one drawn defect "
-            f"({', '.join(DRAWN_KINDS)}) replied `there is a <kind> near the <place> of the {data.surface} "
-            f"surface` / `yes` (place = the drawn mask's centroid on a 3x3 grid); {rest:.0%} real defective "
-            f"images replied `there is a <folder name> on the {data.surface} surface` / `yes` (no place: none "
-            "is known);",
+            f"{data.surface} surface is clean and uniform with no visible defect` / `no`; "
+            f"{data.drawn_share:.0%} good images with one drawn defect ({', '.join(DRAWN_KINDS)}) replied "
+            f"`there is a <kind> near the <place> of the {data.surface} surface` / `yes` (place = the drawn "
+            f"mask's centroid on a 3x3 grid); {rest:.0%} real defective images replied `there is a <folder "
+            f"name> on the {data.surface} surface` / `yes` (no place: none is known);",
             "- CGRO: the real training images with their image-level labels"
             + (f", and {data.cgro_drawn_images} good training images with a drawn defect (other draws than the "
                "warm-up's) whose exact mask gives the localization reward;" if data.cgro_drawn_images else ";"),
