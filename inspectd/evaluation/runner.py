@@ -43,7 +43,7 @@ from inspectd.inspection.tiles import all_token_result_map, photo_grid
 from inspectd.metrics.intervals import PixelCounts, auroc_interval, percent_interval, rate_interval
 from inspectd.metrics.localization import peak_on_defect
 from inspectd.metrics.ranking import BinnedCurve, accuracy, exact_auroc_ap
-from inspectd.model.reply import parse_lenient_reply
+from inspectd.model.reply import reply_says
 
 PIXEL_METRICS = ("pixel_auroc", "pixel_aupr", "pixel_acc", "pixel_auroc_all_tokens", "pixel_aupr_all_tokens",
                  "peak_on_defect")
@@ -181,8 +181,7 @@ def _image_figures(labels: list[bool], scores: list[float], flagged: list[bool])
 
 def _reply_agrees(result: InspectionResult) -> bool:
     """The shown reply's own yes/no says what the verdict says (a reply without one does not)."""
-    answer = parse_lenient_reply(result.reply or "").answer
-    return answer is not None and (answer == "yes") == (result.verdict is Verdict.ANOMALOUS)
+    return reply_says(result.reply, result.verdict is Verdict.ANOMALOUS)
 
 
 def _macro(reports: list[dict[str, float]]) -> dict[str, float]:

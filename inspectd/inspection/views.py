@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from inspectd.inspection.result import InspectionResult
-from inspectd.model.reply import parse_lenient_reply
+from inspectd.model.reply import reply_says
 from inspectd.verdict import Verdict
 from inspectd.real.localize import all_token_map, scaled, shown_mask
 from inspectd.real.params import RealParams
@@ -144,8 +144,7 @@ def shown_view(scored: list[tuple[int, InspectionResult]], threshold: float, ano
     between the views' scores, so one always is). Why the words first: with the reasoning-branch score a reply
     can answer yes at a score below a high threshold (0.77 on a magnetic-tile build: 9 of 200 drawn-validation
     images showed "there is a crack" beside NORMAL, and in each another view's reply said "clean")."""
-    said = "yes" if anomalous else "no"
-    by_words = [index for index, view in scored if parse_lenient_reply(view.reply or "").answer == said]
+    by_words = [index for index, view in scored if reply_says(view.reply, anomalous)]
     by_score = [index for index, view in scored if (view.score >= threshold) == anomalous]
     both = [index for index in by_words if index in by_score]
     return (both or by_words or by_score)[0]

@@ -194,6 +194,13 @@ def parse_lenient_reply(text: str) -> ParsedReply:
     return _parsed(text, candidates[0])
 
 
+def reply_says(text: str | None, anomalous: bool) -> bool:
+    """The reply's own yes/no (read leniently) says ``anomalous``; a reply without one says neither. What the
+    view shown beside a verdict must do, and what evaluation's ``reply agrees`` counts."""
+    answer = parse_lenient_reply(text or "").answer
+    return answer is not None and (answer == "yes") == anomalous
+
+
 def token_char_spans(decode, token_ids: list[int]) -> list[tuple[int, int]]:
     """Character span of each generated token in the decoded reply.
 
