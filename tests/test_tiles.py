@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,29 @@ def test_the_highest_tile_decides_with_max_and_explains_on_the_photos_grid():
     assert kept.shown_tile is None and kept.reasoning == "clean" and kept.evidence is None
     assert np.allclose(kept.anomaly_map, combined.anomaly_map)  # the map is the tiles' either way
 
+
+def test_the_explanation_shown_says_the_verdict_in_its_own_words():
+    """As for mirror views: the run shown is one whose reply says the combined verdict. The whole photo's score
+    (0.6) flags the part while its reply says clean; a tile that names the crack is shown instead. A part passed
+    by every score shows the whole photo's "clean" even though a low-scoring tile said yes."""
+    real = RealParams()
+    boxes = tile_boxes((300, 200), 2, 0.6)
+
+    def said(score, answer, size=(180, 120)):
+        text = "there is a crack near the left" if answer == "yes" else "the tile surface is clean"
+        return replace(_run(score, text, size=size), reply=f"<think>{text}</think><answer>{answer}</answer>")
+
+    whole = said(0.6, "no", size=(300, 200))
+    tiles = [said(0.7, "no"), said(0.55, "yes"), said(0.9, "no"), said(0.2, "no")]
+    flagged = combine_tiles(whole, tiles, boxes, "max", 0.5, real)
+    assert flagged.verdict is Verdict.ANOMALOUS and flagged.shown_tile == 1 and "crack" in flagged.reasoning
+    passed = combine_tiles(said(0.1, "no", size=(300, 200)), [said(0.3, "yes")] + tiles[3:] * 3, boxes, "max",
+                           0.5, real)
+    assert passed.verdict is Verdict.NORMAL and passed.shown_tile is None and "clean" in passed.reasoning
+    # no run's reply says the verdict: the highest-scoring tile on its side, as before words were read
+    silent = combine_tiles(said(0.3, "no", size=(300, 200)), [said(0.7, "no"), said(0.9, "no")] + tiles[3:] * 2,
+                           boxes, "max", 0.5, real)
+    assert silent.verdict is Verdict.ANOMALOUS and silent.shown_tile == 1
 
 def test_the_result_needs_the_whole_photo_to_parse():
     whole = _run(None, size=(300, 200))

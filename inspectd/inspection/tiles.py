@@ -7,9 +7,9 @@ it 1 / ``tile_share`` times larger, and the tiles' maps, stitched, are that much
 Score (``score.tile_score``): ``whole`` keeps the whole image's (its views combined); ``max`` takes the highest of
 it and the tiles' scores, so a defect one tile sees clearly flags the part. Map: each tile's map placed at its box,
 weighted by its tile's score (a tile scored normal does not light up), averaged where tiles overlap, its peak that
-of one view's map. One explanation per verdict, as for mirror views: the whole image's whenever its own verdict is
-the combined one; otherwise (only with ``max``) the highest-scoring tile's, its token maps placed on a token grid
-over the whole photo, so every consumer of ``evidence.maps`` reads them as it reads the whole image's.
+of one view's map. One explanation per verdict, by the rule mirror views follow: the whole image's whenever its reply and
+score say the combined verdict; otherwise the highest-scoring tile's that does (a tile's token maps placed on a
+token grid over the whole photo, so every consumer of ``evidence.maps`` reads them as it reads the whole image's).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from inspectd.inspection.result import InspectionResult
-from inspectd.inspection.views import all_token_view_map, kept_runs, peak_as_one_view, summed_timings
+from inspectd.inspection.views import all_token_view_map, kept_runs, peak_as_one_view, shown_view, summed_timings
 from inspectd.real.evidence import TokenEvidence
 from inspectd.real.localize import all_token_map, shown_mask
 from inspectd.real.params import RealParams
@@ -135,12 +135,14 @@ def _evidence_on_photo(evidence: TokenEvidence, box: Box, image_size: tuple[int,
 
 def _shown_tile(whole: InspectionResult, tiles: list[InspectionResult], threshold: float,
                 anomalous: bool) -> int | None:
-    """Whose explanation is shown: the whole image's (None) when its own verdict is the combined one, else the
-    highest-scoring tile's (its score set the combined one, so its verdict agrees)."""
-    if (whole.score >= threshold) == anomalous:
-        return None
-    scored = [index for index, tile in enumerate(tiles) if tile.score is not None]
-    return max(scored, key=lambda index: tiles[index].score)
+    """Whose explanation is shown (None: the whole image's), by the rule mirror views follow (``shown_view``):
+    the first run whose reply and own score both say the combined verdict, else whose reply says it, else whose
+    score does; the whole image first, then the tiles from the highest score down (with ``max`` the highest set
+    the combined score). Words first: a reasoning-branch score can fall on one side while the reply says the
+    other, and an engineer must never read "clean" beside ANOMALOUS."""
+    ranked = sorted((index for index, tile in enumerate(tiles) if tile.score is not None),
+                    key=lambda index: -tiles[index].score)
+    return shown_view([(None, whole)] + [(index, tiles[index]) for index in ranked], threshold, anomalous)
 
 
 def combine_tiles(whole: InspectionResult, tiles: list[InspectionResult], boxes: list[Box],

@@ -22,7 +22,9 @@ to parse; the other views add to the score and the map when they parse.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -32,6 +34,8 @@ from inspectd.model.reply import reply_says
 from inspectd.verdict import Verdict
 from inspectd.real.localize import all_token_map, scaled, shown_mask
 from inspectd.real.params import RealParams
+
+Run = TypeVar("Run")  # how a caller names a run: a view's index, a tile's (None: the whole image)
 
 # (left-right, top-bottom) per view, in the order views are made: the first is the image as it came.
 FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True), (True, True))
@@ -138,12 +142,13 @@ def kept_runs(views: list[InspectionResult]) -> tuple[InspectionResult, ...]:
     return tuple(replace(view, anomaly_map=None, mask=None) for view in views)
 
 
-def shown_view(scored: list[tuple[int, InspectionResult]], threshold: float, anomalous: bool) -> int:
+def shown_view(scored: Sequence[tuple[Run, InspectionResult]], threshold: float, anomalous: bool) -> Run:
     """The view whose explanation is shown: the first whose reply says the verdict and whose own score is on the
     verdict's side; else the first whose reply says it; else the first whose score is on its side (the mean lies
     between the views' scores, so one always is). Why the words first: with the reasoning-branch score a reply
     can answer yes at a score below a high threshold (0.77 on a magnetic-tile build: 9 of 200 drawn-validation
-    images showed "there is a crack" beside NORMAL, and in each another view's reply said "clean")."""
+    images showed "there is a crack" beside NORMAL, and in each another view's reply said "clean"). Tiled
+    inspection chooses among the whole image and its tiles by the same rule."""
     by_words = [index for index, view in scored if reply_says(view.reply, anomalous)]
     by_score = [index for index, view in scored if (view.score >= threshold) == anomalous]
     both = [index for index in by_words if index in by_score]
