@@ -407,16 +407,18 @@ class Settings(StrictModel):
 
 
 def _describe(errors: list[dict[str, Any]]) -> str:
+    """Every error as ``key: what``, joined by "; ": one line, as the command line and the journal print an
+    error (a newline would be shown escaped, as a literal backslash-n)."""
     lines = []
     for err in errors:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
+            lines.append(f"{key}: unknown key")
         elif err["type"] == "missing":
-            lines.append(f"  {key}: required key is missing")
+            lines.append(f"{key}: required key is missing")
         else:
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(lines)
 
 
 def validated_yaml(path: Path, model: type[ModelT], what: str = "configuration") -> ModelT:
@@ -435,7 +437,7 @@ def validated_yaml(path: Path, model: type[ModelT], what: str = "configuration")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid {what}:\n{_describe(exc.errors())}") from exc
+        raise ConfigError(f"{path}: invalid {what}: {_describe(exc.errors())}") from exc
 
 
 def load_settings(path: Path, require_paths: bool = True) -> Settings:

@@ -76,7 +76,8 @@ def test_bad_config_and_tampered_bundle_exit_2_with_message(format_bundle, tmp_p
     config = tmp_path / "bad.yaml"
     config.write_text(f"model:\n  bundle: {format_bundle}\n  colour: blue\n")
     done = _run("--config", str(config), "inspect", str(mixed_folder / "square.jpg"))
-    assert done.returncode == 2 and "model.colour: unknown key" in done.stderr
+    assert done.returncode == 2 and f"{config}: invalid configuration: model.colour: unknown key" in done.stderr
+    assert "\\n" not in done.stderr  # one readable line, not a newline printed escaped
     import shutil
 
     copy = tmp_path / "tampered"
