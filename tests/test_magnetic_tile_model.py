@@ -43,6 +43,7 @@ def test_bundle_is_verified_and_scores_with_reasoning_branches():
     manifest = verify_bundle(BUNDLE)
     assert manifest.score.method == "reasoning_branch" and manifest.real.map_scaling == "score_gated"
     assert manifest.score.views == 4  # the tile and its mirror images, scores and maps averaged
+    assert manifest.score.branches == 5  # new tiles: image AUROC 81.8 -> 83.0 over 3 builds against 3 branches
     assert manifest.image_size == (168, 168) and manifest.quantization == "nf4"
 
 
