@@ -7,9 +7,10 @@ it 1 / ``tile_share`` times larger, and the tiles' maps, stitched, are that much
 Score (``score.tile_score``): ``whole`` keeps the whole image's (its views combined); ``max`` takes the highest of
 it and the tiles' scores, so a defect one tile sees clearly flags the part. Map: each tile's map placed at its box,
 weighted by its tile's score (a tile scored normal does not light up), averaged where tiles overlap, its peak that
-of one view's map. One explanation per verdict, by the rule mirror views follow: the whole image's whenever its reply and
-score say the combined verdict; otherwise the highest-scoring tile's that does (a tile's token maps placed on a
-token grid over the whole photo, so every consumer of ``evidence.maps`` reads them as it reads the whole image's).
+of one view's map. One explanation per verdict, by the rule mirror views follow: the whole image's whenever its
+reply and score say the combined verdict; otherwise the highest-scoring tile's that does (a tile's token maps
+placed on a token grid over the whole photo, so every consumer of ``evidence.maps`` reads them as it reads the
+whole image's).
 """
 
 from __future__ import annotations
