@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inspectd.bundle.files import verify_bundle
 from inspectd.config import challenger_settings, load_settings
 from inspectd.daemon.challenger import ShadowItem, ShadowQueue, sampled
 from inspectd.errors import ConfigError
@@ -148,7 +149,8 @@ def test_a_challenger_shadows_the_champion_without_alerting_moving_or_changing_r
         assert [r[0] for r in rows] == [r[0] for r in champion_rows]
         assert all(r[1] == challenger_id and r[2] in ("normal", "anomalous") and r[5] is None for r in rows), rows
         assert all(r[4] for r in rows), "maps saved (store.save_maps) as for the champion"
-        assert rows[0][3] == pytest.approx(0.5229225962880959), "the challenger's own calibrated threshold"
+        assert rows[0][3] == pytest.approx(verify_bundle(CHALLENGER).threshold), \
+            "the challenger's own calibrated threshold, not the champion's"
         assert "challenger ready: bundle magnetic-tile-cgro" in daemon.output()
 
         # 2. the challenger's process killed: the champion goes on, the challenger is restarted
