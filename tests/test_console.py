@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import sqlite3
 import subprocess
@@ -10,6 +12,7 @@ import sys
 import pytest
 
 from inspectd.console.auth import hash_password
+from inspectd.inspection.view_votes import view_votes
 from tests.console_harness import ConsoleProcess, filled_store, request
 from tests.daemon_harness import db_rows
 
@@ -296,5 +299,28 @@ def test_the_alerts_page_shows_what_the_cooldown_held_back(tmp_path):
         assert status == 200 and shown == [b"suppressed", b"suppressed"] and b"suppressed-summary" in body
         assert re.findall(rb'class="alert-row-(\w+)"', request(console.url + "/alerts?status=pending")[2]) == \
             [b"pending"]
+    finally:
+        console.stop()
+
+
+def test_a_four_view_bundles_page_shows_each_views_score_and_whether_they_disagree(tmp_path):
+    """The shipped magnetic-tile bundle reads four mirror views: its daemon records each view's score and the view
+    whose reasoning is shown, and the inspection page lists them, marked when they fall on both sides of the
+    threshold (the verdict then depends on how the part lay)."""
+    config = filled_store(tmp_path, SHIPPED.parent / "magnetic-tile-cgro", seeds=(0, 11))  # 11: views split
+    rows = db_rows(tmp_path / "var" / "inspectd.db",
+                   "SELECT id, score, threshold, view_scores, shown_view FROM inspections ORDER BY id")
+    console = ConsoleProcess(config)
+    try:
+        console.wait_ready()
+        for inspection_id, score, threshold, stored, shown in rows:
+            scores = json.loads(stored)
+            assert len(scores) == 4 and shown in range(4), (scores, shown)
+            assert score == pytest.approx(sum(s for s in scores if s is not None) / sum(s is not None for s in scores))
+            status, _, body = request(f"{console.url}/inspections/{inspection_id}")
+            page = body.decode()
+            votes = view_votes({"view_scores": scores, "threshold": threshold, "shown_view": shown})
+            assert status == 200 and 'id="view-votes"' in page and html.escape(votes.sentence()) in page
+            assert ('class="views-split"' in page) == votes.split
     finally:
         console.stop()

@@ -435,3 +435,31 @@ def test_a_user_with_the_promote_right_promotes_from_the_models_page(browser, tm
         context.close()
     finally:
         console.stop()
+
+
+def test_a_four_view_inspection_lists_its_views_scores(browser, tmp_path):
+    """The shipped magnetic-tile bundle reads four mirror views: the page shows each view's score and the threshold
+    beside the verdict, marked (warning colour) when they disagree, and which view's reasoning is shown."""
+    # seeds 11 and 15 are good synthetic parts whose views the shipped bundle splits (0.98 / 0.98 / 0.05 / 0.05:
+    # passed at 0.517 against 0.521); another bundle may need other seeds to show a split
+    config = filled_store(tmp_path, REPO / "models" / "magnetic-tile-cgro", seeds=(0, 11, 15))
+    console = ConsoleProcess(config)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    splits = 0
+    try:
+        console.wait_ready()
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        for inspection_id in (1, 2, 3):
+            page.goto(f"{console.url}/inspections/{inspection_id}")
+            votes = page.locator("#view-votes")
+            assert votes.is_visible()
+            text = votes.inner_text()
+            assert text.count(" · ") == 3 and "at or above the threshold" in text, text
+            split = "the views disagree" in text
+            colour = votes.evaluate("cell => getComputedStyle(cell).color")
+            assert (colour == "rgb(178, 106, 0)") == split, (text, colour)  # --warn
+            splits += split
+            page.screenshot(path=str(SHOTS / f"inspection-views-{inspection_id}.png"), full_page=True)
+    finally:
+        console.stop()
+    assert splits, "no part's views disagreed: choose seeds whose views the shipped bundle splits"

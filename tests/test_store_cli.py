@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from inspectd.daemon.archive import Archiver
 from inspectd.daemon.items import ReadyFile
 from inspectd.daemon.recorder import Processed, InspectionRecorder
 from inspectd.inspection.result import InspectionResult
+from inspectd.inspection.views import combine_views
 from inspectd.verdict import Verdict
 from inspectd.real.params import RealParams
 from inspectd.store.database import current_revision, head_revision, migrate, open_engine
@@ -100,6 +102,38 @@ def test_migrations_are_idempotent_and_versioned(store_url):
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 10000
         assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+
+
+def test_mirror_views_scores_and_the_view_shown_are_recorded_and_shown(store, tmp_path):
+    """A four-view bundle's row keeps each view's score and which view's reasoning is shown; ``show`` says when
+    the views fall on both sides of the threshold. A one-view row leaves both empty."""
+    engine, _, ids, url = store
+    real = RealParams(map_scaling="score_gated")
+    views = [replace(_result("f.png", Verdict.NORMAL, score), reasoning=text, reply=f"<think>{text}</think><answer>x</answer>")
+             for score, text in ((0.2, "the tile surface is clean"), (0.9, "there is a crack near the left"),
+                                 (0.8, "there is a crack"), (0.7, "there is a crack"))]
+    combined = replace(combine_views(views, 0.5, real), source=str(tmp_path / "f.png"))
+    noise_image(40, 30, seed=9).save(tmp_path / "f.png")
+    archiver = Archiver(ArchiveSettings(folder=tmp_path / "archive2", failed_folder=tmp_path / "failed2"))
+    recorder = InspectionRecorder(engine, 1, real, archiver, AlertSettings(), save_maps=True)
+    sha256 = hashlib.sha256((tmp_path / "f.png").read_bytes()).hexdigest()
+    row_id = recorder.record(Processed(ReadyFile(tmp_path / "f.png", "cam3", time.time()), sha256, 123, combined,
+                                       time.time()))
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT score, view_scores, shown_view, reasoning FROM inspections "
+                                         "WHERE id = :id"), {"id": row_id}).one()
+        single = connection.execute(text("SELECT view_scores, shown_view FROM inspections WHERE id = :id"),
+                                    {"id": ids[0]}).one()
+    view_scores = json.loads(stored[1]) if isinstance(stored[1], str) else stored[1]
+    assert stored[0] == pytest.approx(0.65) and view_scores == [0.2, 0.9, 0.8, 0.7] and stored[2] == 1
+    assert stored[3] == "there is a crack near the right"  # view 1's words, turned back onto the photo
+    assert tuple(single) == (None, None)
+    done = _cli(url, "show", str(row_id))
+    assert done.returncode == 0, done.stderr
+    assert ("views: 0.200 · 0.900 · 0.800 · 0.700; 3 of 4 at or above the threshold 0.500: the views disagree, so "
+            "this verdict depends on how the part lay. Reasoning shown: mirrored left-right") in done.stdout
+    assert "shown_view: 1   (whose reasoning is shown" in done.stdout
+    assert "views:" not in _cli(url, "show", str(ids[0])).stdout
 
 
 def test_recorded_rows_archive_and_cooldown(store):

@@ -17,6 +17,7 @@ from inspectd.errors import InspectdError
 from inspectd.inspection.inspector import Inspector, InspectorOptions
 from inspectd.inspection.result import InspectionResult
 from inspectd.verdict import Verdict
+from inspectd.inspection.view_votes import view_votes
 from inspectd.inspection.views import all_token_view_map, combine_views, turned_back, turned_back_text, view_images
 from inspectd.real.localize import TokenEvidence
 from inspectd.real.localize import all_token_map
@@ -167,3 +168,30 @@ def test_the_explanation_shown_says_the_verdict_in_its_own_words():
     # replies that say nothing either way: the first view whose score is on the verdict's side, as before
     silent = [replace(v, reply="<think>x</think>") for v in (view(0.1, "no"), view(0.9, "no"))]
     assert combine_views(silent, 0.5, real).shown_view == 1
+
+
+def test_each_views_score_is_kept_and_views_that_disagree_are_named():
+    """An engineer sees each mirror view's score beside the mean that decided, and is told when the views fall on
+    both sides of the threshold (the verdict then depends on how the part lay)."""
+    real = RealParams(map_scaling="score_gated")
+
+    def view(score):
+        if score is None:
+            return InspectionResult("a.png", Verdict.UNKNOWN, 0.5, reply="<think>", timings={"generate": 1.0})
+        text = "there is a crack" if score >= 0.5 else "the tile surface is clean"
+        return InspectionResult("a.png", Verdict.ANOMALOUS if score >= 0.5 else Verdict.NORMAL, 0.5, score=score,
+                                reasoning=text, reply=f"<think>{text}</think><answer>x</answer>", image_size=(3, 3),
+                                anomaly_map=np.full((3, 3), score, np.float32), timings={"generate": 1.0})
+
+    split = combine_views([view(0.2), view(0.9), view(None), view(0.7)], 0.5, real)
+    assert split.view_scores == [0.2, 0.9, None, 0.7] and split.score == pytest.approx(0.6)
+    assert split.summary()["view_scores"] == [0.2, 0.9, None, 0.7]
+    votes = view_votes(split.summary())
+    assert votes.split and (votes.above, votes.scored) == (2, 3) and votes.shown == 1
+    assert votes.sentence() == ("0.200 · 0.900 · no reply · 0.700; 2 of 3 at or above the threshold 0.500: the views "
+                                "disagree, so this verdict depends on how the part lay. Reasoning shown: mirrored "
+                                "left-right (place words turned back to the photo)")
+    agreeing = view_votes(combine_views([view(0.6), view(0.9), view(0.8), view(0.7)], 0.5, real).summary())
+    assert not agreeing.split and agreeing.sentence() == "0.600 · 0.900 · 0.800 · 0.700; 4 of 4 at or above the threshold 0.500"
+    one_view = view(0.9)
+    assert one_view.view_scores is None and view_votes(one_view.summary()) is None

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from inspectd.cli.common import EXIT_SOME_FAILED
 from inspectd.errors import InspectdError
+from inspectd.inspection.view_votes import view_votes
 from inspectd.verdict import Verdict
 from inspectd.store.database import open_engine, require_head
 from inspectd.store.queries import (HISTORY_COLUMNS, HistoryFilter, alerts, artifacts, history, inspection,
@@ -164,6 +165,8 @@ _SHOW_NOTES = {
     "model_ms": "this image's share of its batch's model time: batch time / images in the batch",
     "real_ms": "ReAL for this image alone",
     "latency_ms": "file complete -> row written",
+    "view_scores": "each mirror view's score; `score` is their mean",
+    "shown_view": "whose reasoning is shown: 0 = the photo as it came, 1-3 = a mirror view",
 }
 
 
@@ -186,6 +189,9 @@ def cmd_show(args) -> int:
                 note = f"   ({_SHOW_NOTES[key]})" if key in _SHOW_NOTES and value is not None else ""
                 shown = _cell(value) if not isinstance(value, dict) else json.dumps(value)
                 print(f"{key}: {escape_controls(shown)}{note}")
+        votes = view_votes(record)
+        if votes is not None:
+            print(f"views: {votes.sentence()}")
         print(f"photo: {escape_controls(_photo_check(record))}")
     wanted = {k: getattr(args, k) for k in ("map", "mask", "overlay") if getattr(args, k)}
     if wanted:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from inspectd.cli.common import EXIT_OK, EXIT_SOME_FAILED
 from inspectd.errors import ImageError
+from inspectd.inspection.view_votes import view_votes
 
 log = logging.getLogger("inspectd")
 
@@ -92,6 +93,9 @@ def _print_entry(entry: dict) -> None:
         print(f"  reply did not parse ({entry['parse_status']}): {entry['reply']!r}")
     if entry["real_fallback"]:
         print("  ReAL: no reasoning token passed both filters; map uses all reasoning tokens")
+    votes = view_votes(entry)
+    if votes is not None:
+        print(f"  views: {votes.sentence()}")
     for kind, path in entry.get("outputs", {}).items():
         print(f"  {kind}: {path}")
 

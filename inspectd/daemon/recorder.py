@@ -62,8 +62,8 @@ class Existing:
 
 def model_said(result: InspectionResult) -> dict:
     """The columns of what a model said about an image, shared by the champion's row (``inspections``) and a
-    challenger's (``challenger_results``): verdict, score and threshold, reasoning and reply, ReAL's fallback,
-    the model's time and the error."""
+    challenger's (``challenger_results``): verdict, score and threshold, reasoning and reply, the mirror views'
+    scores and which one is shown, ReAL's fallback, the model's time and the error."""
     timings = result.timings
     model_s = sum(timings.get(k, 0.0) for k in ("preprocess", "generate", "decode"))
     return dict(
@@ -73,6 +73,8 @@ def model_said(result: InspectionResult) -> dict:
         reasoning=result.reasoning,
         raw_reply=result.reply,
         parse_status=result.parse_status,
+        view_scores=result.view_scores,
+        shown_view=result.shown_view if result.views and result.shown_tile is None else None,  # a tile's: not a view
         real_fallback=result.real_fallback,
         model_ms=model_s * 1000 if timings else None,
         error=result.error,

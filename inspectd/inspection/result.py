@@ -45,6 +45,12 @@ class InspectionResult:
     # maps placed on a token grid over the whole photo).
     shown_tile: int | None = None
 
+    @property
+    def view_scores(self) -> list[float | None] | None:
+        """Each mirror view's own score (None where its reply did not parse), or None with one view: what the
+        store and the CLI show so that an engineer sees when the views fall on both sides of the threshold."""
+        return [view.score for view in self.views] if self.views else None
+
     def summary(self) -> dict:
         """JSON-ready view without the arrays."""
         return {
@@ -57,6 +63,7 @@ class InspectionResult:
             "parse_status": self.parse_status,
             "image_size": list(self.image_size) if self.image_size else None,
             "real_fallback": self.real_fallback,
+            "view_scores": self.view_scores,
             "shown_view": self.shown_view,
             "shown_tile": self.shown_tile,
             "reasoning_tokens": self.reasoning_tokens,

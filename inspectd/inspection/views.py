@@ -30,15 +30,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from inspectd.inspection.result import InspectionResult
+from inspectd.inspection.view_votes import FLIPS
 from inspectd.model.reply import reply_says
 from inspectd.verdict import Verdict
 from inspectd.real.localize import all_token_map, scaled, shown_mask
 from inspectd.real.params import RealParams
 
 Run = TypeVar("Run")  # how a caller names a run: a view's index, a tile's (None: the whole image)
-
-# (left-right, top-bottom) per view, in the order views are made: the first is the image as it came.
-FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True), (True, True))
 
 
 def view_images(image: Image.Image, views: int) -> list[Image.Image]:

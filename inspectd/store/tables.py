@@ -77,7 +77,11 @@ def _model_said() -> list[Column]:
     """What a model said of a part, in the champion's row (``inspections``) and a challenger's
     (``challenger_results``) alike: new Column objects each call (a column belongs to one table)."""
     return [required("verdict", String(16)), optional("score", Float), required("threshold", Float),
-            optional("reasoning", Text), optional("raw_reply", Text), optional("parse_status", String(20))]
+            optional("reasoning", Text), optional("raw_reply", Text), optional("parse_status", String(20)),
+            # A bundle that reads mirror views (score.views > 1; migration 0008): each view's score in the order of
+            # inspection/view_votes.py's FLIPS (null where its reply did not parse; ``score`` is the mean of the rest),
+            # and which view's reasoning is shown (0 = the photo as it came). Null with one view.
+            optional("view_scores", JSON(none_as_null=True)), optional("shown_view", Integer)]
 
 
 inspections = Table(

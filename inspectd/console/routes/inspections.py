@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute
 from inspectd.console.context import ConsoleContext
 from inspectd.console.guards import host_allowed, hosts_of
 from inspectd.console.pages import NUMBER, Pages, id_of, route, user_of
+from inspectd.inspection.view_votes import view_votes
 from inspectd.store import queries, token_maps
 from inspectd.store.database import StoreError
 from inspectd.store.reviews import add_review, reviews_of
@@ -44,7 +45,7 @@ async def inspection_page(context: ConsoleContext, pages: Pages, request: Reques
     segments = _reasoning_segments(record.get("reasoning") or "", tokens)
     return pages.page(request, "inspection.html", r=record, has_maps=record["has_maps"],
                       has_photo=context.roots.path_of(record) is not None, segments=segments,
-                      photo=_photo_now(record),
+                      photo=_photo_now(record), views=view_votes(record),
                       reviews=reviews_of(pages.gate.reader, [inspection_id]).get(inspection_id, []),
                       labels=[label.value for label in ReviewLabel])
 
