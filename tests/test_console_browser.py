@@ -460,6 +460,13 @@ def test_a_four_view_inspection_lists_its_views_scores(browser, tmp_path):
             assert (colour == "rgb(178, 106, 0)") == split, (text, colour)  # --warn
             splits += split
             page.screenshot(path=str(SHOTS / f"inspection-views-{inspection_id}.png"), full_page=True)
+        page.goto(console.url + "/history")  # the review queue: only the verdicts whose views disagree
+        page.select_option("#views-filter", "yes")
+        page.click("#apply-filters")
+        page.wait_for_url("**views_disagree=yes**")
+        assert page.locator("#history tbody tr").count() == splits
+        assert page.locator("#history .split-mark").count() == splits
+        page.screenshot(path=str(SHOTS / "history-views-disagree.png"), full_page=True)
     finally:
         console.stop()
     assert splits, "no part's views disagreed: choose seeds whose views the shipped bundle splits"

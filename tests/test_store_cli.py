@@ -120,14 +120,16 @@ def test_mirror_views_scores_and_the_view_shown_are_recorded_and_shown(store, tm
     row_id = recorder.record(Processed(ReadyFile(tmp_path / "f.png", "cam3", time.time()), sha256, 123, combined,
                                        time.time()))
     with engine.connect() as connection:
-        stored = connection.execute(text("SELECT score, view_scores, shown_view, reasoning FROM inspections "
-                                         "WHERE id = :id"), {"id": row_id}).one()
-        single = connection.execute(text("SELECT view_scores, shown_view FROM inspections WHERE id = :id"),
-                                    {"id": ids[0]}).one()
+        stored = connection.execute(text("SELECT score, view_scores, shown_view, reasoning, views_disagree "
+                                         "FROM inspections WHERE id = :id"), {"id": row_id}).one()
+        single = connection.execute(text("SELECT view_scores, shown_view, views_disagree FROM inspections "
+                                         "WHERE id = :id"), {"id": ids[0]}).one()
     view_scores = json.loads(stored[1]) if isinstance(stored[1], str) else stored[1]
     assert stored[0] == pytest.approx(0.65) and view_scores == [0.2, 0.9, 0.8, 0.7] and stored[2] == 1
     assert stored[3] == "there is a crack near the right"  # view 1's words, turned back onto the photo
-    assert tuple(single) == (None, None)
+    assert stored[4] and tuple(single) == (None, None, None)
+    listed = json.loads(_cli(url, "history", "--views-disagree", "--format", "json").stdout)
+    assert [row["id"] for row in listed] == [row_id] and listed[0]["views_disagree"] is True
     done = _cli(url, "show", str(row_id))
     assert done.returncode == 0, done.stderr
     assert ("views: 0.200 · 0.900 · 0.800 · 0.700; 3 of 4 at or above the threshold 0.500: the views disagree, so "

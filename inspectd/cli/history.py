@@ -135,7 +135,8 @@ def fit_columns(rows: list[dict], fixed: list[str], flexible: dict[str, int], to
 def cmd_history(args) -> int:
 
     engine = _engine(args)
-    rows = history(engine, HistoryFilter(args.since, args.until, args.camera, args.verdict, args.min_score, args.limit))
+    rows = history(engine, HistoryFilter(args.since, args.until, args.camera, args.verdict, args.min_score,
+                                         views_disagree=True if args.views_disagree else None, limit=args.limit))
     reviews = reviews_of(engine, [row["id"] for row in rows])
     for row in rows:  # the newest review of the row, and whether it confirms the model's verdict
         latest = reviews.get(row["id"], [None])[-1]
@@ -325,6 +326,9 @@ def add_commands(sub) -> None:
     history.add_argument("--camera")
     history.add_argument("--verdict", choices=[v.value for v in Verdict])
     history.add_argument("--min-score", type=float)
+    history.add_argument("--views-disagree", action="store_true",
+                         help="only verdicts whose mirror views fell on both sides of the threshold (a bundle with "
+                              "score.views > 1): they depend on how the part lay, so review them first")
     history.add_argument("--limit", type=int, default=50)
     history.add_argument("--format", choices=("table", "csv", "json"), default="table")
     history.add_argument("--width", type=int, default=100,

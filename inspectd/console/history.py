@@ -20,8 +20,8 @@ from inspectd.verdict import Verdict
 from inspectd.store.queries import where_inspections
 from inspectd.store.schema import InspectionRow, ReviewRow
 
-COLUMNS = ("id", "created_at", "camera", "verdict", "score", "threshold", "source_path", "reasoning",
-           "archived_path", "photo_removed_at")
+COLUMNS = ("id", "created_at", "camera", "verdict", "score", "threshold", "views_disagree", "source_path",
+           "reasoning", "archived_path", "photo_removed_at")
 
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
@@ -42,6 +42,7 @@ class HistoryQuery:
     min_score: float | None = None
     max_score: float | None = None
     reviewed: bool | None = None
+    views_disagree: bool | None = None
     before: tuple[datetime, int] | None = None
     size: int = 50
 
@@ -55,7 +56,7 @@ class HistoryQuery:
                 continue
             if f.name == "before":
                 value = f"{value[0].isoformat()}~{value[1]}"
-            elif f.name == "reviewed":
+            elif f.name in ("reviewed", "views_disagree"):
                 value = "yes" if value else "no"
             elif isinstance(value, datetime):
                 value = value.isoformat() + "+00:00"
@@ -132,10 +133,11 @@ def parse_query(params: dict[str, str] | list[tuple[str, str]], max_size: int, z
     for name in ("min_score", "max_score"):
         if name in values:
             out[name] = _score(name, values[name])
-    if "reviewed" in values:
-        if values["reviewed"] not in ("yes", "no"):
-            raise BadFilter(f"reviewed: {values['reviewed']!r} is not yes or no")
-        out["reviewed"] = values["reviewed"] == "yes"
+    for name in ("reviewed", "views_disagree"):
+        if name in values:
+            if values[name] not in ("yes", "no"):
+                raise BadFilter(f"{name}: {values[name]!r} is not yes or no")
+            out[name] = values[name] == "yes"
     if "before" in values:
         stamp, _, row = values["before"].rpartition("~")
         if not _DIGITS.fullmatch(row) or int(row) > _ROW_ID_MAX:
@@ -150,7 +152,7 @@ def page(engine: Engine, query: HistoryQuery) -> tuple[list[dict], HistoryQuery 
     """One page of rows and the query of the next page (None on the last)."""
     row = InspectionRow
     statement = where_inspections(select(*(getattr(row, c) for c in COLUMNS)), query.since, query.until,
-                                  query.camera, query.verdict, query.min_score, query.max_score)
+                                  query.camera, query.verdict, query.min_score, query.max_score, query.views_disagree)
     if query.reviewed is not None:
         has_review = exists().where(ReviewRow.inspection_id == row.id)
         statement = statement.where(has_review if query.reviewed else ~has_review)

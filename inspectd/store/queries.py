@@ -19,7 +19,8 @@ from inspectd.store.tables import alerts as alert_table
 from inspectd.store.tables import artifacts as artifact_table
 from inspectd.store.tables import bundles, inspections
 
-HISTORY_COLUMNS = ("id", "created_at", "camera", "verdict", "score", "source_path", "reasoning", "latency_ms")
+HISTORY_COLUMNS = ("id", "created_at", "camera", "verdict", "score", "views_disagree", "source_path", "reasoning",
+                   "latency_ms")
 # Where the photo is now: the archive (or failed) copy, the drop folder in keep mode, or removed by retention.
 PHOTO_COLUMNS = ("archived_path", "photo_removed_at")
 
@@ -31,15 +32,19 @@ class HistoryFilter:
     camera: str | None = None
     verdict: str | None = None
     min_score: float | None = None
+    views_disagree: bool | None = None
     limit: int = 50
 
 
-def where_inspections(query, since=None, until=None, camera=None, verdict=None, min_score=None, max_score=None):
-    """The history filters (CLI and console); each rides an index (time, camera+time, verdict+time)."""
+def where_inspections(query, since=None, until=None, camera=None, verdict=None, min_score=None, max_score=None,
+                      views_disagree=None):
+    """The history filters (CLI and console); time, camera and verdict ride an index (time, camera+time,
+    verdict+time), the others are checked on the rows those leave."""
     row = inspections.c
     for column, test, value in ((row.created_at, operator.ge, since), (row.created_at, operator.lt, until),
                                 (row.camera, operator.eq, camera), (row.verdict, operator.eq, verdict),
-                                (row.score, operator.ge, min_score), (row.score, operator.le, max_score)):
+                                (row.score, operator.ge, min_score), (row.score, operator.le, max_score),
+                                (row.views_disagree, operator.eq, views_disagree)):
         if value is not None:
             query = query.where(test(column, value))
     return query
@@ -49,7 +54,8 @@ def history(engine: Engine, filters: HistoryFilter) -> list[dict]:
     """Newest first."""
     row = inspections.c
     query = where_inspections(select(*(row[c] for c in HISTORY_COLUMNS + PHOTO_COLUMNS)), filters.since,
-                              filters.until, filters.camera, filters.verdict, filters.min_score)
+                              filters.until, filters.camera, filters.verdict, filters.min_score,
+                              views_disagree=filters.views_disagree)
     query = query.order_by(row.created_at.desc(), row.id.desc()).limit(filters.limit)
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(query)]

@@ -80,8 +80,11 @@ def _model_said() -> list[Column]:
             optional("reasoning", Text), optional("raw_reply", Text), optional("parse_status", String(20)),
             # A bundle that reads mirror views (score.views > 1; migration 0008): each view's score in the order of
             # inspection/view_votes.py's FLIPS (null where its reply did not parse; ``score`` is the mean of the rest),
-            # and which view's reasoning is shown (0 = the photo as it came). Null with one view.
-            optional("view_scores", JSON(none_as_null=True)), optional("shown_view", Integer)]
+            # which view's reasoning is shown (0 = the photo as it came), and whether the views fell on both sides of
+            # the threshold (the verdict then depends on how the part lay: the history's review queue). Null with
+            # one view.
+            optional("view_scores", JSON(none_as_null=True)), optional("shown_view", Integer),
+            optional("views_disagree", Boolean)]
 
 
 inspections = Table(
