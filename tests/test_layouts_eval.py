@@ -288,6 +288,23 @@ def test_reply_agreement_counts_a_reply_shown_beside_a_verdict_it_contradicts(tm
     assert math.isnan(report.metrics["peak_on_defect"]) and report.peaks_checked == 0
 
 
+def test_eval_counts_the_verdicts_whose_mirror_views_disagree(tmp_path):
+    """A four-view bundle's verdict can hang on how the part lay (views on both sides of the threshold): the
+    report counts those images and the table's notes say how many."""
+    def with_views(path, anomalous, *scores):
+        image, result = _decided(path, anomalous, Verdict.ANOMALOUS, "<think>a crack</think><answer>yes</answer>")
+        views = tuple(replace(result, score=score) for score in scores)
+        return image, replace(result, score=sum(scores) / len(scores), views=views)
+
+    pairs = [with_views(tmp_path / "1.png", True, 0.9, 0.8, 0.95, 0.7),
+             with_views(tmp_path / "2.png", True, 0.98, 0.98, 0.05, 0.05),  # its verdict hangs on how the part lay
+             with_views(tmp_path / "3.png", False, 0.6, 0.2, 0.7, 0.9)]
+    report = _report(None, "d", "line", pairs, bins=16, seconds=0.0)
+    assert report.views_disagreeing == 2
+    table = format_table(EvalReport("b", "0" * 64, [report], {"d": report.metrics}, report.metrics))
+    assert "the mirror views fell on both sides of the threshold in 2 of 3 images" in table
+
+
 def test_a_config_without_real_overrides_scores_the_bundle_as_built(format_bundle, tmp_path):
     from inspectd.bundle.load import load_bundle
     from inspectd.config import load_settings

@@ -28,7 +28,6 @@ from inspectd.daemon.retention import record_archived_file
 from inspectd.daemon.items import ReadyFile
 from inspectd.inspection.render import map_image, mask_image, png_bytes
 from inspectd.inspection.result import InspectionResult
-from inspectd.inspection.view_votes import ViewVotes
 from inspectd.verdict import Verdict
 from inspectd.real.params import RealParams
 
@@ -66,7 +65,6 @@ def model_said(result: InspectionResult) -> dict:
     challenger's (``challenger_results``): verdict, score and threshold, reasoning and reply, the mirror views'
     scores, which one is shown and whether they disagree, ReAL's fallback, the model's time and the error."""
     timings = result.timings
-    votes = None if result.view_scores is None else ViewVotes(tuple(result.view_scores), result.threshold, None)
     model_s = sum(timings.get(k, 0.0) for k in ("preprocess", "generate", "decode"))
     return dict(
         verdict=result.verdict.value,
@@ -77,7 +75,7 @@ def model_said(result: InspectionResult) -> dict:
         parse_status=result.parse_status,
         view_scores=result.view_scores,
         shown_view=result.shown_view if result.views and result.shown_tile is None else None,  # a tile's: not a view
-        views_disagree=None if votes is None else votes.split,
+        views_disagree=result.views_disagree,
         real_fallback=result.real_fallback,
         model_ms=model_s * 1000 if timings else None,
         error=result.error,

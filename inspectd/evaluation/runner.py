@@ -63,6 +63,7 @@ class CategoryReport:
     peaks_on_defect: int = 0  # defect images whose map peaks on (or a cell from) the defect ...
     peaks_checked: int = 0  # ... of those with a mask and a map
     replies_disagreeing: int = 0  # decided images whose shown reply answers against the verdict
+    views_disagreeing: int = 0  # decided images whose mirror views fell on both sides of the threshold
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     pixel_tie_error: float = 0.0
@@ -227,6 +228,7 @@ def _report(inspector: Inspector, dataset: str, category: str, pairs, bins: int,
             scores.append(result.score)
             flagged.append(result.verdict is Verdict.ANOMALOUS)
             agree.append(_reply_agrees(result))
+            report.views_disagreeing += bool(result.views_disagree)
         if result.verdict is Verdict.FAILED:
             continue
         report.real_fallbacks += result.anomaly_map is not None and bool(result.real_fallback)
@@ -338,6 +340,10 @@ def _notes(report: EvalReport, rows: list[CategoryReport]) -> list[str]:
     if unknown or failed:
         notes.append(f"{unknown} unparsed replies (verdict unknown) and {failed} unreadable images score 0.5 and "
                      "count wrong (a miss or a false alarm)")
+    split = sum(c.views_disagreeing for c in rows)
+    if split:
+        notes.append(f"the mirror views fell on both sides of the threshold in {split} of {sum(c.images for c in rows)} "
+                     "images: those verdicts depend on how the part lay")
     without = sorted({c.dataset for c in report.categories if not c.masks})
     if without:
         notes.append(f"no masks in {', '.join(without)} (image-level labels): pixel figures n/a")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from inspectd.inspection.view_votes import ViewVotes
 from inspectd.verdict import Verdict
 
 
@@ -50,6 +51,13 @@ class InspectionResult:
         """Each mirror view's own score (None where its reply did not parse), or None with one view: what the
         store and the CLI show so that an engineer sees when the views fall on both sides of the threshold."""
         return [view.score for view in self.views] if self.views else None
+
+    @property
+    def views_disagree(self) -> bool | None:
+        """The views fell on both sides of the threshold (None with one view): the verdict depends on how the part
+        lay; the history's review filter and eval's count."""
+        scores = self.view_scores
+        return None if scores is None else ViewVotes(tuple(scores), self.threshold, None).split
 
     def summary(self) -> dict:
         """JSON-ready view without the arrays."""
