@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,12 @@ def test_an_engineer_filters_opens_toggles_hovers_and_reviews(browser, tmp_path)
         token_map = page.locator("#token-map")
         token_map.wait_for(state="visible")
         assert token_map.get_attribute("src").endswith(f"/tokens/{token}.png")
-        page.wait_for_function("document.getElementById('token-map').naturalWidth > 0")
+        # Polled from here, not with page.wait_for_function: that polls in the page with eval, which the console's
+        # CSP (no 'unsafe-eval') refuses whenever the map has not loaded at the first check (a loaded machine).
+        loaded_by = time.monotonic() + 30
+        while not token_map.evaluate("img => img.complete && img.naturalWidth > 0"):
+            assert time.monotonic() < loaded_by, "the hovered word's map never loaded"
+            page.wait_for_timeout(100)
         page.screenshot(path=str(SHOTS / "inspection-token-hover.png"), full_page=True)
         page.mouse.move(5, 5)
         token_map.wait_for(state="hidden")
