@@ -48,6 +48,9 @@ CHAMPION = [("anomalous", 0.90), ("anomalous", 0.70), ("normal", 0.30), ("normal
 CHALLENGER = [("anomalous", 0.80), ("normal", 0.40), ("anomalous", 0.60), ("normal", 0.10), ("normal", 0.30),
               ("normal", 0.40), ("unknown", None), ("normal", 0.30)]  # ids 1-8
 REVIEWS = [(1, "defect"), (2, "defect"), (3, "defect"), (4, "defect"), (4, "good"), (5, "good"), (6, "good")]
+# inspection 2's mirror views (the rest were recorded with one view): the champion's agree, the challenger's split
+VIEWS = {("champion", 2): {"view_scores": [0.72, 0.69, 0.71, 0.68], "shown_view": 0, "views_disagree": False},
+         ("challenger", 2): {"view_scores": [0.90, 0.05, None, 0.25], "shown_view": 3, "views_disagree": True}}
 REASONING = {"champion": "a dark scratch across the {where}", "challenger": "the surface is {what} near the {where}"}
 
 
@@ -89,7 +92,8 @@ def seed_models_store(root: Path, with_challenger: bool = True) -> tuple[Path, s
                 archived_path=str(path), sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
                 verdict=verdict, score=score, threshold=0.5, bundle_id=1, parse_status="ok",
                 reasoning=REASONING["champion"].format(where=where) if score is not None else None,
-                reasoning_tokens=0, tokens_used=0, image_width=SIZE[0], image_height=SIZE[1], model_ms=410.0))
+                reasoning_tokens=0, tokens_used=0, image_width=SIZE[0], image_height=SIZE[1], model_ms=410.0,
+                **VIEWS.get(("champion", i), {})))
             session.flush()
             if score is not None:
                 heat, mask = _maps(spot, score)
@@ -104,7 +108,7 @@ def seed_models_store(root: Path, with_challenger: bool = True) -> tuple[Path, s
                     inspection_id=i, bundle_id=2, created_at=now, verdict=verdict, score=score, threshold=0.45,
                     reasoning=REASONING["challenger"].format(what=what, where="lower right") if score else None,
                     raw_reply="???" if score is None else None, parse_status="ok" if score else "unparsed",
-                    model_ms=620.0, map_png=heat, mask_png=mask))
+                    model_ms=620.0, map_png=heat, mask_png=mask, **VIEWS.get(("challenger", i), {})))
         for n, (i, label) in enumerate(REVIEWS):
             session.add(ReviewRow(inspection_id=i, label=label, reviewer="ann", note="checked at the line" if n == 4
                                   else None, created_at=now + timedelta(seconds=n)))
@@ -232,6 +236,12 @@ def test_a_disagreement_side_by_side(client, store):
     assert "a dark scratch across the" in champion
     assert "chall-b" in challenger and "normal" in challenger and "0.4000" in challenger and "0.4500" in challenger
     assert "the surface is clean, only a reflection near the lower right" in challenger
+    # each side's mirror views, so a reviewer sees which verdict hung on how the part lay
+    assert "0.720 · 0.690 · 0.710 · 0.680; 4 of 4 at or above the threshold 0.500" in champion
+    assert "disagree" not in champion
+    assert ("0.900 · 0.050 · no reply · 0.250; 1 of 3 at or above the threshold 0.450: the views disagree"
+            in challenger and "Reasoning shown: mirrored both ways" in challenger)
+    assert re.search(r'class="view-votes views-split"', html) and html.count("view-votes") == 2
     assert "reviewed: defect" in html and "by ann" in html
     layers = re.findall(r'src="(/inspections/2/[^"]+)"', html)
     assert layers == ["/inspections/2/photo.jpg", "/inspections/2/heat.png", "/inspections/2/outline.png",

@@ -48,6 +48,7 @@ from inspectd.console.guards import hosts_of
 from inspectd.console.pages import NUMBER, Pages, id_of, query_values, route, user_of
 from inspectd.console.routes.inspections import _NAME_CONTROLS, _same_origin, _text_only
 from inspectd.errors import InspectdError
+from inspectd.inspection.view_votes import view_votes
 from inspectd.promotion.rule import LABELS, recorded_figures
 from inspectd.store.model_changes import ModelChange, change, newest_requested_id, recent_changes
 from inspectd.store.model_comparison import Estimate, PairComparison, compare
@@ -302,7 +303,8 @@ async def side_by_side(context: ConsoleContext, pages: Pages, request: Request) 
             raise HTTPException(404, f"inspection {inspection_id} has no result of challenger bundle {bundle_id}")
         raise HTTPException(404, f"inspection {inspection_id} has no challenger result (no challenger inspected it "
                                  f"in the shadow)")
-    return pages.page(request, "model_disagreement.html", r=record, results=results, has_maps=record["has_maps"],
+    return pages.page(request, "model_disagreement.html", r=record, results=results, views=view_votes(record),
+                      has_maps=record["has_maps"],
                       has_photo=context.roots.path_of(record) is not None,
                       reviews=reviews_of(pages.gate.reader, [inspection_id]).get(inspection_id, []))
 
@@ -311,8 +313,8 @@ def challenger_results(reader: Engine, inspection_id: int, bundle_id: int | None
     """The challenger rows of one inspection with their bundle, without the map blobs (whether they are there)."""
     ch = ChallengerResultRow
     query = (select(ch.id, ch.bundle_id, ch.created_at, ch.verdict, ch.score, ch.threshold, ch.reasoning,
-                    ch.raw_reply, ch.parse_status, ch.real_fallback, ch.model_ms, ch.error,
-                    (ch.map_png.is_not(None) & ch.mask_png.is_not(None)).label("has_maps"),
+                    ch.raw_reply, ch.parse_status, ch.real_fallback, ch.model_ms, ch.error, ch.view_scores,
+                    ch.shown_view, (ch.map_png.is_not(None) & ch.mask_png.is_not(None)).label("has_maps"),
                     BundleRow.name.label("bundle_name"), BundleRow.sha256.label("bundle_sha256"),
                     BundleRow.quantization.label("bundle_quantization"))
              .outerjoin(BundleRow, BundleRow.id == ch.bundle_id)
@@ -320,7 +322,8 @@ def challenger_results(reader: Engine, inspection_id: int, bundle_id: int | None
     if bundle_id is not None:
         query = query.where(ch.bundle_id == bundle_id)
     with reader.connect() as connection:
-        return [{**row._mapping, "has_maps": bool(row.has_maps)} for row in connection.execute(query)]
+        rows = [{**row._mapping, "has_maps": bool(row.has_maps)} for row in connection.execute(query)]
+    return [{**row, "views": view_votes(row)} for row in rows]
 
 
 def _any_challenger_result(reader: Engine) -> bool:
