@@ -359,6 +359,10 @@ def test_the_models_page_and_a_disagreement_side_by_side(browser, tmp_path):
         assert "scratch" in sides.nth(0).locator(".reasoning").inner_text()
         assert "reflection" in sides.nth(1).locator(".reasoning").inner_text()
         assert "defect" in page.inner_text("#reviews")
+        votes = [sides.nth(i).locator(".view-votes") for i in (0, 1)]
+        assert "4 of 4" in votes[0].inner_text() and "the views disagree" in votes[1].inner_text()
+        colour = [v.evaluate("td => getComputedStyle(td).color") for v in votes]
+        assert colour[0] != colour[1], colour  # the split side in the warning colour
         page.screenshot(path=str(SHOTS / "models-side-by-side.png"), full_page=True)
         page.wait_for_load_state("load")  # the page's script has run (a loaded box may lag)
         page.uncheck("#toggle-heat")  # models.js (a static file) runs: both heat maps off, the outlines stay
