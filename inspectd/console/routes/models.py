@@ -322,8 +322,8 @@ def challenger_results(reader: Engine, inspection_id: int, bundle_id: int | None
     if bundle_id is not None:
         query = query.where(ch.bundle_id == bundle_id)
     with reader.connect() as connection:
-        rows = [{**row._mapping, "has_maps": bool(row.has_maps)} for row in connection.execute(query)]
-    return [{**row, "views": view_votes(row)} for row in rows]
+        return [{**row._mapping, "has_maps": bool(row.has_maps), "views": view_votes(row._mapping)}
+                for row in connection.execute(query)]
 
 
 def _any_challenger_result(reader: Engine) -> bool:
