@@ -27,6 +27,12 @@ engineer sees the trade-off. They are estimates on these images only: with
 40 defects one miss is 2.5 points, so the expected rates are said with their
 95 % intervals. The same images' image AUROC is kept too, with its interval:
 it says how well the score ranks there, which no threshold can change.
+
+Last, how many scores lie within ``NEAR_THRESHOLD`` of the threshold. A
+threshold chosen where scores pile up (near 1.0 when a model saturates)
+decides those images by differences smaller than another conversion or
+another machine's kernels can change; when at least ``CROWDED_SHARE`` of the
+scored images sit there, the export warns and the card says so.
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ from inspectd.metrics.intervals import auroc_interval, percent_interval, rate_in
 
 # Recall targets of the operating-point table printed and written to the card.
 OPERATING_TARGETS = (0.80, 0.90, 0.95, 0.99)
+# A score this close to the threshold is "near" it: its verdict hangs on the third decimal.
+NEAR_THRESHOLD = 0.01
+# The share of scored calibration images near the threshold from which the export warns.
+CROWDED_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,22 @@ class Calibration:
     balanced: OperatingPoint | None = None  # at the maximum-balanced-accuracy threshold, whichever rule chose
     operating_points: tuple[OperatingRow, ...] = ()
     image_auroc_interval: tuple[float, float] | None = None  # its 95 % bootstrap interval
+    near_threshold: int | None = None  # scored images within NEAR_THRESHOLD of ``threshold``
+
+    @property
+    def crowded(self) -> bool:
+        """Whether so many scores sit at the threshold that small score changes would move its rates."""
+        scored = self.images - self.unparsable
+        return self.near_threshold is not None and scored > 0 and self.near_threshold >= CROWDED_SHARE * scored
+
+    def crowding_sentence(self) -> str | None:
+        """The warning for a crowded threshold, or None: printed by the export, logged, and on the card."""
+        if not self.crowded:
+            return None
+        return (f"{self.near_threshold} of {self.images - self.unparsable} calibration scores lie within "
+                f"{NEAR_THRESHOLD:g} of the threshold {self.threshold:.4f}: their verdicts hang on score differences "
+                "that another conversion or machine can change, so the expected rates are fragile there; "
+                "a threshold where scores are sparse (see the operating points) is steadier")
 
     def auroc_phrase(self) -> str:
         """``0.909`` with its interval where known: ``0.909 (95 % interval 0.841-0.966)``; none from before, nor
@@ -214,6 +240,7 @@ def calibrate(labels: np.ndarray, scores: np.ndarray, unparsable: int = 0,
         target_recall=None if target_recall is None else float(target_recall), expected=expected,
         balanced=operating_point(labels, scores, balanced_threshold),
         operating_points=operating_table(labels, scores), image_auroc_interval=auroc_interval(labels, scores),
+        near_threshold=int((np.abs(scores - threshold) < NEAR_THRESHOLD).sum()),
     )
 
 
@@ -223,6 +250,8 @@ def calibration_report(calibration: Calibration) -> list[str]:
              f"images ({calibration.unparsable} unparsable); image AUROC there {calibration.auroc_phrase()}"]
     if calibration.expected is not None:
         lines.append(f"expected there: {calibration.expected.describe(intervals=True)}")
+    if calibration.crowded:
+        lines.append(f"WARNING: {calibration.crowding_sentence()}")
     if calibration.target_recall is not None and calibration.balanced is not None:
         lines.append(f"maximum balanced accuracy would set {calibration.balanced.threshold:.4f}: "
                      f"{calibration.balanced.describe()}")
