@@ -121,16 +121,21 @@ class Calibration:
     near_threshold: int | None = None  # scored images within NEAR_THRESHOLD of ``threshold``
 
     @property
+    def scored(self) -> int:
+        """The calibration images whose reply parsed: those the threshold was chosen on."""
+        return self.images - self.unparsable
+
+    @property
     def crowded(self) -> bool:
         """Whether so many scores sit at the threshold that small score changes would move its rates."""
-        scored = self.images - self.unparsable
-        return self.near_threshold is not None and scored > 0 and self.near_threshold >= CROWDED_SHARE * scored
+        return (self.near_threshold is not None and self.scored > 0
+                and self.near_threshold >= CROWDED_SHARE * self.scored)
 
     def crowding_sentence(self) -> str | None:
         """The warning for a crowded threshold, or None: printed by the export, logged, and on the card."""
         if not self.crowded:
             return None
-        return (f"{self.near_threshold} of {self.images - self.unparsable} calibration scores lie within "
+        return (f"{self.near_threshold} of {self.scored} calibration scores lie within "
                 f"{NEAR_THRESHOLD:g} of the threshold {self.threshold:.4f}: their verdicts hang on score differences "
                 "that another conversion or machine can change, so the expected rates are fragile there; "
                 "a threshold where scores are sparse (see the operating points) is steadier")
