@@ -172,3 +172,42 @@ def test_a_threshold_among_sparse_scores_gets_no_warning():
     assert calibration.crowding_sentence() is None
     assert not any("WARNING" in line for line in calibration_report(calibration))
     assert not Calibration(0.42, 0.9, 10, 1, 0.95).crowded  # built before the count: nothing to say
+
+
+def _card(tmp_path, calibration: Calibration) -> str:
+    from inspectd.bundle.manifest import BundleManifest
+    from inspectd.export.exporter import ExportRequest, model_card
+
+    request = ExportRequest(base=tmp_path, out=tmp_path / "out", name="n", calibration=tmp_path / "val")
+    return model_card(request, BundleManifest(name="n", base_model="b", threshold=calibration.threshold), calibration)
+
+
+def test_a_model_at_chance_is_said_to_be_at_chance(tmp_path):
+    """A model that learnt nothing exports as smoothly as a good one, its threshold fitted to noise (a fresh
+    model on the magnetic-tile line did: calibration AUROC 0.48-0.51). The export says so, and the card keeps it."""
+    rng = np.random.default_rng(0)
+    labels = np.array([False] * 46 + [True] * 46)
+    calibration = calibrate(labels, rng.uniform(size=92))
+    low, high = calibration.image_auroc_interval
+    assert low < 0.5 < high
+    sentence = (f"the score cannot be told from chance on the calibration images: image AUROC "
+                f"{calibration.auroc_phrase()}, an interval that includes 0.5")
+    assert any(line.startswith(f"WARNING: {sentence}") for line in calibration_report(calibration))
+    assert f"- Warning: {sentence}" in _card(tmp_path, calibration)
+
+
+def test_a_score_that_ranks_defects_below_good_parts_is_said_to_be_inverted(tmp_path):
+    """Swapped folders (defects under good/) give a score that ranks backwards: worse than chance, said so."""
+    labels = np.array([False] * 6 + [True] * 6)
+    calibration = calibrate(labels, np.array([0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35]))
+    assert calibration.image_auroc_interval[1] < 0.5
+    warnings = calibration.warnings()
+    assert warnings[0].startswith("the score ranks defects below good parts")  # first, before any crowding
+    assert f"- Warning: {warnings[0]}" in _card(tmp_path, calibration)
+
+
+def test_a_score_that_ranks_well_or_too_few_images_to_say_get_no_chance_warning():
+    assert calibrate(LABELS, SCORES).chance_sentence() is None  # AUROC 0.85, interval above 0.5
+    # One defect: no interval, so nothing can be said either way (the AUROC of 0.0 alone is one image's rank).
+    assert calibrate(np.array([True, False, False]), np.array([0.1, 0.5, 0.6])).chance_sentence() is None
+    assert Calibration(0.42, 0.5, 10, 1, 0.5).warnings() == ()  # built before the interval: nothing to say

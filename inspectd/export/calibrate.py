@@ -28,11 +28,18 @@ engineer sees the trade-off. They are estimates on these images only: with
 95 % intervals. The same images' image AUROC is kept too, with its interval:
 it says how well the score ranks there, which no threshold can change.
 
-Last, how many scores lie within ``NEAR_THRESHOLD`` of the threshold. A
-threshold chosen where scores pile up (near 1.0 when a model saturates)
-decides those images by differences smaller than another conversion or
-another machine's kernels can change; when at least ``CROWDED_SHARE`` of the
-scored images sit there, the export warns and the card says so.
+Two things make the export warn (printed, logged, and on the card), since
+either makes the chosen threshold say little; neither stops it, as a plant
+may still want the bundle to study:
+
+- the image AUROC's interval reaches 0.5 or below: on these images the score
+  cannot be told from chance (a model that learnt nothing exports as
+  smoothly as a good one: its threshold is fitted to noise), or, wholly
+  below 0.5, it ranks defects under good parts (inverted labels or score);
+- at least ``CROWDED_SHARE`` of the scored images lie within
+  ``NEAR_THRESHOLD`` of the threshold. A threshold chosen where scores pile
+  up (near 1.0 when a model saturates) decides those images by differences
+  smaller than another conversion or another machine's kernels can change.
 """
 
 from __future__ import annotations
@@ -139,6 +146,25 @@ class Calibration:
                 f"{NEAR_THRESHOLD:g} of the threshold {self.threshold:.4f}: their verdicts hang on score differences "
                 "that another conversion or machine can change, so the expected rates are fragile there; "
                 "a threshold where scores are sparse (see the operating points) is steadier")
+
+    def chance_sentence(self) -> str | None:
+        """The warning for a score that does not rank defects above good parts on these images, or None
+        (also when too few images of a label gave no interval)."""
+        low, high = self.image_auroc_interval or (float("nan"), float("nan"))
+        if low != low or high != high or low > 0.5:
+            return None
+        if high < 0.5:
+            return (f"the score ranks defects below good parts on the calibration images: image AUROC "
+                    f"{self.auroc_phrase()}; check the calibration folder's labels and the model, as verdicts "
+                    "from this bundle are worse than a coin's")
+        return (f"the score cannot be told from chance on the calibration images: image AUROC {self.auroc_phrase()}, "
+                "an interval that includes 0.5, so the threshold is fitted to noise; a model that has not learnt "
+                "the line looks like this (check training), and so does a calibration folder too small to show a "
+                "real one (add images)")
+
+    def warnings(self) -> tuple[str, ...]:
+        """Every warning this calibration earns, in the order the export prints them."""
+        return tuple(s for s in (self.chance_sentence(), self.crowding_sentence()) if s is not None)
 
     def auroc_phrase(self) -> str:
         """``0.909`` with its interval where known: ``0.909 (95 % interval 0.841-0.966)``; none from before, nor
@@ -255,8 +281,7 @@ def calibration_report(calibration: Calibration) -> list[str]:
              f"images ({calibration.unparsable} unparsable); image AUROC there {calibration.auroc_phrase()}"]
     if calibration.expected is not None:
         lines.append(f"expected there: {calibration.expected.describe(intervals=True)}")
-    if calibration.crowded:
-        lines.append(f"WARNING: {calibration.crowding_sentence()}")
+    lines += [f"WARNING: {warning}" for warning in calibration.warnings()]
     if calibration.target_recall is not None and calibration.balanced is not None:
         lines.append(f"maximum balanced accuracy would set {calibration.balanced.threshold:.4f}: "
                      f"{calibration.balanced.describe()}")

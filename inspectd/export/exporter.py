@@ -336,8 +336,8 @@ def calibrate_bundle(request: ExportRequest, manifest: BundleManifest, bundle_fo
              "(%d unparsable); expected there: %s", calibration.threshold, calibration.rule,
              calibration.balanced_accuracy, calibration.image_auroc, calibration.images, calibration.unparsable,
              calibration.expected.describe(intervals=True))
-    if calibration.crowded:
-        log.warning("%s: %s", folder, calibration.crowding_sentence())
+    for warning in calibration.warnings():
+        log.warning("%s: %s", folder, warning)
     card = model_card(request, manifest.model_copy(update={"threshold": calibration.threshold}), calibration, drift)
     replace_model_card(bundle_folder, card, threshold=calibration.threshold)  # bundle.json: the threshold only
     return calibration
@@ -425,8 +425,7 @@ def _calibration_lines(request: ExportRequest, calibration: Calibration) -> list
         return lines
     lines.append(f"- Expected on those images at {calibration.threshold:.4f}: "
                  f"{calibration.expected.describe(intervals=True)}")
-    if calibration.crowded:
-        lines.append(f"- Warning: {calibration.crowding_sentence()}")
+    lines += [f"- Warning: {warning}" for warning in calibration.warnings()]
     if calibration.target_recall is not None and calibration.balanced is not None:
         lines.append(f"- At the maximum-balanced-accuracy threshold {calibration.balanced.threshold:.4f} instead: "
                      f"{calibration.balanced.describe()}")
