@@ -146,12 +146,17 @@ def test_one_defect_gives_no_auroc_interval_rather_than_a_made_up_one():
     assert "image AUROC there 1.000\n" in "\n".join(calibration_report(calibration)) + "\n"
 
 
-def test_a_threshold_where_scores_pile_up_is_said_to_be_fragile(tmp_path):
-    """A saturating model puts many scores at 0.99x; a threshold among them decides those parts by the third
-    decimal, which another conversion can change. The export says so, and the card keeps it."""
+def _card(tmp_path, calibration: Calibration) -> str:
     from inspectd.bundle.manifest import BundleManifest
     from inspectd.export.exporter import ExportRequest, model_card
 
+    request = ExportRequest(base=tmp_path, out=tmp_path / "out", name="n", calibration=tmp_path / "val")
+    return model_card(request, BundleManifest(name="n", base_model="b", threshold=calibration.threshold), calibration)
+
+
+def test_a_threshold_where_scores_pile_up_is_said_to_be_fragile(tmp_path):
+    """A saturating model puts many scores at 0.99x; a threshold among them decides those parts by the third
+    decimal, which another conversion can change. The export says so, and the card keeps it."""
     good = [0.05] * 10 + [0.990, 0.991, 0.993, 0.994, 0.995, 0.996]
     defect = [0.3, 0.4, 0.997, 0.9975, 0.998, 0.9985, 0.999, 0.9993, 0.9995, 0.9999]
     labels = np.array([False] * len(good) + [True] * len(defect))
@@ -161,9 +166,7 @@ def test_a_threshold_where_scores_pile_up_is_said_to_be_fragile(tmp_path):
     sentence = (f"{calibration.near_threshold} of 26 calibration scores lie within 0.01 of the threshold "
                 f"{calibration.threshold:.4f}")
     assert sentence in "\n".join(line for line in calibration_report(calibration) if line.startswith("WARNING: "))
-    request = ExportRequest(base=tmp_path, out=tmp_path / "out", name="n", calibration=tmp_path / "val")
-    card = model_card(request, BundleManifest(name="n", base_model="b", threshold=calibration.threshold), calibration)
-    assert f"- Warning: {sentence}" in card
+    assert f"- Warning: {sentence}" in _card(tmp_path, calibration)
 
 
 def test_a_threshold_among_sparse_scores_gets_no_warning():
@@ -172,14 +175,6 @@ def test_a_threshold_among_sparse_scores_gets_no_warning():
     assert calibration.crowding_sentence() is None
     assert not any("WARNING" in line for line in calibration_report(calibration))
     assert not Calibration(0.42, 0.9, 10, 1, 0.95).crowded  # built before the count: nothing to say
-
-
-def _card(tmp_path, calibration: Calibration) -> str:
-    from inspectd.bundle.manifest import BundleManifest
-    from inspectd.export.exporter import ExportRequest, model_card
-
-    request = ExportRequest(base=tmp_path, out=tmp_path / "out", name="n", calibration=tmp_path / "val")
-    return model_card(request, BundleManifest(name="n", base_model="b", threshold=calibration.threshold), calibration)
 
 
 def test_a_model_at_chance_is_said_to_be_at_chance(tmp_path):

@@ -147,13 +147,19 @@ class Calibration:
                 "that another conversion or machine can change, so the expected rates are fragile there; "
                 "a threshold where scores are sparse (see the operating points) is steadier")
 
+    @property
+    def known_auroc_interval(self) -> tuple[float, float] | None:
+        """The image AUROC's interval, or None where none is known: a Calibration from before it, or fewer than
+        two images of a label (NaN, which no resampling can say anything of)."""
+        interval = self.image_auroc_interval
+        return None if interval is None or any(math.isnan(v) for v in interval) else interval
+
     def chance_sentence(self) -> str | None:
         """The warning for a score that does not rank defects above good parts on these images, or None
         (also when too few images of a label gave no interval)."""
-        low, high = self.image_auroc_interval or (float("nan"), float("nan"))
-        if low != low or high != high or low > 0.5:
+        if self.known_auroc_interval is None or self.known_auroc_interval[0] > 0.5:
             return None
-        if high < 0.5:
+        if self.known_auroc_interval[1] < 0.5:
             return (f"the score ranks defects below good parts on the calibration images: image AUROC "
                     f"{self.auroc_phrase()}; check the calibration folder's labels and the model, as verdicts "
                     "from this bundle are worse than a coin's")
@@ -169,9 +175,9 @@ class Calibration:
     def auroc_phrase(self) -> str:
         """``0.909`` with its interval where known: ``0.909 (95 % interval 0.841-0.966)``; none from before, nor
         from fewer than two images of a label."""
-        low, high = self.image_auroc_interval or (float("nan"), float("nan"))
-        if low != low or high != high:
+        if self.known_auroc_interval is None:
             return f"{self.image_auroc:.3f}"
+        low, high = self.known_auroc_interval
         return f"{self.image_auroc:.3f} (95 % interval {low:.3f}-{high:.3f})"
 
     @property
