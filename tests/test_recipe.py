@@ -546,6 +546,36 @@ def test_a_warmup_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
     assert train(identity={"data": 2}).resumed_from == 4
 
 
+def test_the_warmup_log_says_how_long_the_stage_has_left(tmp_path, caplog):
+    """A warm-up of hours on a CPU: each progress line gives the time left at this run's pace (a resumed run
+    counts only its own steps), in the unit an operator reads; the last line has none."""
+    import re
+
+    from inspectd.bundle.manifest import PromptSpec
+    from inspectd.model.tiny import build_tiny_model
+    from inspectd.model.tiny_spec import TinySpec
+    from inspectd.training.warmup import time_left, train_warmup
+    from inspectd.training.warmup_config import ReplyExample, WarmupSettings, reasoning_reply
+
+    assert time_left(100.0, 50, 3950) == ", 2 h 12 min left"  # 2 s a step
+    assert time_left(100.0, 50, 20) == ", 40 s left"
+    assert time_left(100.0, 50, 300) == ", 10 min left"
+    assert time_left(100.0, 50, 0) == "" and time_left(0.0, 0, 10) == ""
+
+    def sample(i: int) -> ReplyExample:
+        s = make_sample(7_000 + i, 56)
+        return ReplyExample(s.image, reasoning_reply(s))
+
+    model, processor = build_tiny_model(TinySpec(**MICRO["model"]))
+    with caplog.at_level("INFO", logger="inspectd.train"):
+        train_warmup(model, processor, PromptSpec(), sample,
+                     WarmupSettings(steps=3, batch_size=2, warmup_steps=1, save_steps=0, device="cpu"), log_every=1)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("warm-up step")]
+    assert [line.split(" loss")[0] for line in lines] == ["warm-up step 1/3", "warm-up step 2/3", "warm-up step 3/3"]
+    assert all(re.search(r"\(\d+ s, \d+ (s|min) left\)$", line) for line in lines[:2]), lines
+    assert re.search(r"\(\d+ s\)$", lines[2]), lines
+
+
 WARMUP_UNDER_TORCHRUN = '''
 import json, sys
 from pathlib import Path

@@ -243,8 +243,9 @@ def train_warmup(
             scheduler.step()
             losses.append(accelerator.reduce(loss.detach(), "mean").item() if processes > 1 else loss.item())
             if log_every and accelerator.is_main_process and (step % log_every == 0 or step == settings.steps - 1):
-                log.info("warm-up step %d/%d loss %.4f (%.0f s)", step + 1, settings.steps, losses[-1],
-                         time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                log.info("warm-up step %d/%d loss %.4f (%.0f s%s)", step + 1, settings.steps, losses[-1], seconds,
+                         time_left(seconds, step + 1 - first_step, settings.steps - step - 1))
             done = step + 1
             if (checkpoints is not None and settings.save_steps and done % settings.save_steps == 0
                     and done < settings.steps and accelerator.is_main_process):  # the last step: the stage saves
@@ -255,6 +256,18 @@ def train_warmup(
     finally:
         model.eval()
     return WarmupRun(losses, earlier_seconds + time.perf_counter() - started, resumed_from)
+
+
+def time_left(seconds: float, steps_run: int, steps_left: int) -> str:
+    """``, 2 h 05 min left`` at the pace of the ``steps_run`` steps this process ran in ``seconds``; empty at the
+    end. Only this run's steps count: a resumed stage's earlier part may have run beside other work."""
+    if steps_left <= 0 or steps_run <= 0:
+        return ""
+    left = seconds / steps_run * steps_left
+    if left < 59.5:
+        return f", {left:.0f} s left"
+    minutes = round(left / 60)
+    return f", {minutes} min left" if minutes < 60 else f", {minutes // 60} h {minutes % 60:02d} min left"
 
 
 def is_main_process() -> bool:
