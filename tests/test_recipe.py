@@ -515,6 +515,14 @@ def test_an_interrupted_cgro_stage_goes_on_from_its_checkpoint(tmp_path, caplog)
     assert not checkpoints.exists(), "removed once the stage is recorded"
 
 
+def _reply_example(i: int):
+    """The i-th synthetic warm-up example (image and reasoning reply) of the warm-up tests below."""
+    from inspectd.training.warmup_config import ReplyExample, reasoning_reply
+
+    s = make_sample(7_000 + i, 56)
+    return ReplyExample(s.image, reasoning_reply(s))
+
+
 def test_a_warmup_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
     """``train_warmup`` on a folder with a checkpoint: the same settings go on from it (same losses as the run
     that wrote it); changed settings or data start at step 0, with a warning, and replace it."""
@@ -522,16 +530,12 @@ def test_a_warmup_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
     from inspectd.model.tiny import build_tiny_model
     from inspectd.model.tiny_spec import TinySpec
     from inspectd.training.warmup import newest_checkpoint, train_warmup
-    from inspectd.training.warmup_config import ReplyExample, WarmupSettings, reasoning_reply
-
-    def sample(i: int) -> ReplyExample:
-        s = make_sample(7_000 + i, 56)
-        return ReplyExample(s.image, reasoning_reply(s))
+    from inspectd.training.warmup_config import WarmupSettings
 
     def train(identity=None, **changes):
         model, processor = build_tiny_model(TinySpec(**MICRO["model"]))
         settings = WarmupSettings(steps=6, batch_size=2, warmup_steps=1, save_steps=2, device="cpu", **changes)
-        return train_warmup(model, processor, PromptSpec(), sample, settings, checkpoints=tmp_path / "ck",
+        return train_warmup(model, processor, PromptSpec(), _reply_example, settings, checkpoints=tmp_path / "ck",
                             identity=identity or {"data": 1})
 
     first = train()
@@ -555,20 +559,16 @@ def test_the_warmup_log_says_how_long_the_stage_has_left(tmp_path, caplog):
     from inspectd.model.tiny import build_tiny_model
     from inspectd.model.tiny_spec import TinySpec
     from inspectd.training.warmup import time_left, train_warmup
-    from inspectd.training.warmup_config import ReplyExample, WarmupSettings, reasoning_reply
+    from inspectd.training.warmup_config import WarmupSettings
 
     assert time_left(100.0, 50, 3950) == ", 2 h 12 min left"  # 2 s a step
     assert time_left(100.0, 50, 20) == ", 40 s left"
     assert time_left(100.0, 50, 300) == ", 10 min left"
     assert time_left(100.0, 50, 0) == "" and time_left(0.0, 0, 10) == ""
 
-    def sample(i: int) -> ReplyExample:
-        s = make_sample(7_000 + i, 56)
-        return ReplyExample(s.image, reasoning_reply(s))
-
     model, processor = build_tiny_model(TinySpec(**MICRO["model"]))
     with caplog.at_level("INFO", logger="inspectd.train"):
-        train_warmup(model, processor, PromptSpec(), sample,
+        train_warmup(model, processor, PromptSpec(), _reply_example,
                      WarmupSettings(steps=3, batch_size=2, warmup_steps=1, save_steps=0, device="cpu"), log_every=1)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("warm-up step")]
     assert [line.split(" loss")[0] for line in lines] == ["warm-up step 1/3", "warm-up step 2/3", "warm-up step 3/3"]

@@ -157,9 +157,10 @@ class Calibration:
     def chance_sentence(self) -> str | None:
         """The warning for a score that does not rank defects above good parts on these images, or None
         (also when too few images of a label gave no interval)."""
-        if self.known_auroc_interval is None or self.known_auroc_interval[0] > 0.5:
+        interval = self.known_auroc_interval
+        if interval is None or interval[0] > 0.5:
             return None
-        if self.known_auroc_interval[1] < 0.5:
+        if interval[1] < 0.5:
             return (f"the score ranks defects below good parts on the calibration images: image AUROC "
                     f"{self.auroc_phrase()}; check the calibration folder's labels and the model, as verdicts "
                     "from this bundle are worse than a coin's")
